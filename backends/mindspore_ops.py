@@ -1,0 +1,164 @@
+"""The op vocabulary (backends/vocabulary.py) on MindSpore: CPU here, Ascend and GPU by device.
+
+Uses ``mindspore.ops`` (not ``mint``): ``mint`` has no CPU kernels for topk, cumsum and
+index_add. Every function here also compiles under GRAPH_MODE and ``ms.jit``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import mindspore as ms
+import numpy as np
+from mindspore import ops
+
+
+class MindSporeOps:
+    """Implements ``backends.vocabulary.Ops`` with MindSpore."""
+
+    name = "mindspore"
+    float32 = ms.float32
+    float16 = ms.float16
+    bfloat16 = ms.bfloat16
+    int32 = ms.int32
+    index_dtype = ms.int32
+    bool_ = ms.bool_
+
+    # creation and conversion
+    def tensor(self, array: Any, dtype=None):
+        return ms.Tensor(np.asarray(array), dtype=dtype)
+
+    def zeros(self, shape: Sequence[int], dtype):
+        return ops.zeros(tuple(shape), dtype)
+
+    def ones(self, shape: Sequence[int], dtype):
+        return ops.ones(tuple(shape), dtype)
+
+    def arange(self, n: int, dtype):
+        return ops.arange(0, n, 1, dtype=dtype)
+
+    def cast(self, x, dtype):
+        return ops.cast(x, dtype)
+
+    def stop_gradient(self, x):
+        return ops.stop_gradient(x)
+
+    def to_numpy(self, x):
+        if x.dtype == ms.bfloat16:
+            x = ops.cast(x, ms.float32)
+        return x.asnumpy()
+
+    # shape
+    def reshape(self, x, shape):
+        return ops.reshape(x, tuple(shape))
+
+    def transpose(self, x, perm):
+        return ops.transpose(x, tuple(perm))
+
+    def concat(self, xs, axis: int):
+        return ops.concat(tuple(xs), axis)
+
+    def stack(self, xs, axis: int):
+        return ops.stack(tuple(xs), axis)
+
+    def expand_dims(self, x, axis: int):
+        return ops.expand_dims(x, axis)
+
+    # elementwise
+    def exp(self, x):
+        return ops.exp(x)
+
+    def log(self, x):
+        return ops.log(x)
+
+    def sqrt(self, x):
+        return ops.sqrt(x)
+
+    def relu(self, x):
+        return ops.relu(x)
+
+    def gelu(self, x):
+        return ops.gelu(x, approximate="none")
+
+    def silu(self, x):
+        return ops.silu(x)
+
+    def abs(self, x):
+        return ops.abs(x)
+
+    def where(self, cond, a, b):
+        return ops.where(cond, a, b)
+
+    def maximum(self, a, b):
+        return ops.maximum(a, b)
+
+    def minimum(self, a, b):
+        return ops.minimum(a, b)
+
+    # reductions
+    def sum(self, x, axis=None, keepdims: bool = False):
+        return x.sum() if axis is None else x.sum(axis, keepdims)
+
+    def mean(self, x, axis=None, keepdims: bool = False):
+        return x.mean() if axis is None else x.mean(axis, keepdims)
+
+    def max(self, x, axis=None, keepdims: bool = False):
+        return ops.amax(x) if axis is None else ops.amax(x, axis, keepdims)
+
+    def logsumexp(self, x, axis: int):
+        return ops.logsumexp(x, axis)
+
+    def softmax(self, x, axis: int):
+        return ops.softmax(x, axis)
+
+    def log_softmax(self, x, axis: int):
+        return ops.log_softmax(x, axis)
+
+    def cumsum(self, x, axis: int):
+        return ops.cumsum(x, axis)
+
+    # indexing
+    def topk(self, x, k: int):
+        return ops.topk(x, k)
+
+    def argsort(self, x, descending: bool = False):
+        """Stable for integer keys (each key is made unique by its position first); float
+        keys are sorted by value and equal floats are left in the kernel's order."""
+        n = x.shape[-1]
+        if x.dtype in (ms.int32, ms.int64):
+            position = ops.arange(0, n, 1, dtype=ms.int64)
+            key = ops.cast(x, ms.int64) * n
+            key = key - position if descending else key + position
+            return ops.cast(ops.sort(key, -1, descending)[1], ms.int32)
+        return ops.cast(ops.sort(x, -1, descending)[1], ms.int32)
+
+    def one_hot(self, index, depth: int, dtype):
+        on = ops.ones((), dtype)
+        off = ops.zeros((), dtype)
+        return ops.one_hot(ops.cast(index, ms.int32), depth, on, off)
+
+    def gather_rows(self, x, index):
+        return ops.gather(x, index, 0)
+
+    def take_along_axis(self, x, index, axis: int):
+        return ops.gather_elements(x, axis, index)
+
+    def index_add(self, target, index, source):
+        return ops.index_add(target, ops.cast(index, ms.int32), source, 0)
+
+    # matrix products
+    def matmul(self, a, b):
+        return ops.matmul(a, b)
+
+    def bmm(self, a, b):
+        return ops.bmm(a, b)
+
+    def grouped_matmul(self, x, w, group_sizes):
+        """One matmul per group on row slices with tensor bounds (dynamic shapes, which
+        GRAPH_MODE supports); the group count is static, the sizes need no host sync."""
+        ends = ops.cumsum(group_sizes, 0)
+        starts = ends - group_sizes
+        parts = ()
+        for g in range(w.shape[0]):
+            parts = parts + (ops.matmul(x[starts[g]:ends[g]], w[g]),)
+        tail = ops.zeros((x.shape[0], w.shape[-1]), x.dtype)[ends[-1]:]
+        return ops.concat(parts + (tail,), 0)

@@ -1,0 +1,108 @@
+"""The thin MindSpore shell: device and dtype selection, execution mode, seeding, and an
+``nn.Cell`` that holds a component's parameters and calls its framework-free ``forward``
+with ``MindSporeOps``. ``construct`` compiles under GRAPH_MODE and ``ms.jit``."""
+from __future__ import annotations
+
+import contextlib
+import io
+import random
+from typing import Dict, Optional
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn
+
+from backends.mindspore_ops import MindSporeOps
+from models.errors import ConfigError
+from models.params import init_params
+
+DTYPES = {"float32": ms.float32, "bfloat16": ms.bfloat16, "float16": ms.float16}
+TARGETS = {"cpu": "CPU", "cuda": "GPU", "gpu": "GPU", "npu": "Ascend", "ascend": "Ascend"}
+
+
+def device_available(target: str) -> bool:
+    """Whether this MindSpore build can run on ``CPU``, ``GPU`` or ``Ascend`` here (the probe's
+    library-loading chatter goes to a buffer, not the user's terminal)."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return bool(ms.hal.is_available(target))
+        except Exception:
+            return False
+
+
+def select_device(name: str, graph_mode: bool = False) -> str:
+    """Set MindSpore's device (``cpu``, ``cuda``/``gpu``, ``npu``/``ascend`` or ``auto``: Ascend,
+    then GPU, then CPU) and execution mode; returns the MindSpore target name. Must run
+    before any op."""
+    if name == "auto":
+        target = next((t for t in ("Ascend", "GPU") if device_available(t)), "CPU")
+    elif name in TARGETS:
+        target = TARGETS[name]
+        if not device_available(target):
+            raise ConfigError(f"device={name} but this MindSpore build cannot use {target}; use device: cpu or auto")
+    else:
+        raise ConfigError(f"device={name!r}: valid devices are auto, cpu, cuda, gpu, npu, ascend")
+    ms.set_device(target)
+    ms.set_context(mode=ms.GRAPH_MODE if graph_mode else ms.PYNATIVE_MODE)
+    if target == "CPU":
+        ms.runtime.launch_blocking()
+    return target
+
+
+def check_dtype(dtype: str) -> ms.Type:
+    """The MindSpore dtype for a config name, after checking that a matmul runs in it here."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r}: valid dtypes are {', '.join(DTYPES)}")
+    try:
+        probe = ms.ops.ones((2, 2), DTYPES[dtype])
+        ms.ops.matmul(probe, probe).asnumpy()
+    except Exception as error:
+        raise ConfigError(f"dtype={dtype} cannot run on MindSpore device "
+                          f"{ms.get_context('device_target')}: {str(error).splitlines()[0]}") from None
+    return DTYPES[dtype]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    ms.set_seed(seed)
+
+
+class MindSporeModule(nn.Cell):
+    """Holds a component's parameters (MindSpore names as in ``param_specs``) and runs
+    ``component.forward(F, params, *inputs)``."""
+
+    def __init__(self, component, seed: int = 0, dtype: str = "float32",
+                 values: Optional[Dict[str, np.ndarray]] = None) -> None:
+        super().__init__()
+        self.component = component
+        self.backend_ops = MindSporeOps()
+        self.specs = component.param_specs()
+        self.names = tuple(self.specs)
+        ms_dtype = check_dtype(dtype)
+        values = init_params(self.specs, seed) if values is None else values
+        parameters = []
+        for name in self.names:
+            spec = self.specs[name]
+            tensor = ms.Tensor(np.asarray(values[name], dtype=np.float32), ms.float32 if spec.float32 else ms_dtype)
+            parameters.append(ms.Parameter(tensor, name=name, requires_grad=spec.trainable))
+        self.parameters = ms.ParameterTuple(parameters)
+
+    def params(self) -> dict:
+        """name -> Parameter. Written as a comprehension: GRAPH_MODE keeps parameter shapes
+        static through it, but not through ``dict(zip(...))``."""
+        return {name: parameter for name, parameter in zip(self.names, self.parameters)}
+
+    def __call__(self, *inputs):
+        self.component.check_inputs(*inputs)
+        return super().__call__(*inputs)
+
+    def construct(self, *inputs):
+        return self.component.forward(self.backend_ops, self.params(), *inputs)
+
+    def numpy_params(self) -> Dict[str, np.ndarray]:
+        return {name: self.backend_ops.to_numpy(value) for name, value in self.params().items()}
+
+    def load_numpy(self, values: Dict[str, np.ndarray]) -> None:
+        for name, parameter in self.params().items():
+            parameter.set_data(ms.Tensor(np.asarray(values[name], dtype=np.float32), parameter.dtype))

@@ -1,0 +1,136 @@
+"""The op vocabulary (backends/vocabulary.py) on PyTorch: CPU, CUDA, and Ascend via torch_npu."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as tnf
+
+
+class TorchOps:
+    """Implements ``backends.vocabulary.Ops`` with torch; tensors are created on ``device``."""
+
+    name = "torch"
+    float32 = torch.float32
+    float16 = torch.float16
+    bfloat16 = torch.bfloat16
+    int32 = torch.int32
+    index_dtype = torch.int64
+    bool_ = torch.bool
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+
+    # creation and conversion
+    def tensor(self, array: Any, dtype=None):
+        return torch.as_tensor(np.asarray(array), dtype=dtype, device=self.device)
+
+    def zeros(self, shape: Sequence[int], dtype):
+        return torch.zeros(tuple(shape), dtype=dtype, device=self.device)
+
+    def ones(self, shape: Sequence[int], dtype):
+        return torch.ones(tuple(shape), dtype=dtype, device=self.device)
+
+    def arange(self, n: int, dtype):
+        return torch.arange(n, dtype=dtype, device=self.device)
+
+    def cast(self, x, dtype):
+        return x.to(dtype)
+
+    def stop_gradient(self, x):
+        return x.detach()
+
+    def to_numpy(self, x):
+        return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+
+    # shape
+    def reshape(self, x, shape):
+        return x.reshape(tuple(shape))
+
+    def transpose(self, x, perm):
+        return x.permute(tuple(perm))
+
+    def concat(self, xs, axis: int):
+        return torch.cat(tuple(xs), dim=axis)
+
+    def stack(self, xs, axis: int):
+        return torch.stack(tuple(xs), dim=axis)
+
+    def expand_dims(self, x, axis: int):
+        return x.unsqueeze(axis)
+
+    # elementwise
+    exp = staticmethod(torch.exp)
+    log = staticmethod(torch.log)
+    sqrt = staticmethod(torch.sqrt)
+    relu = staticmethod(torch.relu)
+    silu = staticmethod(tnf.silu)
+    abs = staticmethod(torch.abs)
+    maximum = staticmethod(torch.maximum)
+    minimum = staticmethod(torch.minimum)
+
+    def gelu(self, x):
+        return tnf.gelu(x)
+
+    def where(self, cond, a, b):
+        return torch.where(cond, a, b)
+
+    # reductions
+    def sum(self, x, axis=None, keepdims: bool = False):
+        return x.sum() if axis is None else x.sum(dim=axis, keepdim=keepdims)
+
+    def mean(self, x, axis=None, keepdims: bool = False):
+        return x.mean() if axis is None else x.mean(dim=axis, keepdim=keepdims)
+
+    def max(self, x, axis=None, keepdims: bool = False):
+        return x.max() if axis is None else x.amax(dim=axis, keepdim=keepdims)
+
+    def logsumexp(self, x, axis: int):
+        return torch.logsumexp(x, dim=axis)
+
+    def softmax(self, x, axis: int):
+        return torch.softmax(x, dim=axis)
+
+    def log_softmax(self, x, axis: int):
+        return torch.log_softmax(x, dim=axis)
+
+    def cumsum(self, x, axis: int):
+        return torch.cumsum(x, dim=axis).to(x.dtype)
+
+    # indexing
+    def topk(self, x, k: int):
+        return torch.topk(x, k, dim=-1, largest=True, sorted=True)
+
+    def argsort(self, x, descending: bool = False):
+        return torch.argsort(x, dim=-1, descending=descending, stable=True)
+
+    def one_hot(self, index, depth: int, dtype):
+        return tnf.one_hot(index.long(), depth).to(dtype)
+
+    def gather_rows(self, x, index):
+        return x.index_select(0, index)
+
+    def take_along_axis(self, x, index, axis: int):
+        return torch.gather(x, axis, index)
+
+    def index_add(self, target, index, source):
+        return target.index_add(0, index, source)
+
+    # matrix products
+    def matmul(self, a, b):
+        return torch.matmul(a, b)
+
+    def bmm(self, a, b):
+        return torch.bmm(a, b)
+
+    def grouped_matmul(self, x, w, group_sizes):
+        """One matmul per group on contiguous row slices (measured faster than
+        ``torch.nn.functional.grouped_mm`` on CPU, whose backward also rejects expanded
+        gradients); the split sizes are read on the host once per call."""
+        sizes = group_sizes.tolist()
+        used = sum(sizes)
+        parts = [torch.matmul(part, w[g]) for g, part in enumerate(torch.split(x[:used], sizes))]
+        if used < x.shape[0]:
+            parts.append(x.new_zeros((x.shape[0] - used, w.shape[-1])))
+        return torch.cat(parts, dim=0)

@@ -1,0 +1,133 @@
+"""The backend op vocabulary: the only ops that code in models/ may call.
+
+Every backend (``torch_ops.py``, ``mindspore_ops.py``) implements exactly this set, with the
+same shapes, dtypes and semantics, so an algorithm written once on ``F`` (an object with
+these functions) runs on both frameworks and compiles under ``torch.compile`` and
+MindSpore ``GRAPH_MODE`` / ``ms.jit``.
+
+Conventions
+- ``T`` tokens, ``d`` hidden size, ``E`` experts, ``k`` slots per token, ``N`` rows.
+- Index tensors use ``F.index_dtype`` (int64 on torch, int32 on MindSpore): every op that
+  returns indices returns that dtype, and every op that takes indices accepts it.
+- Float ops keep their input's dtype unless they say otherwise.
+- ``axis`` is always an ``int``; negative values count from the end.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence, Tuple
+
+Tensor = Any
+DType = Any
+
+
+class Ops(Protocol):
+    """The op vocabulary. Shapes are given in each docstring."""
+
+    name: str
+    float32: DType
+    float16: DType
+    bfloat16: DType
+    int32: DType
+    index_dtype: DType
+    bool_: DType
+
+    # creation and conversion
+    def tensor(self, array: Any, dtype: DType | None = None) -> Tensor:
+        """Host array (numpy or nested lists) -> tensor on the backend's device."""
+
+    def zeros(self, shape: Sequence[int], dtype: DType) -> Tensor: ...
+
+    def ones(self, shape: Sequence[int], dtype: DType) -> Tensor: ...
+
+    def arange(self, n: int, dtype: DType) -> Tensor:
+        """[n] = 0, 1, ..., n-1."""
+
+    def cast(self, x: Tensor, dtype: DType) -> Tensor: ...
+
+    def stop_gradient(self, x: Tensor) -> Tensor: ...
+
+    def to_numpy(self, x: Tensor) -> Any:
+        """Tensor -> numpy array on the host (synchronises; never inside a compiled step)."""
+
+    # shape
+    def reshape(self, x: Tensor, shape: Sequence[int]) -> Tensor: ...
+
+    def transpose(self, x: Tensor, perm: Sequence[int]) -> Tensor: ...
+
+    def concat(self, xs: Sequence[Tensor], axis: int) -> Tensor: ...
+
+    def stack(self, xs: Sequence[Tensor], axis: int) -> Tensor: ...
+
+    def expand_dims(self, x: Tensor, axis: int) -> Tensor: ...
+
+    # elementwise
+    def exp(self, x: Tensor) -> Tensor: ...
+
+    def log(self, x: Tensor) -> Tensor: ...
+
+    def sqrt(self, x: Tensor) -> Tensor: ...
+
+    def relu(self, x: Tensor) -> Tensor: ...
+
+    def gelu(self, x: Tensor) -> Tensor:
+        """Exact (erf) GELU."""
+
+    def silu(self, x: Tensor) -> Tensor: ...
+
+    def abs(self, x: Tensor) -> Tensor: ...
+
+    def where(self, cond: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        """Elementwise select; ``a``/``b`` may be tensors broadcastable to ``cond``."""
+
+    def maximum(self, a: Tensor, b: Tensor) -> Tensor: ...
+
+    def minimum(self, a: Tensor, b: Tensor) -> Tensor: ...
+
+    # reductions
+    def sum(self, x: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor: ...
+
+    def mean(self, x: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor: ...
+
+    def max(self, x: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor:
+        """Values only."""
+
+    def logsumexp(self, x: Tensor, axis: int) -> Tensor: ...
+
+    def softmax(self, x: Tensor, axis: int) -> Tensor: ...
+
+    def log_softmax(self, x: Tensor, axis: int) -> Tensor: ...
+
+    def cumsum(self, x: Tensor, axis: int) -> Tensor:
+        """Inclusive prefix sum; integer inputs stay integer."""
+
+    # indexing
+    def topk(self, x: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+        """Largest ``k`` along the last axis: (values [..., k], indices [..., k] index_dtype),
+        sorted descending; ties go to the lower index."""
+
+    def argsort(self, x: Tensor, descending: bool = False) -> Tensor:
+        """Stable argsort along the last axis -> index_dtype."""
+
+    def one_hot(self, index: Tensor, depth: int, dtype: DType) -> Tensor:
+        """index [...] -> [..., depth]."""
+
+    def gather_rows(self, x: Tensor, index: Tensor) -> Tensor:
+        """x [N, ...], index [M] -> [M, ...] (rows of x)."""
+
+    def take_along_axis(self, x: Tensor, index: Tensor, axis: int) -> Tensor:
+        """numpy.take_along_axis."""
+
+    def index_add(self, target: Tensor, index: Tensor, source: Tensor) -> Tensor:
+        """Out-of-place: target [N, ...] with source [M, ...] rows added at rows index [M]."""
+
+    # matrix products
+    def matmul(self, a: Tensor, b: Tensor) -> Tensor:
+        """[..., n, m] @ [..., m, p] with broadcasting over leading axes."""
+
+    def bmm(self, a: Tensor, b: Tensor) -> Tensor:
+        """[B, n, m] @ [B, m, p] -> [B, n, p]."""
+
+    def grouped_matmul(self, x: Tensor, w: Tensor, group_sizes: Tensor) -> Tensor:
+        """Rows of x sorted by group: x [N, m], w [G, m, p], group_sizes [G] (sum <= N) ->
+        [N, p]; rows [start_g, start_g + size_g) are multiplied by w[g]; rows past
+        sum(group_sizes) give zeros and cost nothing."""

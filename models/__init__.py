@@ -1,0 +1,1 @@
+"""Models written once on the backend op vocabulary (see backends/vocabulary.py)."""

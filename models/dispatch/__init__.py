@@ -1,0 +1,1 @@
+"""Token dispatch and combine: capacity-limited buffers or dropless sorted rows."""

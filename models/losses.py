@@ -1,0 +1,39 @@
+"""Router losses, written once on the op vocabulary ``F``. All inputs are float32."""
+from __future__ import annotations
+
+
+def assignment_counts(F, expert_index, num_slots: int):
+    """c_i: assignments to each expert over all (token, slot) pairs.
+    expert_index [T, k] -> [num_slots] float32."""
+    return F.sum(F.sum(F.one_hot(expert_index, num_slots, F.float32), 0), 0)
+
+
+def switch_balance_loss(F, probs, expert_index, num_experts: int):
+    """Switch/GShard load balance: N * sum_i f_i P_i, f_i = share of the T*k assignments
+    routed to expert i, P_i = mean router probability of expert i.
+    probs [T, N], expert_index [T, k] -> scalar (1.0 when perfectly balanced)."""
+    counts = assignment_counts(F, expert_index, num_experts)
+    f = counts / F.sum(counts)
+    p = F.mean(probs, 0)
+    return num_experts * F.sum(f * p)
+
+
+def null_bucket_balance_loss(F, probs, expert_index, num_experts: int, num_null: int):
+    """AdaMoE balance loss (Zeng et al. 2024): the m null experts form one bucket, each
+    null count replaced by the mean count over nulls; f_i = c_i / sum c, P_i = mean prob,
+    L = (n + m) * sum_i f_i P_i. probs [T, n+m], expert_index [T, k] -> scalar."""
+    num_slots = num_experts + num_null
+    counts = assignment_counts(F, expert_index, num_slots)
+    if num_null > 0:
+        true_counts = counts[:num_experts]
+        null_mean = F.mean(counts[num_experts:], 0, True)
+        counts = F.concat([true_counts, null_mean * F.ones((num_null,), F.float32)], 0)
+    f = counts / F.sum(counts)
+    p = F.mean(probs, 0)
+    return num_slots * F.sum(f * p)
+
+
+def router_z_loss(F, logits):
+    """ST-MoE router z-loss: mean over tokens of logsumexp(logits)^2. logits [T, N] -> scalar."""
+    lse = F.logsumexp(logits, -1)
+    return F.mean(lse * lse)

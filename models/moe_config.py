@@ -1,0 +1,78 @@
+"""The settings of one MoE layer, validated up front with one-line errors."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict
+
+from models.errors import ConfigError
+
+EXPERT_TYPES = ("swiglu", "gelu")
+DISPATCH_MODES = ("dropless", "capacity")
+DROP_POLICIES = ("position", "probability")
+
+
+@dataclass
+class MoEConfig:
+    """One MoE layer. Names follow DESIGN.md; ``router_options`` holds the keys that only
+    the chosen router reads (each router validates its own)."""
+
+    d_model: int = 512
+    ffn_hidden: int = 2048
+    num_experts: int = 8
+    num_null_experts: int = 0
+    top_k: int = 2
+    router: str = "topk"
+    expert_type: str = "swiglu"
+    dispatch: str = "dropless"
+    capacity_factor: float = 1.25
+    drop_policy: str = "position"
+    renormalize: bool = True
+    balance_loss_coef: float = 1e-2
+    z_loss_coef: float = 1e-3
+    router_init_std: float = 0.0
+    expert_init_std: float = 0.02
+    router_options: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_slots(self) -> int:
+        """Experts a token can be routed to: true plus null."""
+        return self.num_experts + self.num_null_experts
+
+    @property
+    def router_std(self) -> float:
+        """Switch init: truncated normal with std sqrt(0.1 / fan_in) unless set."""
+        return self.router_init_std or math.sqrt(0.1 / self.d_model)
+
+    def validate(self, section: str = "moe") -> "MoEConfig":
+        def positive_int(key: str) -> None:
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{section}.{key}={value!r}: must be a positive integer")
+
+        for key in ("d_model", "ffn_hidden", "num_experts", "top_k"):
+            positive_int(key)
+        if not isinstance(self.num_null_experts, int) or self.num_null_experts < 0:
+            raise ConfigError(f"{section}.num_null_experts={self.num_null_experts!r}: must be an integer >= 0")
+        if self.top_k > self.num_slots:
+            raise ConfigError(
+                f"{section}.top_k={self.top_k} exceeds num_experts + num_null_experts = {self.num_slots}")
+        for key, allowed in (("expert_type", EXPERT_TYPES), ("dispatch", DISPATCH_MODES),
+                             ("drop_policy", DROP_POLICIES)):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{section}.{key}={getattr(self, key)!r}: valid values are {', '.join(allowed)}")
+        if self.dispatch == "capacity" and not (isinstance(self.capacity_factor, (int, float))
+                                                and self.capacity_factor > 0):
+            raise ConfigError(
+                f"{section}.capacity_factor={self.capacity_factor!r}: must be > 0 with dispatch: capacity")
+        for key in ("balance_loss_coef", "z_loss_coef", "router_init_std", "expert_init_std"):
+            if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) < 0:
+                raise ConfigError(f"{section}.{key}={getattr(self, key)!r}: must be a number >= 0")
+        if not isinstance(self.router_options, dict):
+            raise ConfigError(f"{section}.router_options must be a mapping, got {self.router_options!r}")
+        return self
+
+    def capacity(self, num_tokens: int) -> int:
+        """Slots per true expert in capacity mode: ceil(cf * T * k / (n + m)), the balanced
+        share of one expert among all n + m slots (GShard/Switch when m = 0)."""
+        return max(1, math.ceil(self.capacity_factor * num_tokens * self.top_k / self.num_slots))

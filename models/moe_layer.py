@@ -1,0 +1,85 @@
+"""The MoE layer, written once: route -> dispatch -> experts -> combine.
+
+``MoELayer`` is a framework-free component: it lists its parameters (``param_specs``) and
+computes with any backend's op vocabulary ``F`` (``forward``). Backend shells
+(backends/torch_shell.py, backends/mindspore_shell.py) hold the parameters.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+from models.dispatch.capacity import capacity_moe, capacity_plan
+from models.dispatch.dropless import dropless_moe, dropless_plan
+from models.errors import ConfigError
+from models.experts import Experts
+from models.dispatch.slots import slot_counts, slot_moe
+from models.metrics import routing_metrics, true_assignment_count
+from models.moe_config import MoEConfig
+from models.params import ParamSpec
+from models.routers import router_class
+
+
+class MoELayer:
+    """One MoE FFN block. forward: x [..., d] -> (y [..., d], aux).
+
+    y is the experts' weighted sum only (no residual): a token whose every assignment was
+    dropped, or that chose only null experts, gets y = 0 and so passes through the
+    block's residual unchanged. ``aux`` holds ``loss`` (the weighted sum of router losses,
+    to add to the task loss), each unweighted loss as ``<name>_loss``, and the metrics of
+    ``models.metrics.routing_metrics``.
+    """
+
+    def __init__(self, config: MoEConfig, prefix: str = "") -> None:
+        self.config = config.validate()
+        self.router = router_class(config.router)(config, prefix + "router.")
+        self.experts = Experts(config, prefix + "experts.")
+
+    def param_specs(self) -> Dict[str, ParamSpec]:
+        return {**self.router.param_specs(), **self.experts.param_specs()}
+
+    def check_inputs(self, x, token_ids=None, domain_ids=None) -> None:
+        """Shape checks, run by the shells before any (compiled) compute."""
+        shape = tuple(x.shape)
+        if len(shape) < 2 or shape[-1] != self.config.d_model:
+            raise ConfigError(f"MoE input has shape {shape}: its last axis must be moe.d_model={self.config.d_model}")
+        given = {"token_ids": token_ids, "domain_ids": domain_ids}
+        for name in self.router.needs_context:
+            if given[name] is None:
+                raise ConfigError(f"moe.router={self.router.name!r} needs {name} with every batch; none were given")
+            if tuple(given[name].shape) != shape[:-1]:
+                raise ConfigError(f"{name} has shape {tuple(given[name].shape)}; expected {shape[:-1]} (the input's token axes)")
+
+    def forward(self, F, params: dict, x, token_ids=None, domain_ids=None):
+        c = self.config
+        shape = x.shape
+        tokens = F.reshape(x, (-1, c.d_model))
+        num_tokens = tokens.shape[0]
+        context = {"token_ids": token_ids, "domain_ids": domain_ids}
+        routing = self.router.route(F, params, F.cast(tokens, F.float32), context)
+        if "slot_token" in routing:
+            y = slot_moe(F, params, tokens, routing["slot_token"], routing["slot_weight"], self.experts)
+            tokens_per_expert = slot_counts(F, routing["slot_token"], num_tokens)
+            requested = routing["requested_assignments"]
+            expert_rows = F.ones((), F.float32) * (routing["slot_token"].shape[0] * routing["slot_token"].shape[1])
+        elif c.dispatch == "capacity":
+            capacity = c.capacity(num_tokens)
+            plan = capacity_plan(F, routing["expert_index"], routing["expert_weight"], c.num_experts,
+                                 c.num_slots, capacity, c.drop_policy)
+            y = capacity_moe(F, params, tokens, plan, self.experts, c.num_experts, capacity)
+            tokens_per_expert = plan["tokens_per_expert"]
+            requested = true_assignment_count(F, routing["expert_index"], c.num_experts)
+            expert_rows = F.ones((), F.float32) * (c.num_experts * capacity)
+        else:
+            plan = dropless_plan(F, routing["expert_index"], routing["expert_weight"], c.num_experts, c.num_slots)
+            y = dropless_moe(F, params, tokens, plan, self.experts)
+            tokens_per_expert = plan["tokens_per_expert"]
+            requested = true_assignment_count(F, routing["expert_index"], c.num_experts)
+            expert_rows = F.sum(tokens_per_expert)
+        aux = routing_metrics(F, num_tokens, requested, tokens_per_expert, expert_rows, self.experts.flops_per_row)
+        total = F.zeros((), F.float32)
+        coefs = self.router.loss_coefs()
+        for name, value in routing["losses"].items():
+            aux[name + "_loss"] = value
+            total = total + coefs[name] * value
+        aux["loss"] = total
+        return F.reshape(y, shape), aux

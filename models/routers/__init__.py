@@ -1,0 +1,3 @@
+"""Routers, one file each; importing this package registers them all."""
+from models.routers import adamoe, switch, topk  # noqa: F401  (registration)
+from models.routers.registry import ROUTERS, register_router, router_class  # noqa: F401

@@ -1,0 +1,82 @@
+"""What every router provides, and the pieces most learned routers share."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from typing import Any, Dict
+
+from models.errors import ConfigError
+from models.moe_config import MoEConfig
+from models.params import ParamSpec, kept_float32, prefixed, truncated_normal_init
+
+
+@dataclass
+class NoOptions:
+    """A router without options of its own."""
+
+
+class Router(ABC):
+    """A router maps float32 tokens x [T, d] to a routing dict:
+
+    - ``logits`` [T, S] and ``probs`` [T, S] over the S = n + m slots (true then null);
+    - ``expert_index`` [T, k] (index dtype; values >= n are null experts);
+    - ``expert_weight`` [T, k] float32 (0 for null slots);
+    - ``losses``: dict of unweighted scalar losses; ``loss_coefs`` gives each coefficient.
+
+    A router that fills expert slots itself (expert choice, balanced assignment) returns
+    instead of expert_index/expert_weight: ``slot_token`` [E, C] (token per slot, T when
+    empty), ``slot_weight`` [E, C] and ``requested_assignments`` (scalar float32: the
+    (token, expert) pairs it wanted before capacity, for ``dropped_fraction``); the layer
+    then uses ``models.dispatch.slots`` whatever ``moe.dispatch`` says.
+
+    ``context`` carries per-token side inputs (``token_ids``, ``domain_ids``) for routers
+    that need them. Subclasses set ``Options`` to a dataclass of their own config keys.
+    """
+
+    name = "base"
+    Options: Any = NoOptions
+    needs_context: tuple = ()
+
+    def __init__(self, config: MoEConfig, prefix: str = "router.") -> None:
+        self.config = config
+        self.prefix = prefix
+        self.options = self.parse_options(config.router_options)
+
+    @classmethod
+    def parse_options(cls, raw: Dict[str, Any]):
+        allowed = {f.name for f in fields(cls.Options)}
+        unknown = sorted(set(raw) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"moe.router_options.{unknown[0]} is not an option of router {cls.name!r}; "
+                f"valid options: {', '.join(sorted(allowed)) or 'none'}")
+        return cls.Options(**raw)
+
+    def weight_specs(self) -> Dict[str, ParamSpec]:
+        """This router's parameters, names relative to its prefix."""
+        return {}
+
+    def param_specs(self) -> Dict[str, ParamSpec]:
+        """Full names; router weights stay float32 (selective precision)."""
+        return prefixed(self.prefix, kept_float32(self.weight_specs()))
+
+    def param(self, params: dict, name: str):
+        return params[self.prefix + name]
+
+    def loss_coefs(self) -> Dict[str, float]:
+        return {}
+
+    @abstractmethod
+    def route(self, F, params: dict, x, context: dict) -> dict:
+        """x [T, d] float32 -> the routing dict described in the class docstring."""
+
+
+class LinearGateRouter(Router):
+    """Routers whose logits are ``x @ weight`` with weight [d, S] (Switch init)."""
+
+    def weight_specs(self) -> Dict[str, ParamSpec]:
+        c = self.config
+        return {"weight": ParamSpec((c.d_model, c.num_experts), truncated_normal_init(c.router_std))}
+
+    def loss_coefs(self) -> Dict[str, float]:
+        return {"balance": self.config.balance_loss_coef, "z": self.config.z_loss_coef}

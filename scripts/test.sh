@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: sets up .venv on a fresh machine, then runs each backend's tests in its
+# own pytest process (MindSpore has set-once global state) and the cross-backend parity
+# tests with MindSpore in PyNative and in GRAPH_MODE. Fails if any run fails.
+# Extra arguments go to every pytest run (e.g. -x, -k adamoe).
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/setup_env.sh torch mindspore dev || { echo "test.sh: environment setup failed"; exit 1; }
+py="$root/.venv/bin/python"
+reports="$(mktemp -d)"
+status=0
+run() {  # run NAME ENV... -- PYTEST_ARGS...
+  local name="$1"; shift
+  local envs=()
+  while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
+  echo "=== $name"
+  env "${envs[@]}" "$py" -m pytest -q -p no:cacheprovider --junitxml="$reports/$name.xml" "$@" "${extra[@]}" || status=1
+}
+extra=("$@")
+run common   PYTHONPATH="$root" -- tests/common
+run torch    PYTHONPATH="$root" -- tests/torch
+run mindspore PYTHONPATH="$root" -- tests/mindspore
+run parity_pynative PYTHONPATH="$root" MOE_MS_MODE=pynative -- tests/parity
+run parity_graph    PYTHONPATH="$root" MOE_MS_MODE=graph -- tests/parity
+"$py" scripts/junit_total.py "$reports"/*.xml || status=1
+rm -rf "$reports" "$root"/rank_*
+exit $status

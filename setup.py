@@ -1,0 +1,26 @@
+"""moe-routers: the routing methods of recent MoE papers, written once, run on MindSpore and PyTorch."""
+from setuptools import find_packages, setup
+
+setup(
+    name="moe-routers",
+    version="0.1.0",
+    description="Mixture-of-Experts routers (AdaMoE, LocMoE, Switch, PanGu-Sigma RRE, expert choice, "
+                "hash, unbiased skip/balanced) with one implementation for MindSpore and PyTorch",
+    python_requires=">=3.9",
+    packages=find_packages(include=["backends", "backends.*", "models", "models.*", "parallel", "parallel.*"]),
+    install_requires=[
+        "numpy>=1.24,<2",  # MindSpore 2.10 fails on numpy 2 ("Numpy init failed")
+        "scipy>=1.10",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "tokenizers>=0.15",
+        "safetensors>=0.4",
+    ],
+    extras_require={
+        "torch": ["torch==2.13.0"],
+        "mindspore": ["mindspore==2.10.0"],
+        "npu": ["torch==2.13.0", "torch_npu"],
+        "dev": ["pytest>=7", "hypothesis>=6"],
+    },
+)

@@ -1,0 +1,1 @@
+"""Shared test harness: run a component on either backend from numpy in, numpy out."""

@@ -1,0 +1,110 @@
+"""Run any component (``param_specs`` + ``forward``) on a backend with numpy inputs and
+numpy weights, and get numpy outputs and gradients back, so that one test body checks
+both frameworks and parity tests compare them directly.
+
+The loss whose gradients are returned is ``sum(y * cotangent) + aux["loss"]``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional
+
+import numpy as np
+
+
+class TorchRunner:
+    name = "torch"
+
+    def __init__(self) -> None:
+        import torch
+        self.torch = torch
+        torch.use_deterministic_algorithms(False)
+
+    def module(self, component, values, dtype: str = "float32"):
+        from backends.torch_shell import TorchModule
+        return TorchModule(component, values=values, dtype=dtype)
+
+    def _context(self, context):
+        return {k: (None if v is None else self.torch.as_tensor(v)) for k, v in (context or {}).items()}
+
+    def forward(self, component, values, x, context=None, dtype: str = "float32"):
+        module = self.module(component, values, dtype)
+        with self.torch.no_grad():
+            y, aux = module(self.torch.as_tensor(x), **self._context(context))
+        return module.ops.to_numpy(y), {k: module.ops.to_numpy(v) for k, v in aux.items()}
+
+    def forward_backward(self, component, values, x, cotangent, context=None):
+        module = self.module(component, values)
+        xt = self.torch.tensor(x, requires_grad=True)
+        y, aux = module(xt, **self._context(context))
+        loss = (y * self.torch.as_tensor(cotangent)).sum() + aux["loss"]
+        loss.backward()
+        grads = {name: (np.zeros_like(values[name]) if p.grad is None else p.grad.numpy())
+                 for name, p in module.params().items() if p.requires_grad}
+        return {"y": y.detach().numpy(), "aux": {k: module.ops.to_numpy(v) for k, v in aux.items()},
+                "loss": float(loss.detach()), "grad_x": xt.grad.numpy(), "grads": grads}
+
+
+class MindSporeRunner:
+    name = "mindspore"
+
+    def __init__(self, mode: str) -> None:
+        import mindspore as ms
+        from backends.mindspore_shell import select_device
+        self.ms = ms
+        self.mode = mode
+        select_device("cpu", graph_mode=(mode == "graph"))
+
+    def module(self, component, values, dtype: str = "float32"):
+        from backends.mindspore_shell import MindSporeModule
+        return MindSporeModule(component, values=values, dtype=dtype)
+
+    def _inputs(self, x, context):
+        ms = self.ms
+        context = context or {}
+        names = ("token_ids", "domain_ids")
+        extra = [None if context.get(n) is None else ms.Tensor(np.asarray(context[n]).astype(np.int32)) for n in names]
+        while extra and extra[-1] is None:
+            extra.pop()
+        return [ms.Tensor(x)] + extra
+
+    def forward(self, component, values, x, context=None, dtype: str = "float32"):
+        module = self.module(component, values, dtype)
+        y, aux = module(*self._inputs(x, context))
+        return module.backend_ops.to_numpy(y), {k: module.backend_ops.to_numpy(v) for k, v in aux.items()}
+
+    def forward_backward(self, component, values, x, cotangent, context=None):
+        ms = self.ms
+        module = self.module(component, values)
+        inputs = self._inputs(x, context)
+        cot = ms.Tensor(cotangent)
+        weights = module.trainable_params()
+
+        keys = sorted(module(*inputs)[1])  # GRAPH_MODE returns tuples through grad, not dicts
+
+        def loss_fn(*args):
+            y, aux = module(*args)
+            return (y * cot).sum() + aux["loss"], y, tuple(aux[k] for k in keys)
+
+        grad_fn = ms.value_and_grad(loss_fn, grad_position=0, weights=weights, has_aux=True)
+        (loss, y, aux_values), (grad_x, grad_w) = grad_fn(*inputs)
+        aux = dict(zip(keys, aux_values))
+        grads = {p.name: g.asnumpy() for p, g in zip(weights, grad_w)}
+        return {"y": y.asnumpy(), "aux": {k: v.asnumpy() for k, v in aux.items()}, "loss": float(loss.asnumpy()),
+                "grad_x": grad_x.asnumpy(), "grads": grads}
+
+
+def make_runner(name: Optional[str] = None, mode: Optional[str] = None):
+    """``name``/``mode`` default to $MOE_TEST_BACKEND (torch) and $MOE_MS_MODE (pynative)."""
+    name = name or os.environ.get("MOE_TEST_BACKEND", "torch")
+    mode = mode or os.environ.get("MOE_MS_MODE", "pynative")
+    return TorchRunner() if name == "torch" else MindSporeRunner(mode)
+
+
+def random_inputs(shape, seed: int = 0, scale: float = 1.0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+def numpy_weights(component, seed: int = 0) -> Dict[str, np.ndarray]:
+    from models.params import init_params
+    return init_params(component.param_specs(), seed)
