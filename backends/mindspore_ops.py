@@ -73,6 +73,21 @@ class MindSporeOps:
     def sqrt(self, x):
         return ops.sqrt(x)
 
+    def rsqrt(self, x):
+        return ops.rsqrt(x)
+
+    def sin(self, x):
+        return ops.sin(x)
+
+    def cos(self, x):
+        return ops.cos(x)
+
+    def sigmoid(self, x):
+        return ops.sigmoid(x)
+
+    def tanh(self, x):
+        return ops.tanh(x)
+
     def relu(self, x):
         return ops.relu(x)
 
@@ -93,6 +108,12 @@ class MindSporeOps:
 
     def minimum(self, a, b):
         return ops.minimum(a, b)
+
+    def clip(self, x, low: float, high: float):
+        return ops.clamp(x, low, high)
+
+    def uniform(self, shape, dtype):
+        return ops.rand(tuple(shape), dtype=dtype)
 
     # reductions
     def sum(self, x, axis=None, keepdims: bool = False):

@@ -65,6 +65,11 @@ class TorchOps:
     log = staticmethod(torch.log)
     sqrt = staticmethod(torch.sqrt)
     relu = staticmethod(torch.relu)
+    rsqrt = staticmethod(torch.rsqrt)
+    sin = staticmethod(torch.sin)
+    cos = staticmethod(torch.cos)
+    sigmoid = staticmethod(torch.sigmoid)
+    tanh = staticmethod(torch.tanh)
     silu = staticmethod(tnf.silu)
     abs = staticmethod(torch.abs)
     maximum = staticmethod(torch.maximum)
@@ -75,6 +80,12 @@ class TorchOps:
 
     def where(self, cond, a, b):
         return torch.where(cond, a, b)
+
+    def clip(self, x, low: float, high: float):
+        return torch.clamp(x, low, high)
+
+    def uniform(self, shape, dtype):
+        return torch.rand(tuple(shape), dtype=dtype, device=self.device)
 
     # reductions
     def sum(self, x, axis=None, keepdims: bool = False):
