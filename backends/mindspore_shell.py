@@ -106,3 +106,11 @@ class MindSporeModule(nn.Cell):
     def load_numpy(self, values: Dict[str, np.ndarray]) -> None:
         for name, parameter in self.params().items():
             parameter.set_data(ms.Tensor(np.asarray(values[name], dtype=np.float32), parameter.dtype))
+
+    def update_numpy(self, values: Dict[str, np.ndarray]) -> None:
+        """Set some parameters (e.g. a router's ``after_step`` result), leave the rest."""
+        params = self.params()
+        for name, value in values.items():
+            if name not in params:
+                raise ConfigError(f"update_numpy: {name!r} is not a parameter of this module")
+            params[name].set_data(ms.Tensor(np.asarray(value, dtype=np.float32), params[name].dtype))

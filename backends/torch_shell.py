@@ -96,3 +96,12 @@ class TorchModule(nn.Module):
         with torch.no_grad():
             for name, value in self.params().items():
                 value.copy_(torch.as_tensor(np.asarray(values[name])).to(value.dtype))
+
+    def update_numpy(self, values: Dict[str, np.ndarray]) -> None:
+        """Set some parameters (e.g. a router's ``after_step`` result), leave the rest."""
+        params = self.params()
+        with torch.no_grad():
+            for name, value in values.items():
+                if name not in params:
+                    raise ConfigError(f"update_numpy: {name!r} is not a parameter of this module")
+                params[name].copy_(torch.as_tensor(np.asarray(value)).to(params[name].dtype))

@@ -48,6 +48,7 @@ class MoELayer:
                 raise ConfigError(f"moe.router={self.router.name!r} needs {name} with every batch; none were given")
             if tuple(given[name].shape) != shape[:-1]:
                 raise ConfigError(f"{name} has shape {tuple(given[name].shape)}; expected {shape[:-1]} (the input's token axes)")
+        self.router.check_context(given)
 
     def forward(self, F, params: dict, x, token_ids=None, domain_ids=None):
         c = self.config

@@ -5,6 +5,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from typing import Any, Dict
 
+import numpy as np
+
 from models.errors import ConfigError
 from models.moe_config import MoEConfig
 from models.params import ParamSpec, kept_float32, prefixed, truncated_normal_init
@@ -29,13 +31,27 @@ class Router(ABC):
     (token, expert) pairs it wanted before capacity, for ``dropped_fraction``); the layer
     then uses ``models.dispatch.slots`` whatever ``moe.dispatch`` says.
 
-    ``context`` carries per-token side inputs (``token_ids``, ``domain_ids``) for routers
-    that need them. Subclasses set ``Options`` to a dataclass of their own config keys.
+    ``context`` carries per-token side inputs (``token_ids``, ``domain_ids``, shaped like the
+    input's token axes) for routers that need them: list them in ``needs_context``, check
+    their values in ``check_context``. Routers without a learned gate (hash, RRE) may leave
+    out ``logits``/``probs``. Subclasses set ``Options`` to a dataclass of their own keys.
+
+    ``causal = False`` marks a router whose choice for a token depends on later tokens of
+    the batch (expert choice): fine for training, refused by ``require_causal``, which
+    autoregressive decoding must call.
+
+    Host-side state hook: a router with non-trainable state that follows the training
+    (aux-loss-free bias, measured capacity) implements ``after_step``. After each optimizer
+    step the trainer calls ``router.after_step(params, aux)`` with numpy values (``params``:
+    at least this router's parameters, full names; ``aux``: this layer's aux from the step,
+    reduced over data-parallel ranks) and loads the returned {full name: new value} dict of
+    non-trainable parameters into the shell with ``update_numpy``.
     """
 
     name = "base"
     Options: Any = NoOptions
     needs_context: tuple = ()
+    causal = True
 
     def __init__(self, config: MoEConfig, prefix: str = "router.") -> None:
         self.config = config
@@ -64,6 +80,22 @@ class Router(ABC):
         return params[self.prefix + name]
 
     def loss_coefs(self) -> Dict[str, float]:
+        return {}
+
+    def check_context(self, context: Dict[str, Any]) -> None:
+        """Check the values of the side inputs (host side, before any compiled compute);
+        raise ConfigError on bad values."""
+
+    def require_causal(self, purpose: str = "autoregressive decoding") -> None:
+        """Raise ConfigError if this router cannot be used for ``purpose`` (it sees the
+        whole batch when it routes a token)."""
+        if not self.causal:
+            raise ConfigError(f"moe.router={self.name!r} is not causal (a token's experts depend on "
+                              f"later tokens): it cannot be used for {purpose}")
+
+    def after_step(self, params: Dict[str, np.ndarray], aux: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """New values of non-trainable parameters after a training step (see the class
+        docstring); none by default."""
         return {}
 
     @abstractmethod
