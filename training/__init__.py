@@ -1,0 +1,1 @@
+"""Training: run config, data pipeline and the framework-free parts of the trainer."""

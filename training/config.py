@@ -1,0 +1,237 @@
+"""The run config: one YAML file with sections model, moe, data, train, validated up front.
+
+Every key has a rule (type and range); an unknown key, a wrong type or an out-of-range value
+is one ``ConfigError`` line naming the key, raised before any work. ``--set section.key=value``
+overrides are applied to the raw YAML before validation (values parsed as YAML scalars).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, get_type_hints
+
+from models.errors import ConfigError
+from models.moe_config import MoEConfig
+from training.checks import FLAG, MAPPING, TEXT, Rule, integer, names, number, one_of, setting
+from training.data.corpora import CORPORA
+from training.yaml_io import parse_yaml, read_yaml, write_yaml_atomic
+
+BACKENDS = ("torch", "mindspore")
+DEVICES = ("auto", "cpu", "cuda", "npu", "ascend", "gpu")
+DTYPES = ("float32", "bfloat16", "float16")
+TOKENIZERS = ("bpe", "gpt2")
+GPT2_VOCAB_SIZE = 50257
+USER_FILE_SUFFIXES = (".txt", ".jsonl")
+
+
+@dataclass
+class ModelConfig:
+    """Decoder-only transformer (Llama/Mixtral style). ``vocab_size`` 0 takes the tokenizer's;
+    ``moe_every`` 0 is a dense model, N makes every N-th layer (N, 2N, ...) an MoE layer."""
+
+    vocab_size: int = setting(0, integer(0))
+    d_model: int = setting(128, integer(1))
+    num_layers: int = setting(4, integer(1))
+    num_heads: int = setting(4, integer(1))
+    num_kv_heads: int = setting(2, integer(1))
+    ffn_hidden: int = setting(352, integer(1))
+    ffn_type: str = setting("swiglu", one_of("swiglu", "gelu"))
+    max_seq_len: int = setting(256, integer(1))
+    rope_theta: float = setting(10000.0, number(0.0, low_open=True))
+    norm_eps: float = setting(1e-5, number(0.0, low_open=True))
+    moe_every: int = setting(2, integer(0))
+    tie_embeddings: bool = setting(True, FLAG)
+
+
+@dataclass
+class DataConfig:
+    """Text sources and tokenisation. ``files``: user .txt (one document each) or .jsonl
+    (field ``text``, optional ``domain``) paths, relative to the working directory.
+    ``max_chars_per_corpus`` 0 takes every character of each source."""
+
+    corpora: List[str] = setting(["shakespeare"], names(*CORPORA))
+    files: List[str] = setting([], names())
+    tokenizer: str = setting("bpe", one_of(*TOKENIZERS))
+    vocab_size: int = setting(4096, integer(257))
+    seq_len: int = setting(128, integer(1))
+    val_fraction: float = setting(0.05, number(0.0, low_open=True, high=0.5))
+    cache_dir: str = setting(".cache/data", TEXT)
+    max_chars_per_corpus: int = setting(0, integer(0))
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping. AdamW with linear warmup then cosine decay to
+    ``min_lr``; ``grad_clip`` 0 disables clipping; ``eval_every``/``checkpoint_every`` 0
+    turn periodic evaluation/checkpoints off; ``graph_mode``: MindSpore compiled step."""
+
+    steps: int = setting(1000, integer(1))
+    batch_size: int = setting(16, integer(1))
+    lr: float = setting(1e-3, number(0.0, low_open=True))
+    min_lr: float = setting(1e-4, number(0.0))
+    warmup_steps: int = setting(100, integer(0))
+    weight_decay: float = setting(0.1, number(0.0))
+    beta1: float = setting(0.9, number(0.0, high=1.0, high_open=True))
+    beta2: float = setting(0.95, number(0.0, high=1.0, high_open=True))
+    grad_clip: float = setting(1.0, number(0.0))
+    eval_every: int = setting(100, integer(0))
+    eval_batches: int = setting(8, integer(1))
+    log_every: int = setting(10, integer(1))
+    checkpoint_every: int = setting(200, integer(0))
+    keep_checkpoints: int = setting(3, integer(1))
+    max_bad_steps: int = setting(5, integer(1))
+    graph_mode: bool = setting(True, FLAG)
+
+
+@dataclass
+class RunConfig:
+    """The whole run. ``moe`` is the MoE layer config; its d_model is model.d_model."""
+
+    backend: str = setting("torch", one_of(*BACKENDS))
+    device: str = setting("auto", one_of(*DEVICES))
+    dtype: str = setting("float32", one_of(*DTYPES))
+    seed: int = setting(0, integer(0))
+    run_dir: str = setting("runs/quickstart", TEXT)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        self.moe = replace(self.moe, d_model=self.model.d_model)
+
+
+SECTIONS = {"model": ModelConfig, "moe": MoEConfig, "data": DataConfig, "train": TrainConfig}
+_HINTS = {("moe", "d_model"): "the experts' width is model.d_model"}
+
+
+def _moe_rules() -> Dict[str, Rule]:
+    """Type rules for MoEConfig fields (ranges are MoEConfig.validate's job)."""
+    by_type = {int: Rule("int"), float: Rule("number", low=None), str: TEXT, bool: FLAG}
+    hints = get_type_hints(MoEConfig)
+    return {f.name: by_type.get(hints[f.name], MAPPING) for f in fields(MoEConfig) if f.name != "d_model"}
+
+
+def _rules(cls) -> Dict[str, Rule]:
+    if cls is MoEConfig:
+        return _moe_rules()
+    return {f.name: f.metadata["rule"] for f in fields(cls) if "rule" in f.metadata}
+
+
+def _check_keys(raw: dict, allowed: Sequence[str], section: str) -> None:
+    prefix = f"{section}." if section else ""
+    for key in raw:
+        if key not in allowed:
+            hint = _HINTS.get((section, key))
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            extra = f"; {hint}" if hint else (f"; did you mean {prefix}{close[0]}?" if close else "")
+            raise ConfigError(f"{prefix}{key}: unknown key{extra} (valid keys: {', '.join(allowed)})")
+
+
+def _checked(raw: Any, cls, section: str) -> dict:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{section}: expected a mapping of keys, got {raw!r}")
+    rules = _rules(cls)
+    _check_keys(raw, list(rules), section)
+    return {key: rules[key].apply(f"{section}.{key}", value) for key, value in raw.items()}
+
+
+def config_from_dict(raw: Any) -> RunConfig:
+    """Validated RunConfig from a plain mapping (missing keys take defaults)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping with sections {', '.join(SECTIONS)}, got {raw!r}")
+    top = _rules(RunConfig)
+    _check_keys(raw, list(top) + list(SECTIONS), "")
+    values = {key: top[key].apply(key, value) for key, value in raw.items() if key in top}
+    parts = {name: _checked(raw.get(name), cls, name) for name, cls in SECTIONS.items()}
+    model = ModelConfig(**parts["model"])
+    config = RunConfig(**values, model=model, moe=MoEConfig(**copy.deepcopy(parts["moe"])),
+                       data=DataConfig(**parts["data"]), train=TrainConfig(**parts["train"]))
+    check_run(config)
+    return config
+
+
+def check_run(config: RunConfig) -> None:
+    """Checks that span keys or sections; each failure names the keys involved."""
+    m, d, t = config.model, config.data, config.train
+    if m.d_model % m.num_heads:
+        raise ConfigError(f"model.d_model={m.d_model} must be divisible by model.num_heads={m.num_heads}")
+    if (m.d_model // m.num_heads) % 2:
+        raise ConfigError(f"model.d_model / model.num_heads = {m.d_model // m.num_heads} must be even "
+                          f"(rotary positions rotate pairs of channels)")
+    if m.num_heads % m.num_kv_heads:
+        raise ConfigError(f"model.num_heads={m.num_heads} must be divisible by model.num_kv_heads={m.num_kv_heads}")
+    if m.moe_every > m.num_layers:
+        raise ConfigError(f"model.moe_every={m.moe_every} exceeds model.num_layers={m.num_layers}: "
+                          f"no layer would be MoE (use 0 for a dense model)")
+    if d.seq_len > m.max_seq_len:
+        raise ConfigError(f"data.seq_len={d.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
+    tokenizer_vocab = GPT2_VOCAB_SIZE if d.tokenizer == "gpt2" else d.vocab_size
+    if 0 < m.vocab_size < tokenizer_vocab:
+        raise ConfigError(f"model.vocab_size={m.vocab_size} is smaller than the {d.tokenizer} tokenizer's "
+                          f"{tokenizer_vocab} tokens (use 0 to take the tokenizer's)")
+    if not d.corpora and not d.files:
+        raise ConfigError("data.corpora: no text to train on: name a corpus or give data.files")
+    if len(set(d.corpora)) < len(d.corpora):
+        raise ConfigError(f"data.corpora: {d.corpora} names a corpus twice")
+    for name in d.files:
+        path = Path(name)
+        if path.suffix not in USER_FILE_SUFFIXES:
+            raise ConfigError(f"data.files: {name!r} must end in {' or '.join(USER_FILE_SUFFIXES)}")
+        if not path.is_file():
+            raise ConfigError(f"data.files: no such file: {name!r}")
+    if t.min_lr > t.lr:
+        raise ConfigError(f"train.min_lr={t.min_lr:g} exceeds train.lr={t.lr:g}")
+    if t.warmup_steps > t.steps:
+        raise ConfigError(f"train.warmup_steps={t.warmup_steps} exceeds train.steps={t.steps}")
+    config.moe.validate(section="moe")
+    from models.routers import router_class
+    router_class(config.moe.router).parse_options(config.moe.router_options)
+
+
+def apply_overrides(raw: Any, overrides: Sequence[str]) -> dict:
+    """A copy of ``raw`` with each ``section.key=value`` (or top-level ``key=value``) set;
+    values are parsed as YAML (``3e-4`` -> float, ``[a, b]`` -> list, ``true`` -> bool)."""
+    result = copy.deepcopy(raw) if raw is not None else {}
+    if not isinstance(result, dict):
+        raise ConfigError(f"config: expected a mapping with sections {', '.join(SECTIONS)}, got {raw!r}")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        path = key.strip().split(".")
+        if not sep or not all(path):
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        node = result
+        for depth, part in enumerate(path[:-1]):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[:depth + 1])} is not a section")
+        node[path[-1]] = parse_yaml(text, f"--set {key}")
+    return result
+
+
+def load_config(path: Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read, override and validate a YAML run config."""
+    return config_from_dict(apply_overrides(read_yaml(Path(path)), overrides))
+
+
+def config_to_dict(config: RunConfig) -> Dict[str, Any]:
+    """Plain nested mapping in section order (moe without d_model): round-trips through
+    ``config_from_dict``."""
+    top = {f.name: getattr(config, f.name) for f in fields(RunConfig) if f.name not in SECTIONS}
+    moe = asdict(config.moe)
+    moe.pop("d_model")
+    return {**top, "model": asdict(config.model), "moe": moe,
+            "data": asdict(config.data), "train": asdict(config.train)}
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write the resolved config as YAML (atomically), loadable by ``load_config``."""
+    write_yaml_atomic(config_to_dict(config), Path(path))
