@@ -135,6 +135,9 @@ class TorchOps:
     def bmm(self, a, b):
         return torch.bmm(a, b)
 
+    def linear(self, x, w):
+        return tnf.linear(x, w)
+
     def grouped_matmul(self, x, w, group_sizes):
         """One matmul per group on contiguous row slices (measured faster than
         ``torch.nn.functional.grouped_mm`` on CPU, whose backward also rejects expanded

@@ -143,6 +143,9 @@ class Ops(Protocol):
     def bmm(self, a: Tensor, b: Tensor) -> Tensor:
         """[B, n, m] @ [B, m, p] -> [B, n, p]."""
 
+    def linear(self, x: Tensor, w: Tensor) -> Tensor:
+        """x [..., m] @ w.T with w [p, m] stored [out, in] (HF/torch layout) -> [..., p]."""
+
     def grouped_matmul(self, x: Tensor, w: Tensor, group_sizes: Tensor) -> Tensor:
         """Rows of x sorted by group: x [N, m], w [G, m, p], group_sizes [G] (sum <= N) ->
         [N, p]; rows [start_g, start_g + size_g) are multiplied by w[g]; rows past

@@ -1,0 +1,80 @@
+"""Grouped-query causal self-attention (Ainslie et al. 2023, arXiv 2305.13245) with rotary
+positions, as in Llama/Mixtral. H query heads share Hkv key/value heads in groups of
+G = H / Hkv (query head h reads kv head h // G, HF's ``repeat_kv`` order); Hkv = H is plain
+multi-head attention. All heads run in one batched matmul, no loop over heads:
+
+    A = softmax(mask(rope(q) rope(k)^T / sqrt(D))) v,   out = concat_heads(A) W_o^T
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+from models.errors import ConfigError
+from models.params import ParamSpec, normal_init
+from models.rotary import apply_rope, rope_tables
+
+MASKED = -1e9
+
+
+def causal_mask(F, seq_len: int):
+    """[S, S] bool: query m may attend to key n iff n <= m."""
+    position = F.arange(seq_len, F.index_dtype)
+    return F.expand_dims(position, 1) >= F.expand_dims(position, 0)
+
+
+class Attention:
+    """Weights stored [out, in] like HF: ``q_proj`` [H*D, d], ``k_proj``/``v_proj``
+    [Hkv*D, d], ``o_proj`` [d, H*D], all bias-free, names under ``prefix``
+    (``model.layers.{i}.self_attn.``)."""
+
+    def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, rope_theta: float,
+                 init_std: float, prefix: str) -> None:
+        if d_model % num_heads or num_heads % num_kv_heads or (d_model // num_heads) % 2:
+            raise ConfigError(f"attention: d_model={d_model}, num_heads={num_heads}, num_kv_heads={num_kv_heads} "
+                              "need num_heads | d_model, num_kv_heads | num_heads and an even head size")
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = d_model // num_heads
+        self.rope_theta = rope_theta
+        self.init_std = init_std
+        self.prefix = prefix
+
+    def param_specs(self) -> Dict[str, ParamSpec]:
+        init = normal_init(self.init_std)
+        q, kv, p = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.prefix
+        return {p + "q_proj.weight": ParamSpec((q, self.d_model), init),
+                p + "k_proj.weight": ParamSpec((kv, self.d_model), init),
+                p + "v_proj.weight": ParamSpec((kv, self.d_model), init),
+                p + "o_proj.weight": ParamSpec((self.d_model, q), init)}
+
+    def check_inputs(self, x, positions) -> None:
+        shape = tuple(x.shape)
+        if len(shape) != 3 or shape[-1] != self.d_model:
+            raise ConfigError(f"attention input has shape {shape}; expected [batch, seq, d_model={self.d_model}]")
+        if tuple(positions.shape) != shape[1:2]:
+            raise ConfigError(f"positions have shape {tuple(positions.shape)}; expected [{shape[1]}] (one per position)")
+
+    def forward(self, F, params: dict, x, positions):
+        """x [B, S, d], positions [S] float32 -> [B, S, d] (causal in sequence order)."""
+        rope = rope_tables(F, positions, self.head_dim, self.rope_theta)
+        return self.attend(F, params, x, rope, causal_mask(F, x.shape[1]))
+
+    def attend(self, F, params: dict, x, rope, mask):
+        """x [B, S, d], rope = rope_tables(...), mask [S, S] bool -> [B, S, d]."""
+        batch, seq, _ = x.shape
+        heads, kv_heads, dim, p = self.num_heads, self.num_kv_heads, self.head_dim, self.prefix
+        group = heads // kv_heads
+        cos, sin = rope
+        q = apply_rope(F, F.reshape(F.linear(x, params[p + "q_proj.weight"]), (batch, seq, heads, dim)), cos, sin)
+        k = apply_rope(F, F.reshape(F.linear(x, params[p + "k_proj.weight"]), (batch, seq, kv_heads, dim)), cos, sin)
+        v = F.reshape(F.linear(x, params[p + "v_proj.weight"]), (batch, seq, kv_heads, dim))
+        q = F.reshape(q * (dim ** -0.5), (batch, seq, kv_heads, group, dim))
+        q = F.reshape(F.transpose(q, (0, 2, 3, 1, 4)), (batch, kv_heads, group * seq, dim))
+        scores = F.matmul(q, F.transpose(k, (0, 2, 3, 1)))
+        scores = F.reshape(F.cast(scores, F.float32), (batch, kv_heads, group, seq, seq))
+        scores = F.where(mask, scores, F.zeros((), F.float32) + MASKED)
+        probs = F.cast(F.reshape(F.softmax(scores, -1), (batch, kv_heads, group * seq, seq)), x.dtype)
+        out = F.matmul(probs, F.transpose(v, (0, 2, 1, 3)))
+        out = F.transpose(F.reshape(out, (batch, kv_heads, group, seq, dim)), (0, 3, 1, 2, 4))
+        return F.linear(F.reshape(out, (batch, seq, heads * dim)), params[p + "o_proj.weight"])

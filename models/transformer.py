@@ -1,0 +1,145 @@
+"""A decoder-only transformer in the style of Llama and Mixtral, written once on the op
+vocabulary ``F``:
+
+    h = embed(tokens)
+    for each block i:  h = h + attn(norm(h));  h = h + ffn_i(norm(h))
+    logits = norm(h) W_lm^T
+
+where ffn_i is a dense FFN, or an MoE layer (any registered router) in every
+``moe_every``-th block. Parameters use HF Llama/Mixtral names and HF's [out, in] layout for
+linear weights (see models/hf_names.py for the stacked-expert and router mapping).
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+from models.attention import Attention, causal_mask
+from models.dense_ffn import DenseFFN
+from models.errors import ConfigError
+from models.moe_layer import MoELayer
+from models.norms import RMSNorm
+from models.params import ParamSpec, normal_init
+from models.rotary import rope_tables
+from models.transformer_config import TransformerConfig
+
+SUMMED = ("loss", "expert_flops")
+
+
+class Block:
+    """Pre-norm block ``model.layers.{i}.``: attention, then a dense FFN (``mlp.``) or an
+    MoE layer (``block_sparse_moe.``)."""
+
+    def __init__(self, config: TransformerConfig, index: int) -> None:
+        c, p = config, f"model.layers.{index}."
+        self.input_norm = RMSNorm(c.d_model, c.norm_eps, p + "input_layernorm.")
+        self.attention = Attention(c.d_model, c.num_heads, c.num_kv_heads, c.rope_theta, c.init_std, p + "self_attn.")
+        self.ffn_norm = RMSNorm(c.d_model, c.norm_eps, p + "post_attention_layernorm.")
+        self.is_moe = c.is_moe_layer(index)
+        if self.is_moe:
+            self.ffn = MoELayer(c.moe, p + "block_sparse_moe.")
+        else:
+            self.ffn = DenseFFN(c.d_model, c.ffn_hidden, c.ffn_type, c.init_std, p + "mlp.")
+
+    def param_specs(self) -> Dict[str, ParamSpec]:
+        return {**self.input_norm.param_specs(), **self.attention.param_specs(),
+                **self.ffn_norm.param_specs(), **self.ffn.param_specs()}
+
+    def forward(self, F, params: dict, h, rope, mask, token_ids, domain_ids):
+        """h [B, S, d] -> (h [B, S, d], MoE aux dict or None)."""
+        h = h + self.attention.attend(F, params, self.input_norm.forward(F, params, h), rope, mask)
+        normed = self.ffn_norm.forward(F, params, h)
+        if self.is_moe:
+            y, aux = self.ffn.forward(F, params, normed, token_ids, domain_ids)
+            return h + y, aux
+        return h + self.ffn.forward(F, params, normed), None
+
+
+class Transformer:
+    """forward(F, params, tokens [B, S] int, domain_ids [B, S] int or None) -> (logits
+    [B, S, V] in the model dtype, aux).
+
+    aux (empty of MoE keys for a dense model, but always with ``loss``):
+    - ``loss``: sum over MoE layers of their weighted router losses (add to the LM loss);
+    - ``<name>_loss`` (e.g. ``balance_loss``, ``z_loss``): unweighted, mean over MoE layers;
+    - ``tokens_per_expert`` [L_moe, E]; ``dropped_fraction`` and
+      ``mean_true_experts_per_token``: means over MoE layers; ``expert_flops``: total;
+    - ``layers.<key>``: every MoE layer aux key stacked over MoE layers [L_moe, ...]
+      (``layer_aux`` picks one layer's dict, e.g. for ``router.after_step``).
+    """
+
+    def __init__(self, config: TransformerConfig) -> None:
+        self.config = config.validate()
+        self.blocks = [Block(config, i) for i in range(config.num_layers)]
+        self.final_norm = RMSNorm(config.d_model, config.norm_eps, "model.norm.")
+        self.moe_layers: List[MoELayer] = [b.ffn for b in self.blocks if b.is_moe]
+
+    def param_specs(self) -> Dict[str, ParamSpec]:
+        c = self.config
+        init = normal_init(c.init_std)
+        specs = {"model.embed_tokens.weight": ParamSpec((c.vocab_size, c.d_model), init)}
+        for block in self.blocks:
+            specs.update(block.param_specs())
+        specs.update(self.final_norm.param_specs())
+        if not c.tie_embeddings:
+            specs["lm_head.weight"] = ParamSpec((c.vocab_size, c.d_model), init)
+        return specs
+
+    def check_inputs(self, tokens, domain_ids=None) -> None:
+        """Host-side checks before any (compiled) compute: shapes, token range (reads the
+        token values: one host sync), and the side inputs the routers need."""
+        c = self.config
+        shape = tuple(tokens.shape)
+        if len(shape) != 2:
+            raise ConfigError(f"tokens have shape {shape}; expected [batch, seq]")
+        if shape[1] > c.max_seq_len:
+            raise ConfigError(f"sequence length {shape[1]} exceeds model.max_seq_len={c.max_seq_len}")
+        if "int" not in str(tokens.dtype).lower():
+            raise ConfigError(f"tokens have dtype {tokens.dtype}; expected integer token ids")
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= c.vocab_size:
+            raise ConfigError(f"token ids span [{low}, {high}]; model.vocab_size={c.vocab_size} allows 0 to {c.vocab_size - 1}")
+        if not self.moe_layers:
+            return
+        router = self.moe_layers[0].router  # every MoE layer has the same router settings
+        if "domain_ids" in router.needs_context and domain_ids is None:
+            raise ConfigError(f"moe.router={router.name!r} needs domain_ids with every batch; none were given")
+        if domain_ids is not None and tuple(domain_ids.shape) != shape:
+            raise ConfigError(f"domain_ids have shape {tuple(domain_ids.shape)}; expected {shape} (one per token)")
+        router.check_context({"token_ids": tokens, "domain_ids": domain_ids})
+
+    def forward(self, F, params: dict, tokens, domain_ids=None):
+        c = self.config
+        batch, seq = tokens.shape
+        ids = F.reshape(F.cast(tokens, F.index_dtype), (batch * seq,))
+        embed = params["model.embed_tokens.weight"]
+        h = F.reshape(F.gather_rows(embed, ids), (batch, seq, c.d_model))
+        rope = rope_tables(F, F.arange(seq, F.float32), c.head_dim, c.rope_theta)
+        mask = causal_mask(F, seq)
+        layer_auxes = ()
+        for block in self.blocks:
+            h, aux = block.forward(F, params, h, rope, mask, tokens, domain_ids)
+            if block.is_moe:
+                layer_auxes = layer_auxes + (aux,)
+        h = self.final_norm.forward(F, params, h)
+        logits = F.linear(h, embed if c.tie_embeddings else params["lm_head.weight"])
+        return logits, self.combine_aux(F, layer_auxes)
+
+    def combine_aux(self, F, layer_auxes: tuple) -> dict:
+        """Per-layer MoE aux dicts -> the model aux described in the class docstring."""
+        if not layer_auxes:
+            return {"loss": F.zeros((), F.float32)}
+        aux = {}
+        for key in layer_auxes[0]:
+            stacked = F.stack([a[key] for a in layer_auxes], 0)
+            aux["layers." + key] = stacked
+            if key == "tokens_per_expert":
+                aux[key] = stacked
+            elif key in SUMMED:
+                aux[key] = F.sum(stacked, 0)
+            else:
+                aux[key] = F.mean(stacked, 0)
+        return aux
+
+    def layer_aux(self, aux: dict, moe_index: int) -> dict:
+        """The aux of the ``moe_index``-th MoE layer (``self.moe_layers[moe_index]``)."""
+        return {key[len("layers."):]: value[moe_index] for key, value in aux.items() if key.startswith("layers.")}
