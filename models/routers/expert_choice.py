@@ -1,0 +1,55 @@
+"""Expert-choice routing (Zhou et al. 2022): each expert picks its tokens.
+
+S = softmax(x W_g) [T, E] (over experts, float32); expert e takes the C tokens with the
+largest S[:, e]: (G, I) = top-C(S^T), slot_token = I [E, C], slot_weight = G [E, C], with
+C = ceil(T * c / E) capped at T, c = ``capacity_factor`` (router option, default 2: the mean
+number of experts per token; ``moe.capacity_factor`` and ``moe.top_k`` are not read).
+Every expert processes exactly C tokens; a token may get 0 or several experts. No auxiliary
+loss (balanced by construction, as in the paper).
+
+Not causal: a token's experts depend on the other tokens of the batch, including later
+ones, so ``require_causal`` refuses it for autoregressive decoding.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from models.errors import ConfigError
+from models.routers.base import LinearGateRouter
+from models.routers.registry import register_router
+
+
+@dataclass
+class ExpertChoiceOptions:
+    capacity_factor: float = 2.0
+
+
+@register_router("expert_choice")
+class ExpertChoiceRouter(LinearGateRouter):
+    Options = ExpertChoiceOptions
+    causal = False
+
+    def __init__(self, config, prefix: str = "router.") -> None:
+        super().__init__(config, prefix)
+        c = self.options.capacity_factor
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or c <= 0:
+            raise ConfigError(f"moe.router_options.capacity_factor={c!r}: router 'expert_choice' needs a number > 0")
+        if config.num_null_experts:
+            raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router 'expert_choice' "
+                              "has no null experts")
+
+    def capacity(self, num_tokens: int) -> int:
+        """C = ceil(T * c / E), at least 1 and at most T."""
+        return min(num_tokens, max(1, math.ceil(num_tokens * self.options.capacity_factor / self.config.num_experts)))
+
+    def route(self, F, params: dict, x, context: dict) -> dict:
+        """x [T, d] -> slot_token [E, C], slot_weight [E, C], requested_assignments = E * C."""
+        num_tokens = x.shape[0]
+        capacity = self.capacity(num_tokens)
+        logits = F.matmul(x, self.param(params, "weight"))
+        probs = F.softmax(logits, -1)
+        slot_weight, slot_token = F.topk(F.transpose(probs, (1, 0)), capacity)
+        requested = F.ones((), F.float32) * (self.config.num_experts * capacity)
+        return {"logits": logits, "probs": probs, "slot_token": slot_token, "slot_weight": slot_weight,
+                "requested_assignments": requested, "losses": {}}

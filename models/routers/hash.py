@@ -1,0 +1,70 @@
+"""Hash layers (Roller et al. 2021): a fixed token-id -> expert table, no learned router.
+
+expert(t) = table[token_id(t)], weight 1, top-1, no loss. Tables (``table`` option):
+- ``random``: a seeded random permutation of the ids dealt round-robin (ids per expert
+  differ by at most 1);
+- ``balanced``: frequency-balanced from a token-count file (``counts_file``, lines
+  ``token_id count``): greedy largest-first bin packing, so every expert gets about the same
+  share of the corpus' tokens.
+The table is a non-trainable parameter ``table`` [vocab_size] (float32 holding integers), so
+it travels with checkpoints. Needs ``token_ids`` with every batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+
+from models.errors import ConfigError
+from models.params import ParamSpec
+from models.routers.base import Router
+from models.routers.registry import register_router
+from models.routers.token_tables import (check_ids, check_table_router, frequency_balanced_table, load_token_counts,
+                                        int_option, random_table, table_spec)
+
+TABLES = ("random", "balanced")
+
+
+@dataclass
+class HashOptions:
+    vocab_size: int = 0
+    table: str = "random"
+    seed: int = 0
+    counts_file: Optional[str] = None
+
+
+@register_router("hash")
+class HashRouter(Router):
+    Options = HashOptions
+    needs_context = ("token_ids",)
+
+    def __init__(self, config, prefix: str = "router.") -> None:
+        super().__init__(config, prefix)
+        o = self.options
+        check_table_router(config, "hash")
+        int_option("hash", "vocab_size", o.vocab_size, 1)
+        int_option("hash", "seed", o.seed, 0)
+        if o.table not in TABLES:
+            raise ConfigError(f"moe.router_options.table={o.table!r}: valid tables are {', '.join(TABLES)}")
+        if (o.table == "balanced") != (o.counts_file is not None):
+            raise ConfigError("moe.router_options.counts_file: table 'balanced' needs a token-count file "
+                              "and table 'random' takes none")
+        if o.table == "balanced":
+            self.table = frequency_balanced_table(load_token_counts(o.counts_file, o.vocab_size), config.num_experts)
+        else:
+            self.table = random_table(o.vocab_size, config.num_experts, np.random.default_rng(o.seed))
+
+    def weight_specs(self) -> Dict[str, ParamSpec]:
+        return {"table": table_spec(self.table)}
+
+    def check_context(self, context: dict) -> None:
+        check_ids(context["token_ids"], "token_ids", self.options.vocab_size, "moe.router_options.vocab_size")
+
+    def route(self, F, params: dict, x, context: dict) -> dict:
+        """x [T, d], context token_ids [...] (T in all) -> expert_index [T, 1], weight [T, 1] = 1."""
+        num_tokens = x.shape[0]
+        ids = F.reshape(F.cast(context["token_ids"], F.index_dtype), (num_tokens,))
+        expert = F.cast(F.gather_rows(self.param(params, "table"), ids), F.index_dtype)
+        return {"expert_index": F.reshape(expert, (num_tokens, 1)),
+                "expert_weight": F.ones((num_tokens, 1), F.float32), "losses": {}}

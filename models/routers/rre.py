@@ -1,0 +1,69 @@
+"""PanGu-Sigma random routed experts, RRE (Ren et al. 2023): two fixed levels, no learned router.
+
+Level 1: the E experts are split into ``num_domains`` contiguous groups of E / num_domains;
+a token goes to the group of its domain (``domain_ids``: which corpus its sample came from).
+Level 2: inside group g a fixed, seeded random table maps the token id to one of the group's
+experts (a random permutation of the ids dealt round-robin: balanced within one id).
+
+expert(t) = table[domain(t) * vocab_size + token_id(t)], weight 1, top-1, no loss. The
+[num_domains * vocab_size] table holds global expert indices and is a non-trainable
+parameter. Needs ``token_ids`` and ``domain_ids`` with every batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict
+
+import numpy as np
+
+from models.errors import ConfigError
+from models.params import ParamSpec
+from models.routers.base import Router
+from models.routers.registry import register_router
+from models.routers.token_tables import check_ids, check_table_router, int_option, random_table, table_spec
+
+
+@dataclass
+class RREOptions:
+    num_domains: int = 0
+    vocab_size: int = 0
+    seed: int = 0
+
+
+@register_router("rre")
+class RandomRoutedExpertsRouter(Router):
+    Options = RREOptions
+    needs_context = ("domain_ids", "token_ids")
+
+    def __init__(self, config, prefix: str = "router.") -> None:
+        super().__init__(config, prefix)
+        o = self.options
+        check_table_router(config, "rre")
+        int_option("rre", "num_domains", o.num_domains, 1)
+        int_option("rre", "vocab_size", o.vocab_size, 1)
+        int_option("rre", "seed", o.seed, 0)
+        if config.num_experts % o.num_domains:
+            raise ConfigError(f"moe.router_options.num_domains={o.num_domains} must divide "
+                              f"moe.num_experts={config.num_experts} (experts are split into equal domain groups)")
+        self.group_size = config.num_experts // o.num_domains
+        rng = np.random.default_rng(o.seed)
+        self.table = np.concatenate([g * self.group_size + random_table(o.vocab_size, self.group_size, rng)
+                                     for g in range(o.num_domains)])
+
+    def weight_specs(self) -> Dict[str, ParamSpec]:
+        return {"table": table_spec(self.table)}
+
+    def check_context(self, context: dict) -> None:
+        check_ids(context["domain_ids"], "domain_ids", self.options.num_domains, "moe.router_options.num_domains")
+        check_ids(context["token_ids"], "token_ids", self.options.vocab_size, "moe.router_options.vocab_size")
+
+    def route(self, F, params: dict, x, context: dict) -> dict:
+        """x [T, d], context token_ids and domain_ids [...] (T in all) -> expert_index [T, 1]
+        (inside the domain's group), expert_weight [T, 1] = 1."""
+        num_tokens = x.shape[0]
+        ids = F.reshape(F.cast(context["token_ids"], F.index_dtype), (num_tokens,))
+        domain = F.reshape(F.cast(context["domain_ids"], F.index_dtype), (num_tokens,))
+        row = domain * self.options.vocab_size + ids
+        expert = F.cast(F.gather_rows(self.param(params, "table"), row), F.index_dtype)
+        return {"expert_index": F.reshape(expert, (num_tokens, 1)),
+                "expert_weight": F.ones((num_tokens, 1), F.float32), "losses": {}}

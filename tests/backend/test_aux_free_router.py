@@ -1,0 +1,85 @@
+"""Aux-loss-free router on the backend under test: the bias steers selection only, and
+repeated after_step updates balance a skewed load."""
+import numpy as np
+import pytest
+from scipy.special import expit, softmax
+
+from models.errors import ConfigError
+from models.moe_config import MoEConfig
+from models.moe_layer import MoELayer
+from tests.support.harness import numpy_weights, random_inputs
+from tests.support.router_probe import RouterProbe
+
+D, E = 8, 4
+
+
+def layer(top_k: int = 2, renormalize: bool = True, **options) -> MoELayer:
+    return MoELayer(MoEConfig(d_model=D, ffn_hidden=8, num_experts=E, top_k=top_k, router="aux_free",
+                              expert_type="gelu", renormalize=renormalize, router_options=options))
+
+
+def skewed_inputs(values: dict, tokens: int) -> np.ndarray:
+    """Tokens pushed along expert 0's gate column: expert 0 scores highest for most of them."""
+    column = values["router.weight"][:, 0]
+    return random_inputs((1, tokens, D), seed=1) + 2.0 * column / np.linalg.norm(column)
+
+
+@pytest.mark.parametrize("score", ["sigmoid", "softmax"])
+def test_bias_updates_drive_a_skewed_load_to_uniform(runner, score):
+    moe = layer(top_k=1, score=score, bias_update_speed=0.01)
+    values = numpy_weights(moe)
+    x = skewed_inputs(values, 64)
+    ratios = []
+    for _ in range(30):
+        _, aux = runner.forward(moe, values, x)
+        load = aux["tokens_per_expert"]
+        ratios.append(load.max() / load.mean())
+        values.update(moe.router.after_step(values, aux))
+    assert ratios[0] > 2.5
+    assert max(ratios[-5:]) < 1.5
+    assert np.argmin(values["router.bias"]) == 0  # the dominant expert was pushed down most
+
+
+@pytest.mark.parametrize("score", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("renormalize", [True, False])
+def test_bias_picks_experts_but_weights_come_from_unbiased_scores(runner, score, renormalize):
+    moe = layer(renormalize=renormalize, score=score)
+    values = numpy_weights(moe, seed=2)
+    values["router.bias"] = np.array([0.0, -0.3, 0.2, 0.6], np.float32)
+    x = random_inputs((2, 6, D), seed=3)
+    probe = RouterProbe(moe, "expert_weight", ["expert_index"])
+    weight, aux = runner.forward(probe, values, x)
+    logits = x.reshape(-1, D).astype(np.float64) @ values["router.weight"]
+    scores = expit(logits) if score == "sigmoid" else softmax(logits, -1)
+    index = np.argsort(-(scores + values["router.bias"]), -1, kind="stable")[:, :2]
+    expected = np.take_along_axis(scores, index, -1)
+    if renormalize:
+        expected = expected / expected.sum(-1, keepdims=True)
+    np.testing.assert_array_equal(aux["expert_index"], index)
+    assert not np.array_equal(index, np.argsort(-scores, -1, kind="stable")[:, :2])  # the bias changed choices
+    np.testing.assert_allclose(weight, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_reaches_the_gate_not_the_bias(runner):
+    moe = layer()
+    values = numpy_weights(moe)
+    x = random_inputs((1, 8, D))
+    out = runner.forward_backward(moe, values, x, random_inputs(x.shape, 1))
+    assert "router.bias" not in out["grads"]
+    assert np.abs(out["grads"]["router.weight"]).sum() > 0
+    assert out["aux"]["loss"] == 0  # no balance loss
+
+
+def test_shell_update_numpy_sets_only_the_given_values(runner):
+    moe = layer()
+    values = numpy_weights(moe)
+    module = runner.module(moe, values)
+    new_bias = np.array([0.5, -0.5, 0.25, 0.0], np.float32)
+    module.update_numpy({"router.bias": new_bias})
+    after = module.numpy_params()
+    np.testing.assert_array_equal(after["router.bias"], new_bias)
+    for name in values:
+        if name != "router.bias":
+            np.testing.assert_array_equal(after[name], values[name])
+    with pytest.raises(ConfigError, match="router.bais"):
+        module.update_numpy({"router.bais": new_bias})

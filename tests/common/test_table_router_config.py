@@ -1,0 +1,75 @@
+"""Hash and RRE routers: options checked up front, tables fixed by the seed, nothing trainable."""
+import numpy as np
+import pytest
+
+from models.errors import ConfigError
+from models.moe_config import MoEConfig
+from models.moe_layer import MoELayer
+from models.params import init_params
+
+
+def layer(router: str, num_experts: int = 6, top_k: int = 1, **options) -> MoELayer:
+    return MoELayer(MoEConfig(d_model=8, ffn_hidden=8, num_experts=num_experts, top_k=top_k, router=router,
+                              router_options=options))
+
+
+def test_rre_table_keeps_every_domain_inside_its_group():
+    rre = layer("rre", num_domains=3, vocab_size=50, seed=1)
+    table = init_params(rre.param_specs(), seed=0)["router.table"].reshape(3, 50)
+    for domain in range(3):
+        assert set(table[domain].astype(int) // 2) == {domain}
+        assert sorted(np.bincount(table[domain].astype(int) - 2 * domain)) == [25, 25]
+
+
+def test_tables_depend_on_the_seed_not_on_the_weight_seed():
+    for router, options in (("rre", dict(num_domains=2)), ("hash", {})):
+        def table(seed, init_seed):
+            return init_params(layer(router, vocab_size=64, seed=seed, **options).param_specs(), init_seed)["router.table"]
+        assert np.array_equal(table(3, 0), table(3, 1))
+        assert not np.array_equal(table(3, 0), table(4, 0))
+
+
+@pytest.mark.parametrize("router,options", [("rre", dict(num_domains=2, vocab_size=10)),
+                                            ("hash", dict(vocab_size=10))])
+def test_table_routers_have_no_trainable_parameters(router, options):
+    specs = layer(router, **options).router.param_specs()
+    assert specs and not any(spec.trainable for spec in specs.values())
+
+
+@pytest.mark.parametrize("router,options,setting", [
+    ("rre", dict(num_domains=4, vocab_size=10), "num_domains=4 must divide moe.num_experts=6"),
+    ("rre", dict(vocab_size=10), "num_domains"),
+    ("rre", dict(num_domains=2), "vocab_size"),
+    ("hash", dict(), "vocab_size"),
+    ("hash", dict(vocab_size=10, table="modulo"), "table"),
+    ("hash", dict(vocab_size=10, table="balanced"), "counts_file"),
+    ("hash", dict(vocab_size=10, counts_file="c.txt"), "counts_file"),
+    ("hash", dict(vocab_size=10, seeds=1), "seeds"),
+    ("hash", dict(vocab_size=10, seed="a"), "seed='a'"),
+    ("rre", dict(num_domains=2, vocab_size=10, seed=-1), "seed=-1"),
+    ("rre", dict(num_domains=2, vocab_size=2.5), "vocab_size=2.5"),
+])
+def test_bad_options_are_config_errors_naming_the_setting(router, options, setting):
+    with pytest.raises(ConfigError, match=setting):
+        layer(router, **options)
+
+
+@pytest.mark.parametrize("router,options", [("rre", dict(num_domains=2, vocab_size=10)),
+                                            ("hash", dict(vocab_size=10))])
+def test_table_routers_are_top_1(router, options):
+    with pytest.raises(ConfigError, match="moe.top_k=2"):
+        layer(router, top_k=2, **options)
+
+
+def test_unreadable_count_file_is_named(tmp_path):
+    path = str(tmp_path / "no_such_counts.txt")
+    with pytest.raises(ConfigError, match="no_such_counts.txt"):
+        layer("hash", vocab_size=10, table="balanced", counts_file=path)
+
+
+def test_balanced_hash_table_comes_from_the_count_file(tmp_path):
+    path = tmp_path / "counts.txt"
+    path.write_text("".join(f"{i} {c}\n" for i, c in enumerate([90, 10, 10, 10, 10, 10, 10, 10, 10, 10])))
+    hashed = layer("hash", num_experts=2, vocab_size=10, table="balanced", counts_file=str(path))
+    table = init_params(hashed.param_specs(), 0)["router.table"].astype(int)
+    assert (table == table[0]).sum() == 1  # the frequent id alone balances the other nine
