@@ -1,0 +1,184 @@
+"""The transformer on the backend under test: causality, rotary relative positions,
+grouped-query attention against plain multi-head attention and a numpy reference, the
+untrained loss, the objective against numpy, the model aux, the dense baseline's FLOPs
+against measured expert FLOPs, and bad inputs refused with ConfigError before compute."""
+import math
+
+import numpy as np
+import pytest
+
+from models.attention import Attention
+from models.dense_baseline import dense_baseline, ffn_flops_per_token
+from models.errors import ConfigError
+from models.moe_config import MoEConfig
+from models.transformer import Transformer
+from models.transformer_config import TransformerConfig
+from tests.support.harness import numpy_weights, random_inputs
+from tests.support.model_runs import lm_step, run_forward
+
+VOCAB = 64
+
+
+def tiny(moe_every: int = 2, router: str = "topk", **settings) -> TransformerConfig:
+    moe = MoEConfig(d_model=32, ffn_hidden=24, num_experts=4, top_k=2, router=router, expert_init_std=0.1)
+    base = dict(vocab_size=VOCAB, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_hidden=48,
+                max_seq_len=16, init_std=0.1, moe_every=moe_every, moe=moe if moe_every else None)
+    return TransformerConfig(**{**base, **settings})
+
+
+def tokens_of(shape, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, VOCAB, shape).astype(np.int32)
+
+
+@pytest.mark.parametrize("moe_every", [0, 1], ids=["dense", "moe"])
+def test_changing_a_future_token_never_changes_earlier_logits(runner, moe_every):
+    model = Transformer(tiny(moe_every))
+    values = numpy_weights(model, seed=0)
+    tokens = tokens_of((2, 10))
+    changed = tokens.copy()
+    changed[1, 6] = (changed[1, 6] + 1) % VOCAB
+    before, _ = run_forward(runner, model, values, tokens)
+    after, _ = run_forward(runner, model, values, changed)
+    np.testing.assert_allclose(after[:, :6], before[:, :6], atol=1e-5)
+    np.testing.assert_allclose(after[0], before[0], atol=1e-5)
+    assert np.abs(after[1, 6:] - before[1, 6:]).min(axis=-1).max() > 1e-4  # the change is seen from 6 on
+
+
+def attention(num_kv_heads: int, num_heads: int = 4) -> Attention:
+    return Attention(32, num_heads, num_kv_heads, rope_theta=10000.0, init_std=0.3, prefix="attn.")
+
+
+def test_rotary_attention_depends_only_on_relative_position(runner):
+    layer = attention(num_kv_heads=2)
+    values = numpy_weights(layer, seed=1)
+    x = random_inputs((2, 8, 32), seed=2)
+    positions = np.arange(8, dtype=np.float32)
+    base = run_forward(runner, layer, values, x, positions)
+    shifted = run_forward(runner, layer, values, x, positions + 13.0)
+    stretched = run_forward(runner, layer, values, x, positions * 2.0)
+    np.testing.assert_allclose(shifted, base, rtol=1e-4, atol=1e-5)
+    assert np.abs(stretched - base).max() > 1e-2  # positions matter, only their differences do not
+
+
+def rope_numpy(x, positions, theta: float = 10000.0):
+    """x [S, D]: HF 'rotate half' RoPE."""
+    half = x.shape[-1] // 2
+    angle = positions[:, None] * theta ** (-np.arange(half) * 2.0 / x.shape[-1])
+    cos, sin = np.cos(angle), np.sin(angle)
+    return np.concatenate([x[:, :half] * cos - x[:, half:] * sin, x[:, half:] * cos + x[:, :half] * sin], -1)
+
+
+def multi_head_numpy(values, x, positions, heads: int):
+    """Plain causal multi-head attention, one head at a time."""
+    p = "attn."
+    batch, seq, d = x.shape
+    dim = d // heads
+    out = np.zeros((batch, seq, d))
+    causal = np.tril(np.ones((seq, seq), bool))
+    for b in range(batch):
+        q, k, v = (x[b] @ values[p + n + "_proj.weight"].T for n in "qkv")
+        for h in range(heads):
+            cols = slice(h * dim, (h + 1) * dim)
+            scores = rope_numpy(q[:, cols], positions) @ rope_numpy(k[:, cols], positions).T / math.sqrt(dim)
+            scores = np.where(causal, scores, -np.inf)
+            probs = np.exp(scores - scores.max(-1, keepdims=True))
+            out[b, :, cols] = (probs / probs.sum(-1, keepdims=True)) @ v[:, cols]
+    return out @ values[p + "o_proj.weight"].T
+
+
+def test_multi_head_attention_matches_numpy_reference(runner):
+    layer = attention(num_kv_heads=4)
+    values = numpy_weights(layer, seed=3)
+    x = random_inputs((2, 7, 32), seed=4)
+    positions = np.arange(7, dtype=np.float32)
+    ours = run_forward(runner, layer, values, x, positions)
+    np.testing.assert_allclose(ours, multi_head_numpy(values, x, positions, heads=4), rtol=1e-4, atol=1e-5)
+
+
+def test_grouped_query_equals_multi_head_with_repeated_kv_heads(runner):
+    gqa = attention(num_kv_heads=2)
+    values = numpy_weights(gqa, seed=5)
+    repeated = dict(values)
+    for name in ("attn.k_proj.weight", "attn.v_proj.weight"):  # kv head j serves query heads 2j, 2j+1
+        repeated[name] = np.repeat(values[name].reshape(2, 8, 32), 2, axis=0).reshape(32, 32)
+    x = random_inputs((2, 6, 32), seed=6)
+    positions = np.arange(6, dtype=np.float32)
+    grouped = run_forward(runner, gqa, values, x, positions)
+    plain = run_forward(runner, attention(num_kv_heads=4), repeated, x, positions)
+    np.testing.assert_allclose(grouped, plain, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("moe_every", [0, 1], ids=["dense", "moe"])
+def test_untrained_model_loss_is_log_vocab(runner, moe_every):
+    model = Transformer(tiny(moe_every, vocab_size=256, init_std=0.02, tie_embeddings=True))
+    tokens = np.random.default_rng(7).integers(0, 256, (2, 13)).astype(np.int32)
+    out = lm_step(runner, model, numpy_weights(model, seed=7), tokens[:, :-1], tokens[:, 1:])
+    m = out["metrics"]
+    assert abs(m["lm_loss"] - math.log(256)) < 0.05, m["lm_loss"]
+    np.testing.assert_allclose(out["loss"], m["lm_loss"] + m["aux_loss"], rtol=1e-6)
+    assert (m["aux_loss"] > 0) == bool(moe_every)
+
+
+def test_objective_is_cross_entropy_over_counted_targets(runner):
+    model = Transformer(tiny(1))
+    values = numpy_weights(model, seed=8)
+    tokens = tokens_of((2, 9), seed=8)
+    targets = tokens[:, 1:].copy()
+    targets[0, :3] = -1  # not counted (padding)
+    out = lm_step(runner, model, values, tokens[:, :-1], targets)
+    z = out["logits"].astype(np.float64)
+    log_probs = z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)) - z.max(-1, keepdims=True)
+    counted = targets >= 0
+    picked = np.take_along_axis(log_probs, np.maximum(targets, 0)[..., None], -1)[..., 0]
+    np.testing.assert_allclose(out["metrics"]["lm_loss"], -picked[counted].mean(), rtol=1e-5)
+    assert abs(out["metrics"]["lm_loss"] + picked.mean()) > 1e-4  # counting the padding would differ
+
+
+def test_model_aux_collects_every_moe_layer(runner):
+    config = tiny(1, num_layers=3)
+    model = Transformer(config)
+    tokens = tokens_of((2, 8), seed=9)
+    _, aux = run_forward(runner, model, numpy_weights(model, seed=9), tokens)
+    assert aux["tokens_per_expert"].shape == (3, 4)
+    np.testing.assert_array_equal(aux["tokens_per_expert"].sum(-1), [16 * 2] * 3)  # dropless: T * k per layer
+    np.testing.assert_allclose(aux["loss"], aux["layers.loss"].sum(), rtol=1e-6)
+    np.testing.assert_allclose(aux["balance_loss"], aux["layers.balance_loss"].mean(), rtol=1e-6)
+    assert aux["dropped_fraction"] == 0 and aux["mean_true_experts_per_token"] == 2
+    assert not np.array_equal(aux["tokens_per_expert"][0], aux["tokens_per_expert"][2])  # per layer, not copies
+    layer = model.layer_aux(aux, 2)
+    np.testing.assert_array_equal(layer["tokens_per_expert"], aux["tokens_per_expert"][2])
+    assert set(layer) == {k[len("layers."):] for k in aux if k.startswith("layers.")}
+    _, dense_aux = run_forward(runner, Transformer(tiny(0)), numpy_weights(Transformer(tiny(0))), tokens)
+    assert set(dense_aux) == {"loss"} and dense_aux["loss"] == 0
+
+
+def test_dense_baseline_flops_equal_measured_moe_active_flops(runner):
+    config = tiny(2, num_layers=4, ffn_hidden=40)
+    model = Transformer(config)
+    tokens = tokens_of((2, 8), seed=10)
+    _, aux = run_forward(runner, model, numpy_weights(model, seed=10), tokens)
+    dense_blocks = sum(2 * math.prod(s.shape) for n, s in model.param_specs().items() if ".mlp." in n)
+    measured = dense_blocks + aux["expert_flops"] / tokens.size  # per token: dense blocks + experts run
+    baseline = Transformer(dense_baseline(config))
+    baseline_flops = sum(2 * math.prod(s.shape) for n, s in baseline.param_specs().items() if ".mlp." in n)
+    assert measured == baseline_flops == ffn_flops_per_token(config)
+
+
+@pytest.mark.parametrize("setting, tokens", [
+    ("model.vocab_size", np.array([[1, 2, VOCAB]], np.int32)),
+    ("model.vocab_size", np.array([[1, -1, 2]], np.int32)),
+    ("model.max_seq_len", np.zeros((1, 17), np.int32)),
+    ("integer token ids", np.zeros((1, 4), np.float32)),
+    ("[batch, seq]", np.zeros((4,), np.int32)),
+])
+def test_bad_tokens_are_config_errors_before_compute(runner, setting, tokens):
+    model = Transformer(tiny(2))
+    with pytest.raises(ConfigError) as info:
+        run_forward(runner, model, numpy_weights(model), tokens)
+    assert setting in str(info.value) and "\n" not in str(info.value)
+
+
+def test_domain_ids_of_the_wrong_shape_are_a_config_error(runner):
+    model = Transformer(tiny(2))
+    with pytest.raises(ConfigError, match="domain_ids"):
+        run_forward(runner, model, numpy_weights(model), tokens_of((2, 5)), np.zeros((2, 4), np.int32))

@@ -1,0 +1,65 @@
+"""Our parameter dict <-> HF Llama/Mixtral per-expert layout: exact round trip, HF names,
+and the transposes that make HF's [out, in] expert weights compute what ours compute."""
+import numpy as np
+import pytest
+
+from models.errors import ConfigError
+from models.hf_names import from_hf, to_hf
+from models.moe_config import MoEConfig
+from models.params import init_params
+from models.transformer import Transformer
+from models.transformer_config import TransformerConfig
+
+
+def model_values(router: str = "topk", expert_type: str = "swiglu", nulls: int = 0):
+    moe = MoEConfig(d_model=16, ffn_hidden=12, num_experts=3, num_null_experts=nulls, top_k=2, router=router,
+                    expert_type=expert_type)
+    config = TransformerConfig(vocab_size=20, d_model=16, num_layers=2, num_heads=2, num_kv_heads=1,
+                               ffn_hidden=24, max_seq_len=8, moe_every=2, moe=moe)
+    return init_params(Transformer(config).param_specs(), seed=0)
+
+
+def test_round_trip_is_exact_for_every_expert_kind():
+    for values in (model_values(), model_values(expert_type="gelu"), model_values("adamoe", nulls=3)):
+        back = from_hf(to_hf(values))
+        assert back.keys() == values.keys()
+        for name in values:
+            assert back[name].shape == values[name].shape and np.array_equal(back[name], values[name]), name
+
+
+def test_mixtral_names_and_layout():
+    values = model_values()
+    hf = to_hf(values)
+    moe = "model.layers.1.block_sparse_moe."
+    assert not any(".experts.w_" in n or ".router." in n for n in hf)
+    assert {n for n in hf if n.startswith(moe)} == {moe + "gate.weight"} | {
+        f"{moe}experts.{j}.{w}.weight" for j in range(3) for w in ("w1", "w2", "w3")}
+    assert hf[moe + "gate.weight"].shape == (3, 16)
+    assert hf[moe + "experts.2.w1.weight"].shape == (12, 16) and hf[moe + "experts.2.w2.weight"].shape == (16, 12)
+    # dense-block and attention names pass through untouched
+    for name in ("model.layers.0.mlp.gate_proj.weight", "model.layers.1.self_attn.q_proj.weight", "lm_head.weight"):
+        assert hf[name] is values[name] or np.array_equal(hf[name], values[name])
+    # HF computes y = W x with W [out, in]: the same numbers as our x @ w_stacked[j]
+    x = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    for j in range(3):
+        ours = (x @ values[moe + "experts.w_gate"][j]) * (x @ values[moe + "experts.w_up"][j])
+        theirs = (x @ hf[f"{moe}experts.{j}.w1.weight"].T) * (x @ hf[f"{moe}experts.{j}.w3.weight"].T)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+        np.testing.assert_array_equal(ours @ values[moe + "experts.w_down"][j],
+                                      ours @ hf[f"{moe}experts.{j}.w2.weight"].T)
+    np.testing.assert_array_equal(x @ values[moe + "router.weight"], x @ hf[moe + "gate.weight"].T)
+
+
+def test_adamoe_null_gate_passes_through():
+    values = model_values("adamoe", nulls=3)
+    hf = to_hf(values)
+    name = "model.layers.1.block_sparse_moe.router.null_weight"
+    assert np.array_equal(hf[name], values[name])
+
+
+def test_missing_expert_in_checkpoint_is_a_config_error():
+    hf = to_hf(model_values())
+    del hf["model.layers.1.block_sparse_moe.experts.1.w2.weight"]
+    with pytest.raises(ConfigError) as info:
+        from_hf(hf)
+    assert "experts.w_down" in str(info.value) and "[0, 2]" in str(info.value), str(info.value)
