@@ -104,8 +104,10 @@ class MindSporeModule(nn.Cell):
         return {name: self.backend_ops.to_numpy(value) for name, value in self.params().items()}
 
     def load_numpy(self, values: Dict[str, np.ndarray]) -> None:
+        """In place (``copy_``): functions already compiled by ``ms.jit`` keep reading the
+        old memory after ``set_data``."""
         for name, parameter in self.params().items():
-            parameter.set_data(ms.Tensor(np.asarray(values[name], dtype=np.float32), parameter.dtype))
+            parameter.copy_(ms.Tensor(np.asarray(values[name], dtype=np.float32), parameter.dtype))
 
     def update_numpy(self, values: Dict[str, np.ndarray]) -> None:
         """Set some parameters (e.g. a router's ``after_step`` result), leave the rest."""
@@ -113,4 +115,4 @@ class MindSporeModule(nn.Cell):
         for name, value in values.items():
             if name not in params:
                 raise ConfigError(f"update_numpy: {name!r} is not a parameter of this module")
-            params[name].set_data(ms.Tensor(np.asarray(value, dtype=np.float32), params[name].dtype))
+            params[name].copy_(ms.Tensor(np.asarray(value, dtype=np.float32), params[name].dtype))

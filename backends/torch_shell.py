@@ -75,7 +75,7 @@ class TorchModule(nn.Module):
         torch_dtype = check_dtype(dtype, device)
         values = init_params(self.specs, seed) if values is None else values
         for name, spec in self.specs.items():
-            tensor = torch.as_tensor(np.asarray(values[name]), device=device)
+            tensor = torch.tensor(np.asarray(values[name]), device=device)  # a copy: never alias the caller's arrays
             tensor = tensor.to(torch.float32 if spec.float32 else torch_dtype)
             if spec.trainable:
                 self.register_parameter(name.replace(".", "__"), nn.Parameter(tensor))

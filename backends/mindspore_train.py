@@ -1,0 +1,151 @@
+"""The MindSpore train step: a thin shell around ``mindspore.experimental.optim.AdamW``
+(PyTorch's AdamW maths, runs on CPU, GPU and Ascend; its learning rate is a Parameter, so
+changing it per step does not recompile) that runs a framework-free
+``objective(F, module_outputs, *targets) -> (loss, metrics)`` on a ``MindSporeModule``.
+
+Compiled functions (``ms.jit``, in PyNative and GRAPH_MODE alike): the first returns loss,
+metrics, gradients and their global norm; the host reads loss and norm and, only when
+both are finite, calls the second, which clips and applies AdamW; a third evaluates. Metrics cross
+``value_and_grad`` as a tuple (GRAPH_MODE cannot return dicts there); their names are
+read once from one forward pass in PyNative before the first compile. Holds no model
+logic."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Sequence, Tuple
+
+import mindspore as ms
+import numpy as np
+from mindspore import ops
+from mindspore.experimental.optim import AdamW
+
+from backends.train_step import decays, optimizer_state_names
+
+
+def global_norm(grads):
+    """sqrt(sum_i ||g_i||^2) in float32 over a tuple of gradients."""
+    total = ops.zeros((), ms.float32)
+    for g in grads:
+        g32 = ops.cast(g, ms.float32)
+        total = total + ops.sum(g32 * g32)
+    return ops.sqrt(total)
+
+
+class MindSporeTrainStep:
+    """Same contract as ``backends.torch_train.TorchTrainStep`` (see backends/train_step.py).
+    ``jit=False`` runs the step uncompiled (PyNative) for debugging."""
+
+    def __init__(self, module, objective: Callable, lr: float, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, grad_clip: float = 0.0, jit: bool = True) -> None:
+        self.module = module
+        self.objective = objective
+        self.F = module.backend_ops
+        self.grad_clip = float(grad_clip)
+        self.skipped = 0
+        self.metric_names: Tuple[str, ...] = ()
+        weights = list(module.trainable_params())
+        groups = [{"params": [p for p in weights if decays(p.shape)], "weight_decay": float(weight_decay)},
+                  {"params": [p for p in weights if not decays(p.shape)], "weight_decay": 0.0}]
+        self.optimizer = AdamW([g for g in groups if g["params"]], lr=float(lr),
+                               betas=tuple(float(b) for b in betas), eps=float(eps))
+        self.order = tuple(p.name for p in self.optimizer.parameters)
+        self.jit = jit
+        self._compiled = None
+
+    def _build(self, num_inputs: int):
+        """The compiled gradient, update and evaluation functions (closures over this step).
+        Tensors go in as separate arguments (a tuple argument would be a compile-time
+        constant and recompile every call)."""
+        module, objective, F, optimizer = self.module, self.objective, self.F, self.optimizer
+        names = self.metric_names
+
+        def loss_fn(*tensors):
+            loss, metrics = objective(F, module(*tensors[:num_inputs]), *tensors[num_inputs:])
+            return loss, tuple(metrics[k] for k in names)
+
+        grad_fn = ms.value_and_grad(loss_fn, None, optimizer.parameters, has_aux=True)
+
+        def gradients(*tensors):
+            (loss, metrics), grads = grad_fn(*tensors)
+            return loss, metrics, grads, global_norm(grads)
+
+        def update(lr, scale, *grads):
+            for rate in optimizer.lrs:
+                ops.assign(rate, lr)
+            return optimizer(tuple(g * ops.cast(scale, g.dtype) for g in grads))
+
+        if self.jit:
+            return ms.jit(gradients), ms.jit(update), ms.jit(loss_fn)
+        return gradients, update, loss_fn
+
+    def _tensor(self, value):
+        if isinstance(value, ms.Tensor):
+            return value
+        array = np.asarray(value)
+        if np.issubdtype(array.dtype, np.integer):
+            return ms.Tensor(array.astype(np.int32))
+        return ms.Tensor(array)
+
+    def _prepare(self, inputs: Sequence, targets: Sequence):
+        self.module.component.check_inputs(*inputs)
+        inputs = tuple(self._tensor(x) for x in inputs)
+        targets = tuple(self._tensor(t) for t in targets)
+        if self._compiled is None:
+            self.metric_names = self._discover_metric_names(inputs, targets)
+            self._compiled = self._build(len(inputs))
+        return inputs + targets
+
+    def _discover_metric_names(self, inputs, targets) -> Tuple[str, ...]:
+        """One uncompiled forward pass to learn the objective's metric names; the random
+        generator's state is put back afterwards, so the pass draws no numbers."""
+        mode, rng = ms.get_context("mode"), ms.get_rng_state()
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+        try:
+            _, metrics = self.objective(self.F, self.module(*inputs), *targets)
+        finally:
+            ms.set_context(mode=mode)
+            ms.set_rng_state(rng)
+        return tuple(sorted(metrics))
+
+    def _metrics(self, values) -> Dict[str, np.ndarray]:
+        return {key: np.asarray(self.F.to_numpy(value)) for key, value in zip(self.metric_names, values)}
+
+    def step(self, inputs: Sequence, targets: Sequence, lr: float) -> Tuple[float, Dict[str, np.ndarray], float]:
+        """inputs/targets: tuples of numpy arrays or tensors -> (loss, metrics, grad_norm)."""
+        tensors = self._prepare(inputs, targets)
+        gradients, update, _ = self._compiled
+        self.module.set_train(True)
+        loss, metrics, grads, norm = gradients(*tensors)
+        loss_value, norm_value = float(loss.asnumpy()), float(norm.asnumpy())
+        if math.isfinite(loss_value) and math.isfinite(norm_value):
+            scale = min(1.0, self.grad_clip / (norm_value + 1e-6)) if self.grad_clip > 0 else 1.0
+            update(ms.Tensor(float(lr), ms.float32), ms.Tensor(scale, ms.float32), *grads)
+        else:
+            self.skipped += 1
+        return loss_value, self._metrics(metrics), norm_value
+
+    def evaluate(self, inputs: Sequence, targets: Sequence) -> Tuple[float, Dict[str, np.ndarray]]:
+        """The objective without gradients or updates -> (loss, metrics)."""
+        tensors = self._prepare(inputs, targets)
+        self.module.set_train(False)
+        loss, metrics = self._compiled[2](*tensors)
+        return float(loss.asnumpy()), self._metrics(metrics)
+
+    def optimizer_state(self) -> Dict[str, np.ndarray]:
+        """AdamW moments and step count as numpy copies, named as ``backends.train_step`` says."""
+        out = {"step": np.asarray(int(self.optimizer.state_step.asnumpy()), np.int64)}
+        for name, m, v in zip(self.order, self.optimizer.exp_avg, self.optimizer.exp_avg_sq):
+            out[f"exp_avg.{name}"] = self.F.to_numpy(m).copy()
+            out[f"exp_avg_sq.{name}"] = self.F.to_numpy(v).copy()
+        return out
+
+    def load_optimizer_state(self, values: Dict[str, np.ndarray]) -> None:
+        """Inverse of ``optimizer_state`` (accepts one written by either backend). Copies in
+        place: compiled functions do not see ``set_data``."""
+        missing = sorted(set(optimizer_state_names(self.order)) - set(values))
+        if missing:
+            raise KeyError(f"optimizer state lacks {missing[0]}")
+        self.optimizer.state_step.copy_(ms.Tensor(int(values["step"]), ms.int32))
+        for name, m, v in zip(self.order, self.optimizer.exp_avg, self.optimizer.exp_avg_sq):
+            m.copy_(ms.Tensor(np.asarray(values[f"exp_avg.{name}"], np.float32), m.dtype))
+            v.copy_(ms.Tensor(np.asarray(values[f"exp_avg_sq.{name}"], np.float32), v.dtype))

@@ -1,0 +1,109 @@
+"""The PyTorch train step: a thin shell around ``torch.optim.AdamW`` that runs a
+framework-free ``objective(F, module_outputs, *targets) -> (loss, metrics)`` on a
+``TorchModule``, clips the global gradient norm and skips non-finite steps.
+Holds no model logic."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from backends.train_step import decays, optimizer_state_names
+
+
+class TorchTrainStep:
+    """One AdamW step (Loshchilov & Hutter 2019, decoupled weight decay on parameters with
+    two or more axes) after global-norm clipping (g <- g * min(1, clip / (||g|| + 1e-6)),
+    no clipping when ``grad_clip`` is 0). A step whose loss or gradient norm is NaN/Inf
+    changes nothing (weights, moments and step count) and is counted in ``skipped``."""
+
+    def __init__(self, module, objective: Callable, lr: float, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, grad_clip: float = 0.0) -> None:
+        self.module = module
+        self.objective = objective
+        self.F = module.ops
+        self.grad_clip = float(grad_clip)
+        self.skipped = 0
+        named = {name: p for name, p in module.params().items() if p.requires_grad}
+        self.names = tuple(named)
+        groups = [{"params": [p for n, p in named.items() if decays(p.shape)], "weight_decay": float(weight_decay)},
+                  {"params": [p for n, p in named.items() if not decays(p.shape)], "weight_decay": 0.0}]
+        self.order = tuple([n for n, p in named.items() if decays(p.shape)] +
+                           [n for n, p in named.items() if not decays(p.shape)])
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=float(lr),
+                                           betas=tuple(float(b) for b in betas), eps=float(eps))
+        self.params = [named[n] for n in self.order]
+
+    def _tensor(self, value):
+        if isinstance(value, torch.Tensor):
+            return value.to(self.F.device)
+        array = np.asarray(value)
+        if np.issubdtype(array.dtype, np.integer):
+            return self.F.tensor(array.astype(np.int64))
+        return self.F.tensor(array)
+
+    def _metrics(self, metrics: dict) -> Dict[str, np.ndarray]:
+        return {key: np.asarray(self.F.to_numpy(value)) for key, value in metrics.items()}
+
+    def step(self, inputs: Sequence, targets: Sequence, lr: float) -> Tuple[float, Dict[str, np.ndarray], float]:
+        """inputs/targets: tuples of numpy arrays or tensors -> (loss, metrics, grad_norm)."""
+        inputs = tuple(self._tensor(x) for x in inputs)
+        targets = tuple(self._tensor(t) for t in targets)
+        self.module.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, metrics = self.objective(self.F, self.module(*inputs), *targets)
+        loss.backward()
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        loss_value, norm_value = float(loss.detach()), float(norm)
+        if math.isfinite(loss_value) and math.isfinite(norm_value):
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grads_with_norm_(self.params, self.grad_clip, norm)
+            for group in self.optimizer.param_groups:
+                group["lr"] = float(lr)
+            self.optimizer.step()
+        else:
+            self.skipped += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, self._metrics(metrics), norm_value
+
+    def evaluate(self, inputs: Sequence, targets: Sequence) -> Tuple[float, Dict[str, np.ndarray]]:
+        """The objective without gradients or updates -> (loss, metrics)."""
+        self.module.eval()
+        with torch.no_grad():
+            inputs = tuple(self._tensor(x) for x in inputs)
+            loss, metrics = self.objective(self.F, self.module(*inputs), *(self._tensor(t) for t in targets))
+        return float(loss), self._metrics(metrics)
+
+    def optimizer_state(self) -> Dict[str, np.ndarray]:
+        """AdamW moments and step count as numpy copies, named as ``backends.train_step`` says."""
+        step = 0
+        out = {}
+        for name, p in zip(self.order, self.params):
+            state = self.optimizer.state.get(p, {})
+            if state:
+                step = int(state["step"])
+            for key in ("exp_avg", "exp_avg_sq"):
+                out[f"{key}.{name}"] = (self.F.to_numpy(state[key]).copy() if state
+                                        else np.zeros(tuple(p.shape), np.float32))
+        out["step"] = np.asarray(step, np.int64)
+        return out
+
+    def load_optimizer_state(self, values: Dict[str, np.ndarray]) -> None:
+        """Inverse of ``optimizer_state`` (accepts one written by either backend); copies, so
+        training never writes into ``values``."""
+        missing = sorted(set(optimizer_state_names(self.order)) - set(values))
+        if missing:
+            raise KeyError(f"optimizer state lacks {missing[0]}")
+        state_dict = self.optimizer.state_dict()
+        step = int(values["step"])
+        state_dict["state"] = {}
+        if step > 0:
+            state_dict["state"] = {
+                index: {"step": torch.tensor(float(step), dtype=torch.float32),
+                        "exp_avg": torch.tensor(np.asarray(values[f"exp_avg.{name}"], np.float32)),
+                        "exp_avg_sq": torch.tensor(np.asarray(values[f"exp_avg_sq.{name}"], np.float32))}
+                for index, name in enumerate(self.order)}
+        self.optimizer.load_state_dict(state_dict)
