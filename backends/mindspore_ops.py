@@ -10,6 +10,27 @@ from typing import Any, Sequence
 import mindspore as ms
 import numpy as np
 from mindspore import ops
+from scipy import optimize
+
+
+def _solve_assignments(cost: np.ndarray) -> np.ndarray:
+    """Host kernel of ``linear_sum_assignment``: [..., N, M] -> [..., N] int32."""
+    flat = cost.reshape((-1,) + cost.shape[-2:])
+    columns = np.stack([optimize.linear_sum_assignment(m)[1] for m in flat])
+    return columns.reshape(cost.shape[:-1]).astype(np.int32)
+
+
+def _rows_shape(cost_shape):
+    return tuple(cost_shape[:-1])
+
+
+def _int32(cost_dtype):
+    return ms.int32
+
+
+# Created once at import: MindSpore cannot build a Custom op inside compiled code. pyfunc
+# ops run a Python function on the host, in PyNative and in graphs; CPU only.
+_ASSIGNMENT = ops.Custom(_solve_assignments, out_shape=_rows_shape, out_dtype=_int32, func_type="pyfunc")
 
 
 class MindSporeOps:
@@ -164,7 +185,14 @@ class MindSporeOps:
         return ops.gather_elements(x, axis, index)
 
     def index_add(self, target, index, source):
-        return ops.index_add(target, ops.cast(index, ms.int32), source, 0)
+        """``target`` plus a segment sum. Not ``ops.index_add``: it writes into its input,
+        and GRAPH_MODE merges equal constants, so under value_and_grad every index_add onto
+        ``zeros`` of one shape shared a buffer (measured: wrong losses for two stacked MoE
+        layers, and for two index_adds in one router)."""
+        return target + ops.unsorted_segment_sum(source, ops.cast(index, ms.int32), target.shape[0])
+
+    def linear_sum_assignment(self, cost):
+        return _ASSIGNMENT(ops.stop_gradient(ops.cast(cost, ms.float32)))
 
     # matrix products
     def matmul(self, a, b):

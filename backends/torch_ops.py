@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as tnf
+from scipy import optimize
 
 
 class TorchOps:
@@ -127,6 +128,12 @@ class TorchOps:
 
     def index_add(self, target, index, source):
         return target.index_add(0, index, source)
+
+    def linear_sum_assignment(self, cost):
+        array = cost.detach().float().cpu().numpy()
+        flat = array.reshape((-1,) + array.shape[-2:])
+        columns = np.stack([optimize.linear_sum_assignment(m)[1] for m in flat])
+        return torch.as_tensor(columns.reshape(array.shape[:-1]), dtype=torch.int64, device=self.device)
 
     # matrix products
     def matmul(self, a, b):

@@ -136,6 +136,12 @@ class Ops(Protocol):
     def index_add(self, target: Tensor, index: Tensor, source: Tensor) -> Tensor:
         """Out-of-place: target [N, ...] with source [M, ...] rows added at rows index [M]."""
 
+    def linear_sum_assignment(self, cost: Tensor) -> Tensor:
+        """Minimum-cost assignment of rows to distinct columns, per matrix: cost [..., N, M]
+        float32 (N <= M) -> [..., N] index_dtype, the column of each row; no gradient. Solved
+        on the host by ``scipy.optimize.linear_sum_assignment`` (synchronises): eagerly on
+        both frameworks, and inside compiled MindSpore graphs on CPU only (a pyfunc op)."""
+
     # matrix products
     def matmul(self, a: Tensor, b: Tensor) -> Tensor:
         """[..., n, m] @ [..., m, p] with broadcasting over leading axes."""

@@ -6,6 +6,7 @@ computes with any backend's op vocabulary ``F`` (``forward``). Backend shells
 """
 from __future__ import annotations
 
+import math
 from typing import Dict
 
 from models.dispatch.capacity import capacity_moe, capacity_plan
@@ -27,6 +28,13 @@ class MoELayer:
     block's residual unchanged. ``aux`` holds ``loss`` (the weighted sum of router losses,
     to add to the task loss), each unweighted loss as ``<name>_loss``, and the metrics of
     ``models.metrics.routing_metrics``.
+
+    Stochastic routers (skip, balanced) take optional ``routing_noise`` (shaped like the
+    input's token axes plus a last axis the router names; U[0, 1) values, drawn with
+    ``F.uniform`` when not given) so that runs reproduce across frameworks, and return
+    ``aux["routing_log_prob"]`` [T]: add sum_t stop_gradient(loss_t - baseline) *
+    routing_log_prob[t] to the loss for the score-function part of their gradient
+    estimator (loss_t = token t's downstream loss; see models/routers/skip.py).
     """
 
     def __init__(self, config: MoEConfig, prefix: str = "") -> None:
@@ -37,7 +45,7 @@ class MoELayer:
     def param_specs(self) -> Dict[str, ParamSpec]:
         return {**self.router.param_specs(), **self.experts.param_specs()}
 
-    def check_inputs(self, x, token_ids=None, domain_ids=None) -> None:
+    def check_inputs(self, x, token_ids=None, domain_ids=None, routing_noise=None) -> None:
         """Shape checks, run by the shells before any (compiled) compute."""
         shape = tuple(x.shape)
         if len(shape) < 2 or shape[-1] != self.config.d_model:
@@ -49,16 +57,20 @@ class MoELayer:
             if tuple(given[name].shape) != shape[:-1]:
                 raise ConfigError(f"{name} has shape {tuple(given[name].shape)}; expected {shape[:-1]} (the input's token axes)")
         self.router.check_context(given)
+        self.router.check_noise(math.prod(shape[:-1]), routing_noise)
 
-    def forward(self, F, params: dict, x, token_ids=None, domain_ids=None):
+    def forward(self, F, params: dict, x, token_ids=None, domain_ids=None, routing_noise=None):
         c = self.config
         shape = x.shape
         tokens = F.reshape(x, (-1, c.d_model))
         num_tokens = tokens.shape[0]
-        context = {"token_ids": token_ids, "domain_ids": domain_ids}
+        if routing_noise is not None:
+            routing_noise = F.reshape(routing_noise, (num_tokens, routing_noise.shape[-1]))
+        context = {"token_ids": token_ids, "domain_ids": domain_ids, "routing_noise": routing_noise}
         routing = self.router.route(F, params, F.cast(tokens, F.float32), context)
         if "slot_token" in routing:
-            y = slot_moe(F, params, tokens, routing["slot_token"], routing["slot_weight"], self.experts)
+            y = slot_moe(F, params, tokens, routing["slot_token"], routing["slot_weight"], self.experts,
+                         routing.get("slot_grad_scale"))
             tokens_per_expert = slot_counts(F, routing["slot_token"], num_tokens)
             requested = routing["requested_assignments"]
             expert_rows = F.ones((), F.float32) * (routing["slot_token"].shape[0] * routing["slot_token"].shape[1])
@@ -83,4 +95,6 @@ class MoELayer:
             aux[name + "_loss"] = value
             total = total + coefs[name] * value
         aux["loss"] = total
+        if "routing_log_prob" in routing:
+            aux["routing_log_prob"] = routing["routing_log_prob"]
         return F.reshape(y, shape), aux

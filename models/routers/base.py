@@ -86,6 +86,12 @@ class Router(ABC):
         """Check the values of the side inputs (host side, before any compiled compute);
         raise ConfigError on bad values."""
 
+    def check_noise(self, num_tokens: int, routing_noise) -> None:
+        """Check the batch's token count and the optional ``routing_noise`` (host side, before
+        any compiled compute); raise ConfigError. Deterministic routers take no noise."""
+        if routing_noise is not None:
+            raise ConfigError(f"moe.router={self.name!r} is deterministic: it takes no routing_noise")
+
     def require_causal(self, purpose: str = "autoregressive decoding") -> None:
         """Raise ConfigError if this router cannot be used for ``purpose`` (it sees the
         whole batch when it routes a token)."""

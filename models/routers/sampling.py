@@ -1,0 +1,55 @@
+"""Pieces shared by the stochastic routers (skip, balanced): their noise input, and the
+slot layout of ``models.dispatch.slots`` filled from one sampled expert per token."""
+from __future__ import annotations
+
+import math
+
+from models.dispatch.assignments import scalar
+from models.errors import ConfigError
+
+
+def check_routing_noise(router: str, num_tokens: int, noise, width: int) -> None:
+    """``routing_noise`` must be the input's token axes plus a last axis of ``width``."""
+    if noise is None:
+        return
+    shape = tuple(noise.shape)
+    if len(shape) < 2 or shape[-1] != width or math.prod(shape[:-1]) != num_tokens:
+        raise ConfigError(f"routing_noise has shape {shape}: router {router!r} needs the input's token axes "
+                          f"({num_tokens} tokens) plus a last axis of {width}")
+
+
+def routing_uniforms(F, context: dict, num_tokens: int, width: int):
+    """U[0, 1) noise [T, width]: the caller's ``routing_noise`` if given, else ``F.uniform``."""
+    noise = context.get("routing_noise")
+    if noise is None:
+        return F.uniform((num_tokens, width), F.float32)
+    return F.cast(noise, F.float32)
+
+
+def places_in_expert(F, expert, rank, num_experts: int):
+    """How many tokens of the same expert come before each token in ``rank`` order.
+    expert [..., T] (index dtype), rank [..., T] (a permutation of 0..T-1) -> [..., T]."""
+    num_tokens = expert.shape[-1]
+    key = F.cast(expert, F.index_dtype) * num_tokens + F.cast(rank, F.index_dtype)
+    place = F.argsort(F.argsort(key))
+    one_hot = F.one_hot(expert, num_experts, F.index_dtype)
+    counts = F.sum(one_hot, -2)
+    starts = F.cumsum(counts, -1) - counts
+    return place - F.sum(one_hot * F.expand_dims(starts, -2), -1)
+
+
+def fill_slots(F, expert, place, kept, weight, num_experts: int, capacity: int):
+    """expert, place [T] (index dtype), kept [T] bool, weight [T] float32 (differentiable)
+    -> slot_token [E, C] (index dtype, T = empty), slot_weight [E, C]: kept token t sits in
+    slot (expert[t], place[t]) with its weight."""
+    num_tokens = expert.shape[0]
+    rows = num_experts * capacity
+    dest = F.where(kept, F.cast(expert, F.index_dtype) * capacity + F.cast(place, F.index_dtype),
+                   scalar(F, rows, F.index_dtype))
+    token = F.cast(F.arange(num_tokens, F.index_dtype), F.float32) + 1.0
+    filled = F.index_add(F.zeros((rows + 1,), F.float32), dest, token)[:rows] - 1.0
+    slot_token = F.where(filled < 0, scalar(F, float(num_tokens), F.float32), filled)
+    weight = F.where(kept, weight, scalar(F, 0.0, F.float32))
+    slot_weight = F.index_add(F.zeros((rows + 1,), F.float32), dest, weight)[:rows]
+    return (F.reshape(F.cast(slot_token, F.index_dtype), (num_experts, capacity)),
+            F.reshape(slot_weight, (num_experts, capacity)))

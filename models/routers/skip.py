@@ -1,0 +1,130 @@
+"""Skip router: stochastic top-1 routing with capacity and an unbiased gradient estimator
+(the "skip" estimator of Kool, Maddison & Mnih 2021, arXiv 2109.11817; the weights below
+are derived here, the paper's own are not available to us).
+
+Sampling, from ``routing_noise`` [T, 2] of U[0, 1) values (``F.uniform`` when not given):
+  p_t = softmax(x_t W) [E];  z_t = #{e < E-1 : P_te <= u_t0} with P_t = cumsum(p_t), so
+  z_t ~ Cat(p_t) (inverse CDF); the tokens arrive in ascending order of u_t1 (a uniformly
+  random order); expert e keeps the first C = ceil(capacity_factor * T / E) arrivals that
+  chose it, the others skip the layer (y_t = 0: residual only).
+  A kept token's output is y_t = p_{t z_t} h_{z_t}(x_t) (Switch weight).
+
+Objective: the expected loss under *untruncated* routing (every token processed by its z_t)
+  J = E_{z ~ prod_t p_t}[ sum_t l_t(y_t(z_t)) ],
+with l_t token t's downstream loss. Since the z_t are independent,
+  grad J = E_z[ sum_t g_t(z_t) ],  g_t = grad l_t(y_t) |_{z fixed}        (pathwise: experts,
+                                                                          gate p_{t z_t}, x)
+                                       + l_t(y_t) grad log p_{t z_t}      (score function).
+Skipping. Let n_e = #{t : z_t = e} and kappa_t = 1[t is kept]. Given z the arrival order is
+uniform, so each of the n_e tokens at expert e is among its first C with probability
+  pi_t = P(kappa_t = 1 | z) = min(1, C / n_{z_t}).
+A kept token's output equals its untruncated output, so g_t is computable exactly for kept
+tokens, and the Horvitz-Thompson sum
+  G = sum_t (kappa_t / pi_t) g_t(z_t)
+has E[G | z] = sum_t g_t(z_t), hence E[G] = grad J: unbiased. A baseline b_t that does not
+depend on z_t keeps it unbiased: E[(kappa_t / pi_t) b_t grad log p_{t z_t}] =
+E_{z_-t}[b_t E_{z_t}[grad log p_{t z_t}]] = 0.
+
+How the layer computes G:
+- pathwise part: the gradient (not the value) of each kept slot's contribution is multiplied
+  by 1 / pi = max(1, n_e / C) (``slot_grad_scale``, per expert), so backpropagation through
+  y gives sum_t (kappa_t / pi_t) grad l_t;
+- score part: ``aux["routing_log_prob"]`` [T] = (kappa_t / pi_t) log p_{t z_t} (weights held
+  constant); the caller adds sum_t stop_gradient(l_t - b_t) * routing_log_prob[t] to its loss.
+
+What this needs. Exactly unbiased for the router and expert parameters (and for x through the
+experts) when the loss is a sum of per-token terms l_t that depend on the routing only
+through z_t (independent datapoints, as in the paper; a single MoE layer with per-token
+losses), and the caller adds the score term. Without it the router is trained by the
+pathwise term alone, <dl/dy_t, y_t> grad log p_{t z_t}: a first-order surrogate of
+(l_t(y_t) - l_t(0)) grad log p_{t z_t}, exact only when l_t is affine in y_t. Parameters
+outside the layer see the truncated batch (skipped tokens as residual-only).
+``correction: false`` drops the 1 / pi weights (naive stochastic routing with capacity):
+biased, kept for comparison. Losses: Switch balance loss on the sampled experts and z-loss.
+Not causal: whether a token is kept depends on tokens that arrive before it in the random
+order, later positions included.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models.errors import ConfigError
+from models.losses import router_z_loss, switch_balance_loss
+from models.routers.base import LinearGateRouter
+from models.routers.registry import register_router
+from models.routers.sampling import check_routing_noise, fill_slots, places_in_expert, routing_uniforms
+
+NOISE_WIDTH = 2
+
+
+@dataclass
+class SkipOptions:
+    correction: bool = True
+
+
+def skip_sample(F, probs, noise, capacity: int) -> dict:
+    """Sample experts and apply capacity. probs [..., T, E], noise [..., T, 2] U[0, 1) ->
+    expert [..., T] (index dtype), one_hot [..., T, E] float32, place [..., T] (earlier
+    arrivals at the same expert), kept [..., T] bool, weight [..., T] float32 = 1 / pi_t =
+    max(1, n_{z_t} / C), counts [..., E] float32 (arrivals n_e). No gradient."""
+    num_experts = probs.shape[-1]
+    cdf = F.cumsum(F.stop_gradient(probs), -1)
+    below = F.sum(F.cast(cdf <= F.expand_dims(noise[..., 0], -1), F.float32), -1)
+    expert = F.cast(F.minimum(below, F.ones((), F.float32) * (num_experts - 1)), F.index_dtype)
+    rank = F.argsort(F.argsort(noise[..., 1]))
+    place = places_in_expert(F, expert, rank, num_experts)
+    one_hot = F.one_hot(expert, num_experts, F.float32)
+    counts = F.sum(one_hot, -2)
+    arrivals = F.sum(one_hot * F.expand_dims(counts, -2), -1)
+    weight = F.maximum(arrivals / capacity, F.ones((), F.float32))
+    return {"expert": expert, "one_hot": one_hot, "place": place, "kept": place < capacity,
+            "weight": weight, "counts": counts}
+
+
+def skip_log_prob(F, log_probs, sample: dict, correction: bool = True):
+    """Score term per token: (kappa_t / pi_t) log p_{t z_t} [..., T] (kappa_t log p_{t z_t}
+    without ``correction``); the factor carries no gradient. log_probs [..., T, E]."""
+    factor = F.cast(sample["kept"], F.float32)
+    if correction:
+        factor = factor * sample["weight"]
+    return F.stop_gradient(factor) * F.sum(log_probs * sample["one_hot"], -1)
+
+
+@register_router("skip")
+class SkipRouter(LinearGateRouter):
+    Options = SkipOptions
+    causal = False
+
+    def __init__(self, config, prefix: str = "router.") -> None:
+        if config.top_k != 1:
+            raise ConfigError(f"moe.top_k={config.top_k}: router 'skip' samples one expert per token, set moe.top_k: 1")
+        if config.num_null_experts:
+            raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router 'skip' has no null experts")
+        super().__init__(config, prefix)
+        if not isinstance(self.options.correction, bool):
+            raise ConfigError(f"moe.router_options.correction={self.options.correction!r}: must be true or false")
+
+    def check_noise(self, num_tokens: int, routing_noise) -> None:
+        check_routing_noise(self.name, num_tokens, routing_noise, NOISE_WIDTH)
+
+    def route(self, F, params: dict, x, context: dict) -> dict:
+        """x [T, d] -> slot_token, slot_weight, slot_grad_scale [E, C], routing_log_prob [T]."""
+        c = self.config
+        num_tokens = x.shape[0]
+        capacity = c.capacity(num_tokens)
+        logits = F.matmul(x, self.param(params, "weight"))
+        probs = F.softmax(logits, -1)
+        noise = routing_uniforms(F, context, num_tokens, NOISE_WIDTH)
+        sample = skip_sample(F, probs, noise, capacity)
+        chosen_prob = F.sum(probs * sample["one_hot"], -1)
+        slot_token, slot_weight = fill_slots(F, sample["expert"], sample["place"], sample["kept"], chosen_prob,
+                                             c.num_experts, capacity)
+        scale = F.ones((c.num_experts, capacity), F.float32)
+        if self.options.correction:
+            scale = scale * F.expand_dims(F.maximum(sample["counts"] / capacity, F.ones((), F.float32)), -1)
+        losses = {"balance": switch_balance_loss(F, probs, F.expand_dims(sample["expert"], -1), c.num_experts),
+                  "z": router_z_loss(F, logits)}
+        return {"logits": logits, "probs": probs, "slot_token": slot_token, "slot_weight": slot_weight,
+                "slot_grad_scale": scale,
+                "routing_log_prob": skip_log_prob(F, F.log_softmax(logits, -1), sample, self.options.correction),
+                "requested_assignments": F.ones((), F.float32) * num_tokens, "losses": losses}
