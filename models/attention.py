@@ -3,7 +3,7 @@ positions, as in Llama/Mixtral. H query heads share Hkv key/value heads in group
 G = H / Hkv (query head h reads kv head h // G, HF's ``repeat_kv`` order); Hkv = H is plain
 multi-head attention. All heads run in one batched matmul, no loop over heads:
 
-    A = softmax(mask(rope(q) rope(k)^T / sqrt(D))) v,   out = concat_heads(A) W_o^T
+    A = softmax(rope(q) rope(k)^T / sqrt(D) + causal bias) v,   out = concat_heads(A) W_o^T
 """
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from models.rotary import apply_rope, rope_tables
 MASKED = -1e9
 
 
-def causal_mask(F, seq_len: int):
-    """[S, S] bool: query m may attend to key n iff n <= m."""
+def causal_bias(F, seq_len: int):
+    """[S, S] float32 added to the scores: 0 where query m may attend to key n (n <= m),
+    -1e9 elsewhere (an added constant: its gradient is free, unlike a select's)."""
     position = F.arange(seq_len, F.index_dtype)
-    return F.expand_dims(position, 1) >= F.expand_dims(position, 0)
+    allowed = F.expand_dims(position, 1) >= F.expand_dims(position, 0)
+    return F.where(allowed, F.zeros((), F.float32), F.zeros((), F.float32) + MASKED)
 
 
 class Attention:
@@ -58,10 +60,10 @@ class Attention:
     def forward(self, F, params: dict, x, positions):
         """x [B, S, d], positions [S] float32 -> [B, S, d] (causal in sequence order)."""
         rope = rope_tables(F, positions, self.head_dim, self.rope_theta)
-        return self.attend(F, params, x, rope, causal_mask(F, x.shape[1]))
+        return self.attend(F, params, x, rope, causal_bias(F, x.shape[1]))
 
-    def attend(self, F, params: dict, x, rope, mask):
-        """x [B, S, d], rope = rope_tables(...), mask [S, S] bool -> [B, S, d]."""
+    def attend(self, F, params: dict, x, rope, bias):
+        """x [B, S, d], rope = rope_tables(...), bias = causal_bias(...) -> [B, S, d]."""
         batch, seq, _ = x.shape
         heads, kv_heads, dim, p = self.num_heads, self.num_kv_heads, self.head_dim, self.prefix
         group = heads // kv_heads
@@ -72,8 +74,7 @@ class Attention:
         q = F.reshape(q * (dim ** -0.5), (batch, seq, kv_heads, group, dim))
         q = F.reshape(F.transpose(q, (0, 2, 3, 1, 4)), (batch, kv_heads, group * seq, dim))
         scores = F.matmul(q, F.transpose(k, (0, 2, 3, 1)))
-        scores = F.reshape(F.cast(scores, F.float32), (batch, kv_heads, group, seq, seq))
-        scores = F.where(mask, scores, F.zeros((), F.float32) + MASKED)
+        scores = F.reshape(F.cast(scores, F.float32), (batch, kv_heads, group, seq, seq)) + bias
         probs = F.cast(F.reshape(F.softmax(scores, -1), (batch, kv_heads, group * seq, seq)), x.dtype)
         out = F.matmul(probs, F.transpose(v, (0, 2, 1, 3)))
         out = F.transpose(F.reshape(out, (batch, kv_heads, group, seq, dim)), (0, 3, 1, 2, 4))

@@ -2,8 +2,9 @@
 
     L = mean over counted positions of -log softmax(logits)[target]  +  aux["loss"]
 
-Targets < 0 are not counted (padding). The cross-entropy is computed in float32 as
-logsumexp(z) - z[target], which never materialises the [B, S, V] log-probabilities.
+Targets < 0 are not counted (padding). The cross-entropy is computed in float32 from a
+fused log-softmax (on MindSpore CPU 12x faster with its gradient than logsumexp(z) -
+z[target], whose max-reduction gradient is slow).
 """
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ def lm_objective(F, outputs, targets) -> Tuple[object, dict]:
     z = F.cast(logits, F.float32)
     counted = targets >= 0
     safe = F.cast(F.where(counted, targets, F.zeros((), targets.dtype)), F.index_dtype)
-    picked = F.take_along_axis(z, F.expand_dims(safe, -1), -1)[..., 0]
-    nll = F.logsumexp(z, -1) - picked
+    nll = -F.take_along_axis(F.log_softmax(z, -1), F.expand_dims(safe, -1), -1)[..., 0]
     weight = F.cast(counted, F.float32)
     lm_loss = F.sum(nll * weight) / F.maximum(F.sum(weight), F.ones((), F.float32))
     loss = lm_loss + aux["loss"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from models.attention import Attention, causal_mask
+from models.attention import Attention, causal_bias
 from models.dense_ffn import DenseFFN
 from models.errors import ConfigError
 from models.moe_layer import MoELayer
@@ -44,9 +44,9 @@ class Block:
         return {**self.input_norm.param_specs(), **self.attention.param_specs(),
                 **self.ffn_norm.param_specs(), **self.ffn.param_specs()}
 
-    def forward(self, F, params: dict, h, rope, mask, token_ids, domain_ids):
+    def forward(self, F, params: dict, h, rope, bias, token_ids, domain_ids):
         """h [B, S, d] -> (h [B, S, d], MoE aux dict or None)."""
-        h = h + self.attention.attend(F, params, self.input_norm.forward(F, params, h), rope, mask)
+        h = h + self.attention.attend(F, params, self.input_norm.forward(F, params, h), rope, bias)
         normed = self.ffn_norm.forward(F, params, h)
         if self.is_moe:
             y, aux = self.ffn.forward(F, params, normed, token_ids, domain_ids)
@@ -114,10 +114,10 @@ class Transformer:
         embed = params["model.embed_tokens.weight"]
         h = F.reshape(F.gather_rows(embed, ids), (batch, seq, c.d_model))
         rope = rope_tables(F, F.arange(seq, F.float32), c.head_dim, c.rope_theta)
-        mask = causal_mask(F, seq)
+        bias = causal_bias(F, seq)
         layer_auxes = ()
         for block in self.blocks:
-            h, aux = block.forward(F, params, h, rope, mask, tokens, domain_ids)
+            h, aux = block.forward(F, params, h, rope, bias, tokens, domain_ids)
             if block.is_moe:
                 layer_auxes = layer_auxes + (aux,)
         h = self.final_norm.forward(F, params, h)
