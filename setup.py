@@ -17,6 +17,7 @@ setup(
         "matplotlib>=3.7",
         "tokenizers>=0.21",
         "safetensors>=0.4",
+        "tensorboardX>=2.6",
     ],
     extras_require={
         "torch": ["torch==2.13.0"],

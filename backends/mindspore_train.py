@@ -124,6 +124,11 @@ class MindSporeTrainStep:
             self.skipped += 1
         return loss_value, self._metrics(metrics), norm_value
 
+    def invalidate(self) -> None:
+        """Compile again at the next call: host-side state that the compiled functions read
+        as constants (e.g. a router's measured capacity factor) has changed."""
+        self._compiled = None
+
     def evaluate(self, inputs: Sequence, targets: Sequence) -> Tuple[float, Dict[str, np.ndarray]]:
         """The objective without gradients or updates -> (loss, metrics)."""
         tensors = self._prepare(inputs, targets)

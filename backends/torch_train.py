@@ -69,6 +69,9 @@ class TorchTrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_value, self._metrics(metrics), norm_value
 
+    def invalidate(self) -> None:
+        """Nothing is compiled on torch (see ``MindSporeTrainStep.invalidate``)."""
+
     def evaluate(self, inputs: Sequence, targets: Sequence) -> Tuple[float, Dict[str, np.ndarray]]:
         """The objective without gradients or updates -> (loss, metrics)."""
         self.module.eval()

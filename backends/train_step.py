@@ -9,6 +9,8 @@ returns a ``TorchTrainStep`` or ``MindSporeTrainStep`` with:
   NaN/Inf loss or gradient norm leaves weights and optimizer state untouched and adds one
   to ``skipped``;
 - ``evaluate(inputs, targets) -> (loss, metrics)``: no gradients, no update;
+- ``invalidate()``: recompile at the next call (host-side state read as a compile-time
+  constant changed); nothing to do on torch;
 - ``optimizer_state() -> dict[str, np.ndarray]`` / ``load_optimizer_state(values)``: the
   AdamW state as numpy with backend-neutral names (``optimizer_state_names``), so a
   checkpoint written by one framework loads into the other.

@@ -41,8 +41,9 @@ for part in "${want[@]}"; do
     *) echo "setup: unknown part '$part' (torch, mindspore, dev, bench, data)" >&2; exit 2 ;;
   esac
 done
-has yaml && has scipy && has tqdm && has matplotlib && has tokenizers && has safetensors \
-  || pip_install "numpy<2" "scipy>=1.10" "pyyaml>=6" "tqdm>=4.60" "matplotlib>=3.7" "tokenizers>=0.21" "safetensors>=0.4"
+has yaml && has scipy && has tqdm && has matplotlib && has tokenizers && has safetensors && has tensorboardX \
+  || pip_install "numpy<2" "scipy>=1.10" "pyyaml>=6" "tqdm>=4.60" "matplotlib>=3.7" "tokenizers>=0.21" "safetensors>=0.4" \
+       "tensorboardX>=2.6"
 "$py" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$root" >/dev/null
 "$py" -c "import numpy, sys; sys.exit(0 if int(numpy.__version__.split('.')[0]) < 2 else 'numpy>=2 in .venv: MindSpore 2.10 needs numpy<2')"
 if [ "$data" -eq 1 ]; then

@@ -1,0 +1,241 @@
+"""The training loop, framework-free: data -> train step (``backends.runtime``) -> logs,
+validation, checkpoints, plots. Every framework call goes through the backend runtime.
+
+    trainer = Trainer(config)            # or Trainer(config, resume=True)
+    summary = trainer.run()
+
+One step: the next batch (tokens [B, S+1], domain_ids [B, S]) -> inputs (tokens[:, :-1],
+domain_ids), targets tokens[:, 1:] -> ``lm_objective`` -> AdamW at the scheduled learning
+rate (``training.schedule``). A NaN/Inf loss or gradient norm skips the update and is
+counted; ``train.max_bad_steps`` in a row stop the run (``TrainingStopped``) with the
+last good checkpoint kept. After each good step, routers with host-side state
+(``Router.after_step``) get their layer's metrics.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from backends.runtime import Runtime
+from models.errors import ConfigError
+from models.lm_objective import lm_objective
+from models.params import init_params
+from models.routers.base import Router
+from models.transformer import Transformer
+from models.transformer_config import TransformerConfig
+from training.checkpoint import Checkpoint, checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
+from training.config import RunConfig, save_config
+from training.data.pipeline import build_data
+from training.metrics_log import MetricsLog
+from training.plots import plot_run
+from training.schedule import learning_rate
+
+ADAM_EPS = 1e-8
+
+
+class TrainingStopped(RuntimeError):
+    """Too many non-finite steps in a row; the message says what to do."""
+
+
+def transformer_config(config: RunConfig, tokenizer_vocab: int) -> TransformerConfig:
+    """The model section (plus moe) as a TransformerConfig; vocab_size 0 -> the tokenizer's."""
+    m = config.model
+    return TransformerConfig(vocab_size=m.vocab_size or tokenizer_vocab, d_model=m.d_model,
+                             num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
+                             ffn_hidden=m.ffn_hidden, ffn_type=m.ffn_type, max_seq_len=m.max_seq_len,
+                             rope_theta=m.rope_theta, norm_eps=m.norm_eps, tie_embeddings=m.tie_embeddings,
+                             moe_every=m.moe_every, moe=config.moe if m.moe_every else None).validate()
+
+
+class Trainer:
+    """Builds data, model and train step from a validated ``RunConfig``; ``resume=True``
+    continues from the newest checkpoint in ``config.run_dir``. ``log`` gets one line per
+    event; ``progress`` shows a tqdm bar."""
+
+    def __init__(self, config: RunConfig, resume: bool = False, log: Callable[[str], None] = print,
+                 progress: bool = True, tensorboard: bool = True) -> None:
+        self.config, self.log, self.progress, self.tensorboard = config, log, progress, tensorboard
+        self.run_dir = Path(config.run_dir)
+        latest = latest_checkpoint(checkpoint_dir(self.run_dir))
+        if resume and latest is None:
+            raise ConfigError(f"--resume {self.run_dir}: no checkpoint in {checkpoint_dir(self.run_dir)}")
+        if not resume and latest is not None:
+            raise ConfigError(f"run_dir={str(self.run_dir)!r} already holds checkpoints ({latest.name}): "
+                              f"continue it with --resume {self.run_dir} or set another run_dir")
+        t = config.train
+        self.runtime = Runtime(config.backend, config.device, t.graph_mode)
+        self.runtime.seed(config.seed)
+        self.data = build_data(config.data, seed=config.seed, log=log)
+        self.model = Transformer(transformer_config(config, self.data.tokenizer.vocab_size))
+        self.module = self.runtime.module(self.model, init_params(self.model.param_specs(), config.seed), config.dtype)
+        self.train_step = self.runtime.train_step(self.module, lm_objective, t.lr, (t.beta1, t.beta2), ADAM_EPS,
+                                                  t.weight_decay, t.grad_clip)
+        self.batches = self.data.train_batches(t.batch_size)
+        self.val_batches = self.data.val_batches(t.batch_size, t.eval_batches)
+        self.hooked = [(i, layer.router) for i, layer in enumerate(self.model.moe_layers)
+                       if type(layer.router).after_step is not Router.after_step]
+        self.step, self.bad_in_row, self.skipped, self.elapsed = 0, 0, 0, 0.0
+        if resume:
+            self.restore(load_checkpoint(latest))
+            log(f"resumed from {latest} (step {self.step})")
+        self.num_params = sum(int(np.prod(s.shape)) for s in self.model.param_specs().values())
+
+    # checkpoints
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Weights, optimizer state, random generators, data position and counters."""
+        self.module.load_numpy(checkpoint.model)
+        self.train_step.load_optimizer_state(checkpoint.optimizer)
+        self.runtime.set_rng_state(checkpoint.rng)
+        state = checkpoint.state
+        self.batches.load_state_dict(state["data"])
+        self.step, self.bad_in_row = checkpoint.step, int(state["bad_in_row"])
+        self.skipped, self.elapsed = int(state["skipped"]), float(state["elapsed_s"])
+
+    def checkpoint(self) -> Checkpoint:
+        state = {"data": self.batches.state_dict(), "bad_in_row": self.bad_in_row, "skipped": self.skipped,
+                 "elapsed_s": self.elapsed}
+        return Checkpoint(step=self.step, model=self.module.numpy_params(),
+                          optimizer=self.train_step.optimizer_state(), rng=self.runtime.rng_state(),
+                          state=state, backend=self.config.backend, dtype=self.config.dtype)
+
+    def save(self) -> Path:
+        path = save_checkpoint(checkpoint_dir(self.run_dir), self.checkpoint(), self.config.train.keep_checkpoints)
+        self.log(f"step {self.step}: checkpoint {path}")
+        return path
+
+    # evaluation
+    def validate(self) -> Dict[str, float]:
+        """Mean LM cross-entropy over the fixed validation batches and its perplexity."""
+        losses = []
+        for tokens, domains in self.val_batches:
+            _, metrics = self.train_step.evaluate((tokens[:, :-1], domains), (tokens[:, 1:],))
+            losses.append(float(metrics["lm_loss"]))
+        val_loss = float(np.mean(losses))
+        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
+
+    # training
+    def _after_step(self, metrics: Dict[str, np.ndarray]) -> None:
+        """Routers' host-side state updates; a change of compiled-in state recompiles."""
+        if not self.hooked:
+            return
+        before = [getattr(router, "capacity_factor", None) for _, router in self.hooked]
+        params = self.module.numpy_params()
+        for index, router in self.hooked:
+            own = {name: params[name] for name in router.param_specs()}
+            updates = router.after_step(own, self.model.layer_aux(metrics, index))
+            if updates:
+                self.module.update_numpy(updates)
+        if before != [getattr(router, "capacity_factor", None) for _, router in self.hooked]:
+            self.train_step.invalidate()
+
+    def _one_step(self) -> tuple:
+        t = self.config.train
+        tokens, domains = next(self.batches)
+        lr = learning_rate(self.step, t.lr, t.min_lr, t.warmup_steps, t.steps)
+        loss, metrics, grad_norm = self.train_step.step((tokens[:, :-1], domains), (tokens[:, 1:],), lr)
+        self.step += 1
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            self.bad_in_row = 0
+            self._after_step(metrics)
+        else:
+            self.bad_in_row += 1
+            self.skipped += 1
+            self.log(f"step {self.step}: non-finite loss {loss} / grad norm {grad_norm}: update skipped "
+                     f"({self.bad_in_row} in a row, {self.skipped} in all)")
+        return loss, metrics, grad_norm, lr, tokens.shape[0] * (tokens.shape[1] - 1)
+
+    def run(self, until: Optional[int] = None) -> Dict[str, object]:
+        """Train to ``train.steps`` (or stop after step ``until``: a planned interruption);
+        returns a summary (also written to summary.yaml); plots are drawn at the end."""
+        t = self.config.train
+        last = t.steps if until is None else min(until, t.steps)
+        save_config(self.config, self.run_dir / "config.yaml")
+        metrics_log = MetricsLog(self.run_dir, resume_step=self.step or None, tensorboard=self.tensorboard)
+        self.log(f"{self.config.backend} on {self.runtime.target}, {self.config.dtype}: "
+                 f"{self.num_params:,} parameters, {len(self.model.moe_layers)} MoE layer(s), "
+                 f"steps {self.step}..{t.steps}")
+        interval: Dict[str, List] = {}
+        rates: List[float] = []
+        val_history: List[float] = []
+        started = time.perf_counter() - self.elapsed
+        if self.step == 0 and t.eval_every:
+            self._validate(metrics_log, started, val_history)
+        bar = self._bar(last)
+        try:
+            while self.step < last:
+                tick = time.perf_counter()
+                loss, metrics, grad_norm, lr, tokens = self._one_step()
+                seconds = time.perf_counter() - tick
+                if self.bad_in_row >= t.max_bad_steps:
+                    raise TrainingStopped(self._stop_message())
+                if math.isfinite(loss):
+                    rates.append(tokens / seconds)
+                    for key, value in {**metrics, "grad_norm": grad_norm, "lr": lr}.items():
+                        interval.setdefault(key, []).append(np.asarray(value, np.float64))
+                self.elapsed = time.perf_counter() - started
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(self._postfix(loss, metrics, rates), refresh=False)
+                if self.step % t.log_every == 0 or self.step == last:
+                    record = {key: np.mean(values, 0) for key, values in interval.items()}
+                    record.update(tokens_per_s=np.median(rates[-t.log_every:]) if rates else None,
+                                  skipped=self.skipped, elapsed_s=self.elapsed)
+                    metrics_log.log("train", self.step, record)
+                    interval = {}
+                if t.eval_every and (self.step % t.eval_every == 0 or self.step == t.steps):
+                    self._validate(metrics_log, started, val_history, bar)
+                if t.checkpoint_every and (self.step % t.checkpoint_every == 0 or self.step == last):
+                    self.save()
+        finally:
+            if bar is not None:
+                bar.close()
+            metrics_log.close()
+        for name, path in plot_run(self.run_dir).items():
+            self.log(f"plot {name}: {path}")
+        return self._summary(rates, val_history)
+
+    def _validate(self, metrics_log: MetricsLog, started: float, history: List[float], bar=None) -> None:
+        values = self.validate()
+        history.append(values["val_loss"])
+        metrics_log.log("val", self.step, {**values, "elapsed_s": time.perf_counter() - started})
+        line = f"step {self.step}: val_loss {values['val_loss']:.4f} ppl {values['val_ppl']:.1f}"
+        if bar is not None:
+            bar.write(line)
+        else:
+            self.log(line)
+
+    def _bar(self, last: int):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=last, initial=self.step, unit="step", dynamic_ncols=True, desc="train")
+
+    @staticmethod
+    def _postfix(loss: float, metrics: Dict[str, np.ndarray], rates: List[float]) -> Dict[str, str]:
+        out = {"tok/s": f"{np.median(rates[-20:]):.0f}" if rates else "-", "loss": f"{loss:.3f}"}
+        if "balance_loss" in metrics:
+            out["bal"] = f"{float(metrics['balance_loss']):.3f}"
+        if "dropped_fraction" in metrics:
+            out["drop"] = f"{float(metrics['dropped_fraction']):.3f}"
+        return out
+
+    def _stop_message(self) -> str:
+        latest = latest_checkpoint(checkpoint_dir(self.run_dir))
+        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written yet"
+        return (f"stopped at step {self.step}: {self.bad_in_row} steps in a row had a NaN/Inf loss or gradient "
+                f"(train.max_bad_steps={self.config.train.max_bad_steps}); {kept}. Lower train.lr or raise "
+                f"train.warmup_steps, then --resume {self.run_dir}")
+
+    def _summary(self, rates: List[float], val_history: List[float]) -> Dict[str, object]:
+        from training.yaml_io import write_yaml_atomic
+        summary = {"backend": self.config.backend, "device": self.runtime.target, "steps": self.step,
+                   "skipped_steps": self.skipped, "elapsed_s": round(self.elapsed, 2),
+                   "tokens_per_s": float(np.median(rates[1:] or rates)) if rates else None,
+                   "val_loss": val_history, "parameters": self.num_params}
+        write_yaml_atomic(summary, self.run_dir / "summary.yaml")
+        return summary
+
