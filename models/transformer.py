@@ -44,26 +44,29 @@ class Block:
         return {**self.input_norm.param_specs(), **self.attention.param_specs(),
                 **self.ffn_norm.param_specs(), **self.ffn.param_specs()}
 
-    def forward(self, F, params: dict, h, rope, bias, token_ids, domain_ids):
+    def forward(self, F, params: dict, h, rope, bias, token_ids, domain_ids, routing_noise):
         """h [B, S, d] -> (h [B, S, d], MoE aux dict or None)."""
         h = h + self.attention.attend(F, params, self.input_norm.forward(F, params, h), rope, bias)
         normed = self.ffn_norm.forward(F, params, h)
         if self.is_moe:
-            y, aux = self.ffn.forward(F, params, normed, token_ids, domain_ids)
+            y, aux = self.ffn.forward(F, params, normed, token_ids, domain_ids, routing_noise)
             return h + y, aux
         return h + self.ffn.forward(F, params, normed), None
 
 
 class Transformer:
-    """forward(F, params, tokens [B, S] int, domain_ids [B, S] int or None) -> (logits
-    [B, S, V] in the model dtype, aux).
+    """forward(F, params, tokens [B, S] int, domain_ids [B, S] int or None, routing_noise
+    [L_moe, B, S, W] or None) -> (logits [B, S, V] in the model dtype, aux).
 
     aux (empty of MoE keys for a dense model, but always with ``loss``):
     - ``loss``: sum over MoE layers of their weighted router losses (add to the LM loss);
     - ``<name>_loss`` (e.g. ``balance_loss``, ``z_loss``): unweighted, mean over MoE layers;
     - ``tokens_per_expert`` [L_moe, E]; ``dropped_fraction`` and
       ``mean_true_experts_per_token``: means over MoE layers; ``expert_flops``: total;
-    - ``layers.<key>``: every MoE layer aux key stacked over MoE layers [L_moe, ...]
+    - router ``stats`` (e.g. ``own_node_share``): means over MoE layers;
+    - ``routing_log_prob`` [B * S] (stochastic routers: skip, balanced): sum over MoE
+      layers, for the score term that ``models.lm_objective`` adds;
+    - ``layers.<key>``: every other MoE layer aux key stacked over MoE layers [L_moe, ...]
       (``layer_aux`` picks one layer's dict, e.g. for ``router.after_step``).
     """
 
@@ -84,7 +87,7 @@ class Transformer:
             specs["lm_head.weight"] = ParamSpec((c.vocab_size, c.d_model), init)
         return specs
 
-    def check_inputs(self, tokens, domain_ids=None) -> None:
+    def check_inputs(self, tokens, domain_ids=None, routing_noise=None) -> None:
         """Host-side checks before any (compiled) compute: shapes, token range (reads the
         token values: one host sync), and the side inputs the routers need."""
         c = self.config
@@ -99,6 +102,8 @@ class Transformer:
         if low < 0 or high >= c.vocab_size:
             raise ConfigError(f"token ids span [{low}, {high}]; model.vocab_size={c.vocab_size} allows 0 to {c.vocab_size - 1}")
         if not self.moe_layers:
+            if routing_noise is not None:
+                raise ConfigError("routing_noise given to a dense model (model.moe_every=0)")
             return
         router = self.moe_layers[0].router  # every MoE layer has the same router settings
         if "domain_ids" in router.needs_context and domain_ids is None:
@@ -106,8 +111,14 @@ class Transformer:
         if domain_ids is not None and tuple(domain_ids.shape) != shape:
             raise ConfigError(f"domain_ids have shape {tuple(domain_ids.shape)}; expected {shape} (one per token)")
         router.check_context({"token_ids": tokens, "domain_ids": domain_ids})
+        if routing_noise is not None and tuple(routing_noise.shape[:3]) != (len(self.moe_layers),) + shape:
+            raise ConfigError(f"routing_noise has shape {tuple(routing_noise.shape)}; expected "
+                              f"[{len(self.moe_layers)} MoE layers, {shape[0]}, {shape[1]}, noise width]")
+        router.check_noise(shape[0] * shape[1], None if routing_noise is None else routing_noise[0])
 
-    def forward(self, F, params: dict, tokens, domain_ids=None):
+    def forward(self, F, params: dict, tokens, domain_ids=None, routing_noise=None):
+        """routing_noise: optional U[0, 1) values [L_moe, B, S, W] for stochastic routers
+        (drawn inside each layer when None), so that runs reproduce across frameworks."""
         c = self.config
         batch, seq = tokens.shape
         ids = F.reshape(F.cast(tokens, F.index_dtype), (batch * seq,))
@@ -117,7 +128,8 @@ class Transformer:
         bias = causal_bias(F, seq)
         layer_auxes = ()
         for block in self.blocks:
-            h, aux = block.forward(F, params, h, rope, bias, tokens, domain_ids)
+            noise = None if routing_noise is None or not block.is_moe else routing_noise[len(layer_auxes)]
+            h, aux = block.forward(F, params, h, rope, bias, tokens, domain_ids, noise)
             if block.is_moe:
                 layer_auxes = layer_auxes + (aux,)
         h = self.final_norm.forward(F, params, h)
@@ -131,6 +143,9 @@ class Transformer:
         aux = {}
         for key in layer_auxes[0]:
             stacked = F.stack([a[key] for a in layer_auxes], 0)
+            if key == "routing_log_prob":  # log-probability of the whole routing: sum over layers
+                aux[key] = F.sum(stacked, 0)
+                continue
             aux["layers." + key] = stacked
             if key == "tokens_per_expert":
                 aux[key] = stacked

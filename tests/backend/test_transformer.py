@@ -10,6 +10,7 @@ import pytest
 from models.attention import Attention
 from models.dense_baseline import dense_baseline, ffn_flops_per_token
 from models.errors import ConfigError
+from models.lm_objective import lm_objective
 from models.moe_config import MoEConfig
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
@@ -182,3 +183,36 @@ def test_domain_ids_of_the_wrong_shape_are_a_config_error(runner):
     model = Transformer(tiny(2))
     with pytest.raises(ConfigError, match="domain_ids"):
         run_forward(runner, model, numpy_weights(model), tokens_of((2, 5)), np.zeros((2, 4), np.int32))
+
+
+def without_score_term(F, outputs, targets):
+    logits, aux = outputs
+    return lm_objective(F, (logits, {k: v for k, v in aux.items() if k != "routing_log_prob"}), targets)
+
+
+@pytest.mark.parametrize("router", ["skip", "balanced"])
+def test_stochastic_router_score_term_changes_gradients_not_the_loss(runner, router):
+    moe = MoEConfig(d_model=32, ffn_hidden=24, num_experts=4, top_k=1, router=router, capacity_factor=1.0,
+                    expert_init_std=0.1)
+    model = Transformer(tiny(2, moe=moe))
+    values = numpy_weights(model, seed=11)
+    tokens = tokens_of((2, 9), seed=11)
+    noise = np.random.default_rng(11).random((1, 2, 8, 2 if router == "skip" else 4), dtype=np.float32)
+    args = (tokens[:, :-1], tokens[:, 1:], None, noise)
+    full = lm_step(runner, model, values, *args)
+    pathwise = lm_step(runner, model, values, *args, objective=without_score_term)
+    np.testing.assert_allclose(full["loss"], pathwise["loss"], rtol=1e-6)
+    np.testing.assert_allclose(full["loss"], full["metrics"]["lm_loss"] + full["metrics"]["aux_loss"], rtol=1e-6)
+    moe_prefix = "model.layers.1.block_sparse_moe."
+    for name in (moe_prefix + "experts.w_down", "lm_head.weight", "model.norm.weight"):  # after the routing
+        np.testing.assert_allclose(full["grads"][name], pathwise["grads"][name], rtol=1e-5, atol=1e-7, err_msg=name)
+    for name in (moe_prefix + "router.weight", "model.layers.0.mlp.up_proj.weight"):  # the routing depends on them
+        assert np.abs(full["grads"][name] - pathwise["grads"][name]).max() > 1e-6, name
+
+
+def test_routing_noise_of_the_wrong_shape_is_a_config_error(runner):
+    moe = MoEConfig(d_model=32, ffn_hidden=24, num_experts=4, top_k=1, router="skip")
+    model = Transformer(tiny(2, moe=moe))
+    noise = np.zeros((2, 2, 5, 2), np.float32)  # two layers' worth for one MoE layer
+    with pytest.raises(ConfigError, match="routing_noise"):
+        run_forward(runner, model, numpy_weights(model), tokens_of((2, 5)), None, noise)

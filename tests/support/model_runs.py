@@ -1,6 +1,6 @@
 """Run whole models (integer token inputs, several outputs) on the backend of a harness
-runner: forward passes, and the LM objective with its gradients as a trainer computes
-them (MindSpore GRAPH_MODE: the whole value-and-grad step compiled with ``ms.jit``)."""
+runner: forward passes, and an LM objective with its gradients as a trainer computes them
+(MindSpore GRAPH_MODE: the whole value-and-grad step compiled with ``ms.jit``)."""
 from __future__ import annotations
 
 from typing import Dict
@@ -37,14 +37,16 @@ def run_forward(runner, component, values: Dict[str, np.ndarray], *arrays):
     return to_numpy(module(*inputs))
 
 
-def lm_step(runner, model, values: Dict[str, np.ndarray], tokens, targets, domain_ids=None) -> dict:
-    """logits, loss, metrics and gradients (by parameter name) of ``lm_objective``."""
+def lm_step(runner, model, values: Dict[str, np.ndarray], tokens, targets, domain_ids=None, routing_noise=None,
+            objective=lm_objective) -> dict:
+    """logits, loss, metrics and gradients (by parameter name) of ``objective(F, (logits,
+    aux), targets)``; domain_ids and routing_noise go to the model."""
     module = runner.module(model, values)
-    extra = () if domain_ids is None else (to_backend(runner, domain_ids),)
+    extra = tuple(None if a is None else to_backend(runner, a) for a in (domain_ids, routing_noise))
     x, y = to_backend(runner, tokens), to_backend(runner, targets)
     if runner.name == "torch":
         logits, aux = module(x, *extra)
-        loss, metrics = lm_objective(module.ops, (logits, aux), y)
+        loss, metrics = objective(module.ops, (logits, aux), y)
         loss.backward()
         grads = {name: (np.zeros(p.shape, np.float32) if p.grad is None else p.grad.numpy())
                  for name, p in module.params().items() if p.requires_grad}
@@ -54,12 +56,12 @@ def lm_step(runner, model, values: Dict[str, np.ndarray], tokens, targets, domai
     weights = module.trainable_params()
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)  # learn the metric names without a second compile
-    keys = sorted(lm_objective(module.backend_ops, module(x, *extra), y)[1])
+    keys = sorted(objective(module.backend_ops, module(x, *extra), y)[1])
     ms.set_context(mode=mode)
 
-    def loss_fn(*inputs):
-        logits, aux = module(*inputs[:-1])
-        loss, metrics = lm_objective(module.backend_ops, (logits, aux), inputs[-1])
+    def loss_fn(x, domain_ids, routing_noise, y):
+        logits, aux = module(x, domain_ids, routing_noise)
+        loss, metrics = objective(module.backend_ops, (logits, aux), y)
         return loss, logits, tuple(metrics[k] for k in keys)
 
     grad_fn = ms.value_and_grad(loss_fn, None, weights, has_aux=True)
