@@ -70,4 +70,8 @@ class TransformerConfig:
             self.moe.validate()
             if self.moe.d_model != self.d_model:
                 raise ConfigError(f"moe.d_model={self.moe.d_model} must equal {section}.d_model={self.d_model}")
+            table_vocab = self.moe.router_options.get("vocab_size")  # token-table routers (hash, rre)
+            if isinstance(table_vocab, int) and table_vocab < self.vocab_size:
+                raise ConfigError(f"moe.router_options.vocab_size={table_vocab} is smaller than "
+                                  f"{section}.vocab_size={self.vocab_size}: every token id needs a table entry")
         return self

@@ -216,3 +216,27 @@ def test_routing_noise_of_the_wrong_shape_is_a_config_error(runner):
     noise = np.zeros((2, 2, 5, 2), np.float32)  # two layers' worth for one MoE layer
     with pytest.raises(ConfigError, match="routing_noise"):
         run_forward(runner, model, numpy_weights(model), tokens_of((2, 5)), None, noise)
+
+
+def test_token_ids_reach_a_hash_router(runner):
+    moe = MoEConfig(d_model=32, ffn_hidden=24, num_experts=4, top_k=1, router="hash",
+                    router_options={"vocab_size": VOCAB})
+    model = Transformer(tiny(1, moe=moe))
+    values = numpy_weights(model, seed=12)
+    tokens = tokens_of((2, 8), seed=12)
+    _, aux = run_forward(runner, model, values, tokens)
+    table = values["model.layers.0.block_sparse_moe.router.table"].astype(int)
+    np.testing.assert_array_equal(aux["tokens_per_expert"][0], np.bincount(table[tokens.ravel()], minlength=4))
+
+
+def test_domain_ids_reach_an_rre_router(runner):
+    moe = MoEConfig(d_model=32, ffn_hidden=24, num_experts=4, top_k=1, router="rre",
+                    router_options={"vocab_size": VOCAB, "num_domains": 2})
+    model = Transformer(tiny(2, moe=moe))
+    values = numpy_weights(model, seed=13)
+    tokens = tokens_of((2, 8), seed=13)
+    domains = np.repeat(np.array([[0], [1]], np.int32), 8, axis=1)  # sequence 0 from domain 0, 1 from 1
+    _, aux = run_forward(runner, model, values, tokens, domains)
+    np.testing.assert_array_equal(aux["tokens_per_expert"][0].reshape(2, 2).sum(-1), [8, 8])  # 2 experts per domain
+    with pytest.raises(ConfigError, match="domain_ids"):
+        run_forward(runner, model, values, tokens)

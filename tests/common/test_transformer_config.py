@@ -31,6 +31,8 @@ def config(**settings) -> TransformerConfig:
     ("model.moe", dict(moe=None)),
     ("moe.d_model", dict(moe=MoEConfig(d_model=16))),
     ("moe.top_k", dict(moe=MoEConfig(d_model=32, top_k=0))),
+    ("moe.router_options.vocab_size", dict(moe=MoEConfig(d_model=32, num_experts=4, top_k=1, router="hash",
+                                                         router_options={"vocab_size": 63}))),
 ])
 def test_bad_setting_is_one_line_naming_it(setting, settings):
     with pytest.raises(ConfigError) as info:
