@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command: sets up .venv on a fresh machine, then runs each backend's tests in its
-# own pytest process (MindSpore has set-once global state) and the cross-backend parity
-# tests with MindSpore in PyNative and in GRAPH_MODE. Fails if any run fails.
+# The test command: sets up .venv on a fresh machine, then runs the framework-free tests,
+# tests/backend (written once) in one pytest process per backend (MindSpore has set-once
+# global state) and the cross-backend parity tests with MindSpore in PyNative and in
+# GRAPH_MODE. Fails if any run fails.
 # Extra arguments go to every pytest run (e.g. -x, -k adamoe).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,8 +20,8 @@ run() {  # run NAME ENV... -- PYTEST_ARGS...
 }
 extra=("$@")
 run common   PYTHONPATH="$root" -- tests/common
-run torch    PYTHONPATH="$root" -- tests/torch
-run mindspore PYTHONPATH="$root" -- tests/mindspore
+run backend_torch     PYTHONPATH="$root" MOE_TEST_BACKEND=torch -- tests/backend
+run backend_mindspore PYTHONPATH="$root" MOE_TEST_BACKEND=mindspore MOE_MS_MODE=pynative -- tests/backend
 run parity_pynative PYTHONPATH="$root" MOE_MS_MODE=pynative -- tests/parity
 run parity_graph    PYTHONPATH="$root" MOE_MS_MODE=graph -- tests/parity
 "$py" scripts/junit_total.py "$reports"/*.xml || status=1

@@ -1,6 +1,12 @@
-"""Same weights and inputs on MindSpore and PyTorch give the same outputs, losses and
-gradients, for every router and both dispatch modes. Tolerance: float32 with different
-kernels and summation orders, rtol 1e-4 / atol 1e-5 (values and gradients are O(1))."""
+"""Same weights and inputs on MindSpore and PyTorch give the same outputs, losses, metrics
+and gradients, for every router, both dispatch modes, both drop policies and both expert
+types. Tolerance: float32 with different kernels and summation orders, rtol 1e-4 /
+atol 1e-5 (values and gradients are O(1)).
+
+Each case compiles twice in GRAPH_MODE (forward, then forward+backward), so the cases
+cover the combinations without the full product: every router meets every dispatch mode
+and drop policy (topk without renormalisation: probability policy only), and each dispatch
+mode meets both expert types."""
 import numpy as np
 import pytest
 
@@ -10,26 +16,46 @@ from tests.support.harness import numpy_weights, random_inputs
 
 RTOL, ATOL = 1e-4, 1e-5
 
-CASES = [
-    dict(router="topk", top_k=2),
-    dict(router="topk", top_k=2, renormalize=False),
-    dict(router="switch", top_k=1),
-    dict(router="adamoe", top_k=4, num_null_experts=4),
-]
+TOPK = dict(router="topk", top_k=2)
+RAW = dict(router="topk", top_k=2, renormalize=False)
+SWITCH = dict(router="switch", top_k=1)
+ADAMOE = dict(router="adamoe", top_k=4, num_null_experts=4)
+DROPLESS = dict(dispatch="dropless")
+POSITION = dict(dispatch="capacity", drop_policy="position")
+PROBABILITY = dict(dispatch="capacity", drop_policy="probability")
+
+CASES = {  # name: (settings, expert 0 left without tokens)
+    "topk-dropless-swiglu": ({**TOPK, **DROPLESS, "expert_type": "swiglu"}, False),
+    "topk-position-gelu": ({**TOPK, **POSITION, "expert_type": "gelu"}, False),
+    "topk-probability-swiglu": ({**TOPK, **PROBABILITY, "expert_type": "swiglu"}, False),
+    "topk_raw-probability-gelu": ({**RAW, **PROBABILITY, "expert_type": "gelu"}, False),
+    "switch-dropless-swiglu-empty_expert": ({**SWITCH, **DROPLESS, "expert_type": "swiglu"}, True),
+    "switch-position-gelu": ({**SWITCH, **POSITION, "expert_type": "gelu"}, False),
+    "switch-probability-swiglu": ({**SWITCH, **PROBABILITY, "expert_type": "swiglu"}, False),
+    "adamoe-dropless-gelu": ({**ADAMOE, **DROPLESS, "expert_type": "gelu"}, False),
+    "adamoe-position-swiglu": ({**ADAMOE, **POSITION, "expert_type": "swiglu"}, False),
+    "adamoe-probability-gelu": ({**ADAMOE, **PROBABILITY, "expert_type": "gelu"}, False),
+}
 
 
-@pytest.mark.parametrize("dispatch", ["dropless", "capacity"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{v}" for v in c.values()))
-@pytest.mark.parametrize("expert_type", ["swiglu", "gelu"])
-def test_forward_backward_parity(torch_runner, ms_runner, case, dispatch, expert_type):
-    config = MoEConfig(d_model=16, ffn_hidden=24, num_experts=4, dispatch=dispatch, capacity_factor=1.0,
-                       expert_type=expert_type, expert_init_std=0.2, **case)
+@pytest.mark.parametrize("case", CASES)
+def test_forward_backward_parity(torch_runner, ms_runner, case):
+    settings, empty_expert = CASES[case]
+    config = MoEConfig(d_model=16, ffn_hidden=24, num_experts=4, capacity_factor=0.75, expert_init_std=0.2,
+                       **settings)
     layer = MoELayer(config)
     values = numpy_weights(layer, seed=3)
     x = random_inputs((3, 10, 16), seed=4)
+    if empty_expert:  # feature 0 > 0 and a large negative gate weight keep expert 0 idle
+        x[..., 0] = np.abs(x[..., 0]) + 1.0
+        values["router.weight"][0, 0] = -8.0
     cot = random_inputs((3, 10, 16), seed=5)
     a = torch_runner.forward_backward(layer, values, x, cot)
     b = ms_runner.forward_backward(layer, values, x, cot)
+    if config.dispatch == "capacity":
+        assert a["aux"]["dropped_fraction"] > 0, "the case must drop assignments"
+    if empty_expert:
+        assert a["aux"]["tokens_per_expert"][0] == 0
     np.testing.assert_allclose(a["y"], b["y"], rtol=RTOL, atol=ATOL)
     assert a["aux"].keys() == b["aux"].keys()
     for key in a["aux"]:
