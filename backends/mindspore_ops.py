@@ -214,11 +214,15 @@ class MindSporeOps:
 
     def grouped_matmul(self, x, w, group_sizes):
         """One matmul per group on row slices with tensor bounds (dynamic shapes, which
-        GRAPH_MODE supports); the group count is static, the sizes need no host sync."""
-        ends = ops.cumsum(group_sizes, 0)
-        starts = ends - group_sizes
+        GRAPH_MODE supports); the group count is static, the sizes need no host sync.
+        Each matmul reads one extra leading row (a zero row before x for group 0) that is
+        sliced off after it: an empty group's matmul would break the backward pass (GRAPH_MODE
+        and ms.jit reject empty MatMul inputs; PyNative fails on the slice x[0:0])."""
+        ends = ops.cumsum(group_sizes, 0) + 1
+        starts = ends - group_sizes - 1
+        padded = ops.concat((ops.zeros((1, x.shape[1]), x.dtype), x), 0)
         parts = ()
         for g in range(w.shape[0]):
-            parts = parts + (ops.matmul(x[starts[g]:ends[g]], w[g]),)
-        tail = ops.zeros((x.shape[0], w.shape[-1]), x.dtype)[ends[-1]:]
+            parts = parts + (ops.matmul(padded[starts[g]:ends[g]], w[g])[1:],)
+        tail = ops.zeros((x.shape[0] + 1, w.shape[-1]), x.dtype)[ends[-1]:]
         return ops.concat(parts + (tail,), 0)
