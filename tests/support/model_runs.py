@@ -27,9 +27,9 @@ def to_numpy(value):
     return value.asnumpy()
 
 
-def run_forward(runner, component, values: Dict[str, np.ndarray], *arrays):
+def run_forward(runner, component, values: Dict[str, np.ndarray], *arrays, dtype: str = "float32"):
     """component's forward on numpy inputs (None allowed) -> numpy outputs."""
-    module = runner.module(component, values)
+    module = runner.module(component, values, dtype)
     inputs = [None if a is None else to_backend(runner, a) for a in arrays]
     if runner.name == "torch":
         with runner.torch.no_grad():
