@@ -76,7 +76,7 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint, keep: int) -> Path:
         stray.unlink(missing_ok=True)
     final = directory / f"step_{checkpoint.step:08d}.safetensors"
     tmp = directory / f".{final.name}.tmp{os.getpid()}"
-    tensors = {f"{group}/{name}": np.ascontiguousarray(value)
+    tensors = {f"{group}/{name}": np.asarray(value, order="C")
                for group in GROUPS for name, value in getattr(checkpoint, group).items()}
     metadata = {"format": FORMAT, "step": str(checkpoint.step), "backend": checkpoint.backend,
                 "dtype": checkpoint.dtype, "state": json.dumps(checkpoint.state)}

@@ -1,0 +1,113 @@
+"""Checkpoint files: round trip, keep-last-K, and atomicity (a writer that dies midway,
+by an exception or by SIGKILL, leaves the earlier checkpoints loadable)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import training.checkpoint as ckpt
+from models.errors import ConfigError
+from training.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make(step: int, size: int = 6) -> Checkpoint:
+    rng = np.random.default_rng(step)
+    return Checkpoint(step=step,
+                      model={"model.embed_tokens.weight": rng.standard_normal((size, 4)).astype(np.float32)},
+                      optimizer={"step": np.asarray(step, np.int64),
+                                 "exp_avg.model.embed_tokens.weight": rng.standard_normal((size, 4)).astype(np.float32)},
+                      rng={"framework": rng.integers(0, 255, 16).astype(np.uint8)},
+                      state={"data": {"epoch": 1, "index": step, "seed": 0, "dataset": "abc"}, "skipped": 2},
+                      backend="torch", dtype="float32")
+
+
+def assert_same(a: Checkpoint, b: Checkpoint) -> None:
+    assert (a.step, a.state, a.backend, a.dtype) == (b.step, b.state, b.backend, b.dtype)
+    for group in ("model", "optimizer", "rng"):
+        x, y = getattr(a, group), getattr(b, group)
+        assert x.keys() == y.keys()
+        for name in x:
+            np.testing.assert_array_equal(x[name], y[name])
+            assert x[name].dtype == y[name].dtype
+
+
+def test_round_trip_and_keep_last(tmp_path):
+    for step in (2, 4, 6, 8):
+        save_checkpoint(tmp_path, make(step), keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000006.safetensors", "step_00000008.safetensors"]
+    assert_same(load_checkpoint(latest_checkpoint(tmp_path)), make(8))
+
+
+def test_exception_in_the_writer_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, make(2), keep=3)
+
+    def dies_midway(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:  # a partial file, then the writer fails
+            handle.write(b"\x00" * 100)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_file", dies_midway)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path, make(4), keep=3)
+    assert [p.name for p in tmp_path.iterdir()] == ["step_00000002.safetensors"]  # no partial file left
+    assert_same(load_checkpoint(latest_checkpoint(tmp_path)), make(2))
+
+
+WRITER = """
+import sys
+sys.path.insert(0, {root!r})
+from tests.common.test_checkpoint import make
+from training.checkpoint import save_checkpoint
+print("ready", flush=True)
+step = 4
+while True:
+    save_checkpoint({directory!r}, make(step, size=400_000), keep=100)
+    step += 2
+"""
+
+
+def test_killed_writer_leaves_every_listed_checkpoint_loadable(tmp_path):
+    save_checkpoint(tmp_path, make(2), keep=100)
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER.format(root=str(ROOT), directory=str(tmp_path)))
+    writer = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        deadline = time.time() + 60
+        while not list(tmp_path.glob(".step_*.tmp*")) and time.time() < deadline:
+            time.sleep(0.001)  # wait until a write is in progress
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait()
+    found = list_checkpoints(tmp_path)
+    assert found and found[0].name == "step_00000002.safetensors"
+    for path in found:
+        assert load_checkpoint(path).step == int(path.stem.split("_")[1])
+    save_checkpoint(tmp_path, make(1000), keep=100)  # the next save clears the stray temporary file
+    assert not list(tmp_path.glob(".step_*.tmp*"))
+
+
+def test_damaged_or_foreign_file_is_one_line_error(tmp_path):
+    path = save_checkpoint(tmp_path, make(2), keep=3)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="unreadable checkpoint"):
+        load_checkpoint(path)
+    from safetensors.numpy import save_file
+    other = tmp_path / "step_00000004.safetensors"
+    save_file({"w": np.zeros(3, np.float32)}, str(other))
+    with pytest.raises(ConfigError, match="not a checkpoint of this library"):
+        load_checkpoint(other)
+
+
+def test_scalars_keep_their_shape(tmp_path):
+    path = save_checkpoint(tmp_path, make(2), keep=1)
+    assert load_checkpoint(path).optimizer["step"].shape == ()
