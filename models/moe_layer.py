@@ -26,8 +26,9 @@ class MoELayer:
     y is the experts' weighted sum only (no residual): a token whose every assignment was
     dropped, or that chose only null experts, gets y = 0 and so passes through the
     block's residual unchanged. ``aux`` holds ``loss`` (the weighted sum of router losses,
-    to add to the task loss), each unweighted loss as ``<name>_loss``, and the metrics of
-    ``models.metrics.routing_metrics``.
+    to add to the task loss), each unweighted loss as ``<name>_loss``, the metrics of
+    ``models.metrics.routing_metrics``, and the router's own scalar ``stats`` (if it returns
+    any, e.g. LocMoE's ``own_node_share``), without gradient.
 
     Stochastic routers (skip, balanced) take optional ``routing_noise`` (shaped like the
     input's token axes plus a last axis the router names; U[0, 1) values, drawn with
@@ -95,6 +96,8 @@ class MoELayer:
             aux[name + "_loss"] = value
             total = total + coefs[name] * value
         aux["loss"] = total
+        for name, value in routing.get("stats", {}).items():
+            aux[name] = F.stop_gradient(value)
         if "routing_log_prob" in routing:
             aux["routing_log_prob"] = routing["routing_log_prob"]
         return F.reshape(y, shape), aux

@@ -45,7 +45,9 @@ class Router(ABC):
     step the trainer calls ``router.after_step(params, aux)`` with numpy values (``params``:
     at least this router's parameters, full names; ``aux``: this layer's aux from the step,
     reduced over data-parallel ranks) and loads the returned {full name: new value} dict of
-    non-trainable parameters into the shell with ``update_numpy``.
+    non-trainable parameters into the shell with ``update_numpy``. State that compiled code
+    bakes in as a constant (a capacity, hence a shape) is reported by ``static_key``: when it
+    changes after ``after_step``, a compiling trainer (MindSpore ``ms.jit``) must rebuild.
     """
 
     name = "base"
@@ -103,6 +105,10 @@ class Router(ABC):
         """New values of non-trainable parameters after a training step (see the class
         docstring); none by default."""
         return {}
+
+    def static_key(self) -> tuple:
+        """Host-side values compiled into the step as constants; () by default."""
+        return ()
 
     @abstractmethod
     def route(self, F, params: dict, x, context: dict) -> dict:

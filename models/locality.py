@@ -1,0 +1,69 @@
+"""LocMoE locality loss (Li et al. 2024) and the own-node share, on the op vocabulary ``F``.
+
+For node j with tokens T_j (its virtual devices' contiguous chunks, ``parallel.topology``):
+
+- D_c^j = mean over t in T_j of the router distribution p_t (soft, so the loss has gradients);
+- D_l^j = the fully localised distribution: 1/m on the m experts living on node j, 0 elsewhere.
+
+L_loc = mean over nodes (with tokens) of a divergence between them (coefficient mu applied
+by the layer). The papers leave the exact form OPEN; two finite choices
+(``router_options.locality_divergence``):
+
+- ``forward`` (default): KL(D_c || D_l^eps) with D_l^eps = (1 - eps) D_l + eps / n
+  (``router_options.locality_epsilon``, default 0.01): the paper's direction, smoothed so
+  that mass on remote experts costs log(D_c / (eps / n)) instead of infinity;
+- ``reverse``: KL(D_l || D_c) = -log m - (1/m) sum_{i on node j} log D_c^j[i]: finite
+  without smoothing (D_c > 0), pushes mass onto every local expert.
+
+Evidence (scripts/locality_experiment.py: tiny LocMoE layer, 2 virtual nodes, domain-sharded
+synthetic data, 40 steps, torch, mean of 3 seeds): own-node share at mu = 0 / 0.01 / 0.03 / 0.1
+is 0.58 / 0.72 / 0.82 / 0.82 with ``forward`` (eps 0.01; eps 0.001 alike, eps 0.1 needs mu 0.1)
+and 0.58 / 0.57 / 0.73 / 0.81 with ``reverse``; ~0.82 is what the gate can separate on that data,
+and the task MSE does not move (0.165-0.174). ``forward`` reaches the plateau at a 3x smaller
+mu, hence the defaults: forward, eps 0.01, mu 0.03 (``DEFAULT_LOCALITY_COEF``).
+"""
+from __future__ import annotations
+
+import math
+
+from parallel.topology import Topology
+
+DIVERGENCES = ("forward", "reverse")
+TINY = 1e-30
+
+
+def locality_loss(F, probs, topology: Topology, divergence: str = "forward", epsilon: float = 0.01):
+    """probs [T, n] float32 (rows sum to 1) -> scalar L_loc (without mu)."""
+    num_tokens = probs.shape[0]
+    n, m = topology.num_experts, topology.experts_per_node
+    local_weight = math.log((1.0 - epsilon) / m + epsilon / n) if divergence == "forward" else 0.0
+    remote_weight = math.log(epsilon / n) if divergence == "forward" else 0.0
+    total = F.zeros((), F.float32)
+    nodes = 0
+    for node, (start, end) in enumerate(topology.node_token_ranges(num_tokens)):
+        if end == start:
+            continue
+        d_c = F.clip(F.mean(probs[start:end], 0), TINY, 1.0)
+        first, last = topology.node_experts(node)
+        if divergence == "forward":
+            local_mass = F.sum(d_c[first:last])
+            remote_mass = F.sum(d_c) - local_mass
+            kl = F.sum(d_c * F.log(d_c)) - local_weight * local_mass - remote_weight * remote_mass
+        else:
+            kl = -math.log(m) - F.mean(F.log(d_c[first:last]))
+        total = total + kl
+        nodes += 1
+    return total / max(nodes, 1)
+
+
+def own_node_share(F, assignment, topology: Topology):
+    """Share of (token, expert) assignments whose expert lives on the token's home node.
+    assignment [T, n] float32 (1 where token t is sent to expert i) -> scalar, no gradient."""
+    assignment = F.stop_gradient(assignment)
+    num_tokens = assignment.shape[0]
+    local = F.zeros((), F.float32)
+    for node, (start, end) in enumerate(topology.node_token_ranges(num_tokens)):
+        if end > start:
+            first, last = topology.node_experts(node)
+            local = local + F.sum(assignment[start:end, first:last])
+    return local / F.maximum(F.sum(assignment), F.ones((), F.float32))

@@ -1,0 +1,143 @@
+"""What LocMoE and LocMoE+ share: the topology, the locality loss settings, the GrAP gate,
+and a host-side capacity factor measured from the routed tokens.
+
+Router options (``moe.router_options``):
+
+- ``topology``: ``{nodes, devices_per_node}`` (``parallel.topology``); none = one node;
+- ``locality_coef`` (mu): weight of L_loc. Default ``DEFAULT_LOCALITY_COEF`` with a topology,
+  0 without; a coefficient > 0 without a topology is a ConfigError;
+- ``locality_divergence`` (``forward`` | ``reverse``) and ``locality_epsilon``: see
+  ``models.locality``;
+- ``capacity_policy``: ``bound`` (capacity factor from the measured bound, see
+  ``models.capacity_bound``) or ``factor`` (``moe.capacity_factor``).
+
+Routers of this family add to the layer's aux (no gradient): ``own_node_share`` (with a
+topology) and the measured cosine their capacity bound reads (``measured_key``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from models.capacity_bound import MeasuredCapacityFactor, device_capacity
+from models.errors import ConfigError
+from models.locality import DIVERGENCES, locality_loss
+from models.routers.base import Router
+from parallel.topology import Topology
+
+DEFAULT_LOCALITY_COEF = 0.03  # smallest mu at the plateau of scripts/locality_experiment.py
+CAPACITY_POLICIES = ("bound", "factor")
+NORM_FLOOR = 1e-12
+
+
+@dataclass
+class LocalityOptions:
+    topology: Optional[Dict[str, Any]] = None
+    locality_coef: Optional[float] = None
+    locality_divergence: str = "forward"
+    locality_epsilon: float = 0.01
+    capacity_policy: str = "bound"
+
+
+def finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def grap_logits(F, x, num_experts: int):
+    """GrAP (grouped average pooling): x [T, d] -> [T, n], logit i = mean of x's i-th contiguous
+    d/n slice, i.e. x . w_i with the fixed orthogonal w_i = (n/d) 1[i d/n <= j < (i+1) d/n]."""
+    num_tokens, d = x.shape
+    return F.mean(F.reshape(x, (num_tokens, num_experts, d // num_experts)), -1)
+
+
+def grap_affinity(F, x, num_experts: int):
+    """delta_ti = cos(x_t, w_i) for the GrAP weights: x [T, d] -> [T, n] in [-1, 1]
+    (slice mean * sqrt(d/n) / |x_t|)."""
+    d = x.shape[1]
+    norm = F.sqrt(F.sum(x * x, -1, True) + NORM_FLOOR)
+    return grap_logits(F, x, num_experts) * math.sqrt(d / num_experts) / norm
+
+
+class LocalityRouter(Router):
+    """Base of ``locmoe`` and ``locmoe_plus``. Subclasses set ``measured_key`` (the aux entry
+    with the measured cosine), ``refresh_every`` and implement ``bound`` and ``route``."""
+
+    Options = LocalityOptions
+    measured_key = ""
+
+    def __init__(self, config, prefix: str = "router.") -> None:
+        super().__init__(config, prefix)
+        o = self.options
+        section = "moe.router_options"
+        if config.num_null_experts:
+            raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router {self.name!r} "
+                              "has no null experts")
+        self.topology = None if o.topology is None else Topology.from_config(o.topology, config.num_experts)
+        if o.locality_coef is not None and (not finite_number(o.locality_coef) or o.locality_coef < 0):
+            raise ConfigError(f"{section}.locality_coef={o.locality_coef!r}: must be a number >= 0")
+        if self.topology is None and o.locality_coef:
+            raise ConfigError(f"{section}.locality_coef={o.locality_coef}: the locality loss needs "
+                              f"{section}.topology (which experts live on which node)")
+        default = DEFAULT_LOCALITY_COEF if self.topology is not None else 0.0
+        self.locality_coef = default if o.locality_coef is None else float(o.locality_coef)
+        if o.locality_divergence not in DIVERGENCES:
+            raise ConfigError(f"{section}.locality_divergence={o.locality_divergence!r}: "
+                              f"valid values are {', '.join(DIVERGENCES)}")
+        if not finite_number(o.locality_epsilon) or not 0.0 < o.locality_epsilon < 1.0:
+            raise ConfigError(f"{section}.locality_epsilon={o.locality_epsilon!r}: must be in (0, 1)")
+        if o.capacity_policy not in CAPACITY_POLICIES:
+            raise ConfigError(f"{section}.capacity_policy={o.capacity_policy!r}: "
+                              f"valid values are {', '.join(CAPACITY_POLICIES)}")
+        self.num_devices = 1 if self.topology is None else self.topology.num_devices
+        self.capacity_state = MeasuredCapacityFactor(config.capacity_factor, self.bound,
+                                                     self.configured_delta(), self.refresh_every())
+
+    def check_grap(self, section: str) -> None:
+        d, n = self.config.d_model, self.config.num_experts
+        if d % n:
+            raise ConfigError(f"{section}: the GrAP gate needs moe.d_model={d} divisible by moe.num_experts={n}")
+
+    def configured_delta(self) -> Optional[float]:
+        """A fixed cosine for the bound instead of a measured one (none by default)."""
+        return None
+
+    def refresh_every(self) -> int:
+        return 0
+
+    def bound(self, delta: float) -> float:
+        """Capacity factor from a cosine."""
+        raise NotImplementedError
+
+    @property
+    def capacity_factor(self) -> float:
+        """The capacity factor in use now (host-side state)."""
+        if self.options.capacity_policy == "factor":
+            return float(self.config.capacity_factor)
+        return self.capacity_state.factor
+
+    def capacity_per_device(self, num_tokens: int) -> int:
+        """ec = ceil(T * cf / (ep * n)) slots per (device, expert)."""
+        return device_capacity(num_tokens, self.capacity_factor, self.num_devices, self.config.num_experts)
+
+    def loss_coefs(self) -> Dict[str, float]:
+        return {"balance": self.config.balance_loss_coef, "locality": self.locality_coef}
+
+    def locality(self, F, probs):
+        """L_loc over the topology (call only when ``locality_coef`` > 0). probs [T, n] -> scalar."""
+        o = self.options
+        return locality_loss(F, probs, self.topology, o.locality_divergence, o.locality_epsilon)
+
+    def static_key(self) -> tuple:
+        """The capacity factor: it sets the slot shapes that a compiled step bakes in."""
+        return (self.capacity_factor,)
+
+    def after_step(self, params: Dict[str, np.ndarray], aux: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Feed the step's measured cosine to the capacity state (host side). The capacity is a
+        static shape, so it changes no parameter; ``static_key`` tells a compiling trainer to
+        rebuild."""
+        if self.options.capacity_policy == "bound" and self.measured_key in aux:
+            self.capacity_state.update(float(np.mean(aux[self.measured_key])))
+        return {}

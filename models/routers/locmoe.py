@@ -1,0 +1,109 @@
+"""LocMoE router (Li et al. 2024, arXiv 2401.13920): top-1 with a locality loss.
+
+Gate (``router_options.gate``):
+- ``learned`` (default): G_i = ReLU(w_i . x + eps_i), W [d, n] (Switch init) and eps [n]
+  read as a learned per-expert bias (initialised to 0);
+- ``grap``: parameter-free GrAP, logit i = mean of the i-th contiguous d/n slice of x.
+p = softmax(G) in float32; each token goes to argmax p with weight = that probability (ties,
+frequent with ReLU: a token with every w_i . x + eps_i <= 0 has G = 0, go to the lowest index).
+Losses: Switch balance (``moe.balance_loss_coef``, 0.01 as in the paper) and the locality loss
+``models.locality`` (mu = ``router_options.locality_coef``) over ``router_options.topology``.
+
+Capacity (with ``moe.dispatch: capacity``): every virtual device sends at most
+ec = ceil(T * cf / (ep * n)) tokens to each expert (``models.dispatch.device_slots``).
+``capacity_policy: bound`` (default) sets cf to Theorem 1's ec_min = 1 / (n p_delta)
+(``models.capacity_bound``) with delta = ``router_options.delta`` if given, else the mean
+cosine between the first training batch's tokens and their expert's gate vector (aux
+``affinity_delta``), fixed from then on; until that first measurement, ``moe.capacity_factor``.
+``capacity_policy: factor`` keeps ``moe.capacity_factor``. With ``moe.dispatch: dropless``
+nothing is dropped and the capacity is not used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from models.capacity_bound import capacity_bound
+from models.dispatch.device_slots import device_capacity_slots
+from models.errors import ConfigError
+from models.locality import own_node_share
+from models.losses import switch_balance_loss
+from models.params import ParamSpec, constant_init, truncated_normal_init
+from models.routers.locality_router import (NORM_FLOOR, LocalityOptions, LocalityRouter, finite_number,
+                                            grap_affinity, grap_logits)
+from models.routers.registry import register_router
+
+GATES = ("learned", "grap")
+TIE_BREAK = 1e-6  # exact ties (every ReLU gate at 0) go to the lowest expert index
+
+
+@dataclass
+class LocMoEOptions(LocalityOptions):
+    gate: str = "learned"
+    delta: Optional[float] = None
+
+
+@register_router("locmoe")
+class LocMoERouter(LocalityRouter):
+    Options = LocMoEOptions
+    measured_key = "affinity_delta"
+
+    def __init__(self, config, prefix: str = "router.") -> None:
+        if config.top_k != 1:
+            raise ConfigError(f"moe.top_k={config.top_k}: router 'locmoe' is top-1, set moe.top_k: 1")
+        super().__init__(config, prefix)
+        if self.options.gate not in GATES:
+            raise ConfigError(f"moe.router_options.gate={self.options.gate!r}: valid values are {', '.join(GATES)}")
+        if self.options.gate == "grap":
+            self.check_grap("moe.router_options.gate=grap")
+
+    def configured_delta(self) -> Optional[float]:
+        delta = self.options.delta
+        if delta is not None and (not finite_number(delta) or not 0.0 < delta < 1.0):
+            raise ConfigError(f"moe.router_options.delta={delta!r}: must be a cosine in (0, 1)")
+        return delta
+
+    def bound(self, delta: float) -> float:
+        return capacity_bound(delta, self.config.d_model, self.config.num_experts)
+
+    def weight_specs(self) -> Dict[str, ParamSpec]:
+        if self.options.gate == "grap":
+            return {}
+        c = self.config
+        return {"weight": ParamSpec((c.d_model, c.num_experts), truncated_normal_init(c.router_std)),
+                "bias": ParamSpec((c.num_experts,), constant_init(0.0))}
+
+    def gate(self, F, params: dict, x):
+        """x [T, d] -> (logits G [T, n], cosine of x with every gate vector [T, n])."""
+        n = self.config.num_experts
+        if self.options.gate == "grap":
+            return grap_logits(F, x, n), grap_affinity(F, x, n)
+        weight = self.param(params, "weight")
+        scores = F.matmul(x, weight)
+        x_norm = F.sqrt(F.sum(x * x, -1, True) + NORM_FLOOR)
+        w_norm = F.sqrt(F.sum(weight * weight, 0, True) + NORM_FLOOR)
+        return F.relu(scores + self.param(params, "bias")), scores / (x_norm * w_norm)
+
+    def route(self, F, params: dict, x, context: dict) -> dict:
+        c = self.config
+        num_tokens = x.shape[0]
+        logits, cosine = self.gate(F, params, x)
+        probs = F.softmax(logits, -1)
+        tie_break = F.cast(F.arange(c.num_experts, F.index_dtype), F.float32) * TIE_BREAK
+        _, index = F.topk(probs - tie_break, 1)
+        weight = F.take_along_axis(probs, index, 1)
+        assignment = F.one_hot(index[:, 0], c.num_experts, F.float32)
+        losses = {"balance": switch_balance_loss(F, probs, index, c.num_experts)}
+        stats = {"affinity_delta": F.stop_gradient(F.mean(F.sum(cosine * assignment, -1)))}
+        if self.locality_coef > 0:
+            losses["locality"] = self.locality(F, probs)
+        if self.topology is not None:
+            stats["own_node_share"] = own_node_share(F, assignment, self.topology)
+        if c.dispatch != "capacity":
+            return {"logits": logits, "probs": probs, "expert_index": index, "expert_weight": weight,
+                    "losses": losses, "stats": stats}
+        ranges = [(0, num_tokens)] if self.topology is None else self.topology.device_token_ranges(num_tokens)
+        slot_token, slot_weight = device_capacity_slots(F, index[:, 0], weight[:, 0], c.num_experts, ranges,
+                                                        self.capacity_per_device(num_tokens))
+        return {"logits": logits, "probs": probs, "slot_token": slot_token, "slot_weight": slot_weight,
+                "requested_assignments": F.ones((), F.float32) * num_tokens, "losses": losses, "stats": stats}

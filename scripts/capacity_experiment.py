@@ -1,0 +1,103 @@
+"""LocMoE / LocMoE+ capacity policies: what the measured bound does to tokens per expert,
+drops and the task loss, against moe.capacity_factor and a Switch baseline.
+
+Trains a tiny layer with the shared train step on N(0, I) tokens (target 0.8 tanh(x)); after
+every step the router's ``after_step`` gets the step's aux, and when its ``static_key``
+changes (a new capacity, hence new shapes) the train step is rebuilt with the optimizer
+state carried over. Prints, per router and ``capacity_policy``: the capacity factor in use at
+the end, the measured cosine, tokens per expert (mean over experts and the last 10 steps),
+the dropped fraction and the held-out MSE, each the mean over ``--seeds`` runs.
+
+    PYTHONPATH=. .venv/bin/python scripts/capacity_experiment.py --backend torch
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Dict
+
+import numpy as np
+
+from backends.train_step import make_train_step
+from models.moe_config import MoEConfig
+from models.moe_layer import MoELayer
+from models.params import init_params
+from scripts.locality_experiment import build_module
+
+D_MODEL, EXPERTS, ROWS, SEQ = 32, 4, 4, 32
+CASES = [("switch", None), ("locmoe", "factor"), ("locmoe", "bound"), ("locmoe_plus", "factor"),
+         ("locmoe_plus", "bound")]
+MEASURED = {"locmoe": "affinity_delta", "locmoe_plus": "affinity_max"}
+
+
+def batch(rng: np.random.Generator):
+    x = rng.standard_normal((ROWS, SEQ, D_MODEL)).astype(np.float32)
+    return x, (0.8 * np.tanh(x)).astype(np.float32)
+
+
+def objective(F, outputs, target):
+    y, aux = outputs
+    error = y - target
+    mse = F.mean(error * error)
+    metrics = {"mse": mse, "tokens_per_expert": aux["tokens_per_expert"], "dropped_fraction": aux["dropped_fraction"]}
+    for key in MEASURED.values():
+        if key in aux:
+            metrics[key] = aux[key]
+    return mse + aux["loss"], metrics
+
+
+def capacity_run(backend: str, router: str, policy, steps: int, seed: int, lr: float = 2e-2) -> Dict[str, float]:
+    options = {} if policy is None else {"capacity_policy": policy}
+    if router == "locmoe_plus":
+        options.update(capacity_interval=10)
+    layer = MoELayer(MoEConfig(d_model=D_MODEL, ffn_hidden=16, num_experts=EXPERTS, top_k=1, router=router,
+                               dispatch="capacity", capacity_factor=1.0, expert_init_std=0.2,
+                               router_options=options))
+    module = build_module(backend, layer, init_params(layer.param_specs(), seed))
+    step = make_train_step(backend, module, objective, lr=lr)
+    rng = np.random.default_rng(seed)
+    load, dropped, measured = [], [], []
+    for index in range(steps):
+        x, target = batch(rng)
+        _, metrics, _ = step.step((x,), (target,), lr)
+        if index >= steps - 10:
+            load.append(float(np.mean(metrics["tokens_per_expert"])))
+            dropped.append(float(metrics["dropped_fraction"]))
+        if router in MEASURED:
+            measured.append(float(metrics[MEASURED[router]]))
+        before = layer.router.static_key()
+        module.update_numpy(layer.router.after_step(module.numpy_params(), metrics))
+        if layer.router.static_key() != before:
+            state = step.optimizer_state()
+            step = make_train_step(backend, module, objective, lr=lr)
+            step.load_optimizer_state(state)
+    held_out = np.random.default_rng(seed + 10_000)
+    mse = float(np.mean([step.evaluate(*[(a,) for a in batch(held_out)])[1]["mse"] for _ in range(4)]))
+    factor = layer.config.capacity_factor if router == "switch" else layer.router.capacity_factor
+    return {"capacity_factor": factor, "measured": float(np.mean(measured)) if measured else float("nan"),
+            "tokens_per_expert": float(np.mean(load)), "dropped": float(np.mean(dropped)), "mse": mse}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("torch", "mindspore"), default="torch")
+    parser.add_argument("--mode", choices=("pynative", "graph"), default="graph", help="MindSpore execution mode")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=60)
+    args = parser.parse_args()
+    if args.backend == "mindspore":
+        from backends.mindspore_shell import select_device
+        select_device("cpu", graph_mode=args.mode == "graph")
+    tokens = ROWS * SEQ
+    print(f"backend={args.backend} d={D_MODEL} n={EXPERTS} T={tokens} (cf=1 share: {tokens // EXPERTS} tokens "
+          f"per expert) steps={args.steps} seeds={args.seeds}")
+    print(f"{'router':>12} {'policy':>7} {'final_cf':>9} {'measured':>9} {'tokens/expert':>14} {'dropped':>8} "
+          f"{'mse':>8}")
+    for router, policy in CASES:
+        runs = [capacity_run(args.backend, router, policy, args.steps, seed) for seed in range(args.seeds)]
+        mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+        print(f"{router:>12} {policy or '-':>7} {mean['capacity_factor']:>9.3f} {mean['measured']:>9.3f} "
+              f"{mean['tokens_per_expert']:>14.2f} {mean['dropped']:>8.3f} {mean['mse']:>8.4f}")
+
+
+if __name__ == "__main__":
+    main()
