@@ -32,17 +32,6 @@ class Runtime:
     def seed(self, seed: int) -> None:
         self.shell.seed_everything(seed)
 
-    def bf16_supported(self) -> bool:
-        """Whether a bfloat16 matmul runs on this device."""
-        try:
-            if self.backend == "torch":
-                self.shell.check_dtype("bfloat16", self.device)
-            else:
-                self.shell.check_dtype("bfloat16")
-        except Exception:
-            return False
-        return True
-
     def module(self, component, values: Dict[str, np.ndarray], dtype: str = "float32"):
         """A TorchModule / MindSporeModule holding ``values`` (copied)."""
         if self.backend == "torch":
