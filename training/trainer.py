@@ -172,7 +172,7 @@ class Trainer:
                 seconds = time.perf_counter() - tick
                 if self.bad_in_row >= t.max_bad_steps:
                     raise TrainingStopped(self._stop_message())
-                if math.isfinite(loss):
+                if self.bad_in_row == 0:  # a good step: its metrics count
                     rates.append(tokens / seconds)
                     for key, value in {**metrics, "grad_norm": grad_norm, "lr": lr}.items():
                         interval.setdefault(key, []).append(np.asarray(value, np.float64))
