@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import mindspore as ms
 import numpy as np
-from mindspore import ops
+from mindspore import nn, ops
 from scipy import optimize
 
 
@@ -215,14 +215,57 @@ class MindSporeOps:
     def grouped_matmul(self, x, w, group_sizes):
         """One matmul per group on row slices with tensor bounds (dynamic shapes, which
         GRAPH_MODE supports); the group count is static, the sizes need no host sync.
-        Each matmul reads one extra leading row (a zero row before x for group 0) that is
-        sliced off after it: an empty group's matmul would break the backward pass (GRAPH_MODE
-        and ms.jit reject empty MatMul inputs; PyNative fails on the slice x[0:0])."""
-        ends = ops.cumsum(group_sizes, 0) + 1
-        starts = ends - group_sizes - 1
+        ``_GroupedMatmul`` gives it its own backward (see there)."""
+        return _GROUPED_MATMUL(x, w, group_sizes)
+
+
+class _GroupedMatmul(nn.Cell):
+    """x [N, m] sorted by group, w [G, m, p], group_sizes [G] -> [N, p] with a hand-written
+    backward. Measured on CPU (d=512, f=2048, 8 groups): autograd through ``w[g]`` and the
+    row slices builds a full-size zero gradient per group and adds them up, and integer
+    indexing ``w[g]`` is itself a slow kernel (``Unstack`` is not); fwd+bwd 3.7x faster.
+    Each group's slice starts one row early (a zero row is put before x), so no MatMul sees
+    an empty input (GRAPH_MODE and ms.jit reject them; PyNative fails on the slice x[0:0]);
+    that row's output is dropped and its weight-gradient term masked out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cumsum = ops.CumSum()
+        self.unstack = ops.Unstack(0)
+        self.matmul = ops.MatMul()
+        self.matmul_ta = ops.MatMul(transpose_a=True)
+        self.matmul_tb = ops.MatMul(transpose_b=True)
+
+    def bounds(self, group_sizes):
+        """Slice bounds in the padded rows: [start, end) = the group's rows plus one before."""
+        ends = self.cumsum(group_sizes, 0) + 1
+        return ends - group_sizes - 1, ends
+
+    def grouped(self, x, weights, group_sizes, width: int, matmul):
+        starts, ends = self.bounds(group_sizes)
         padded = ops.concat((ops.zeros((1, x.shape[1]), x.dtype), x), 0)
         parts = ()
-        for g in range(w.shape[0]):
-            parts = parts + (ops.matmul(padded[starts[g]:ends[g]], w[g])[1:],)
-        tail = ops.zeros((x.shape[0] + 1, w.shape[-1]), x.dtype)[ends[-1]:]
+        for g in range(len(weights)):
+            parts = parts + (matmul(padded[starts[g]:ends[g]], weights[g])[1:],)
+        tail = ops.zeros((x.shape[0] + 1, width), x.dtype)[ends[-1]:]
         return ops.concat(parts + (tail,), 0)
+
+    def construct(self, x, w, group_sizes):
+        return self.grouped(x, self.unstack(w), group_sizes, w.shape[-1], self.matmul)
+
+    def bprop(self, x, w, group_sizes, out, dout):
+        weights = self.unstack(w)
+        grad_x = self.grouped(dout, weights, group_sizes, x.shape[1], self.matmul_tb)
+        starts, ends = self.bounds(group_sizes)
+        padded_x = ops.concat((ops.zeros((1, x.shape[1]), x.dtype), x), 0)
+        padded_dout = ops.concat((ops.zeros((1, dout.shape[1]), dout.dtype), dout), 0)
+        skip_first = ops.concat((ops.zeros((1, 1), dout.dtype), ops.ones((x.shape[0], 1), dout.dtype)), 0)
+        grads = ()
+        for g in range(len(weights)):
+            rows = padded_dout[starts[g]:ends[g]] * skip_first[:group_sizes[g] + 1]
+            grads = grads + (self.matmul_ta(padded_x[starts[g]:ends[g]], rows),)
+        return grad_x, ops.stack(grads, 0), ops.zeros_like(group_sizes)
+
+
+# Created once at import, like _ASSIGNMENT: compiled code calls it, never builds it.
+_GROUPED_MATMUL = _GroupedMatmul()
