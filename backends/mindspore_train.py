@@ -5,10 +5,11 @@ changing it per step does not recompile) that runs a framework-free
 
 Compiled functions (``ms.jit``, in PyNative and GRAPH_MODE alike): the first returns loss,
 metrics, gradients and their global norm; the host reads loss and norm and, only when
-both are finite, calls the second, which clips and applies AdamW; a third evaluates. Metrics cross
-``value_and_grad`` as a tuple (GRAPH_MODE cannot return dicts there); their names are
-read once from one forward pass in PyNative before the first compile. Holds no model
-logic."""
+both are finite, calls the second, which clips and applies AdamW; a third evaluates.
+Metrics cross ``value_and_grad`` as a tuple (GRAPH_MODE cannot return dicts there); their
+names are read once from one forward pass in PyNative before the first compile.
+Parameters and optimizer state are loaded in place (``copy_``): compiled functions do not
+see ``set_data``. Holds no model logic."""
 from __future__ import annotations
 
 import math
