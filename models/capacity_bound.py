@@ -16,7 +16,10 @@ as a *capacity factor*, i.e. it replaces ``cf`` in LocMoE's ``ec = ceil(T * cf /
 best-expert cosine) Theorem 1 gives ~0.81 at every d we tried (16 to 64) and the large-d form
 ~0.35-0.44, i.e. capacities 20-60% under the cf = 1 share, which is the reduction LocMoE+
 reports (-40% to -60% tokens per expert); read as a share of all tokens instead, the large-d
-form could never go below the balanced share T/n.
+form could never go below the balanced share T/n. Measured (scripts/capacity_experiment.py,
+torch, d=32, n=4, T=128, 60 steps, 2 seeds): against ``moe.capacity_factor`` 1, the bound cuts
+tokens per expert by 20% for LocMoE (cf 0.70; held-out MSE 0.235 vs 0.232) and by 51% for
+LocMoE+ (cf 0.44; MSE 0.230 vs 0.212; Switch at cf 1: 0.238), at the price of more drops.
 """
 from __future__ import annotations
 

@@ -6,7 +6,9 @@ every step the router's ``after_step`` gets the step's aux, and when its ``stati
 changes (a new capacity, hence new shapes) the train step is rebuilt with the optimizer
 state carried over. Prints, per router and ``capacity_policy``: the capacity factor in use at
 the end, the measured cosine, tokens per expert (mean over experts and the last 10 steps),
-the dropped fraction and the held-out MSE, each the mean over ``--seeds`` runs.
+the dropped fraction and the held-out MSE, each the mean over ``--seeds`` runs. With
+``--thresholds``, a second table sweeps LocMoE+'s token-choice threshold (top_k = n, cf 1):
+experts chosen per token, tokens per expert, drops and MSE.
 
     PYTHONPATH=. .venv/bin/python scripts/capacity_experiment.py --backend torch
 """
@@ -38,30 +40,30 @@ def objective(F, outputs, target):
     y, aux = outputs
     error = y - target
     mse = F.mean(error * error)
-    metrics = {"mse": mse, "tokens_per_expert": aux["tokens_per_expert"], "dropped_fraction": aux["dropped_fraction"]}
+    metrics = {"mse": mse, "tokens_per_expert": aux["tokens_per_expert"], "dropped_fraction": aux["dropped_fraction"],
+               "experts_per_token": aux["mean_true_experts_per_token"]}
     for key in MEASURED.values():
         if key in aux:
             metrics[key] = aux[key]
     return mse + aux["loss"], metrics
 
 
-def capacity_run(backend: str, router: str, policy, steps: int, seed: int, lr: float = 2e-2) -> Dict[str, float]:
-    options = {} if policy is None else {"capacity_policy": policy}
-    if router == "locmoe_plus":
-        options.update(capacity_interval=10)
-    layer = MoELayer(MoEConfig(d_model=D_MODEL, ffn_hidden=16, num_experts=EXPERTS, top_k=1, router=router,
+def capacity_run(backend: str, router: str, options: dict, steps: int, seed: int, top_k: int = 1,
+                 lr: float = 2e-2) -> Dict[str, float]:
+    layer = MoELayer(MoEConfig(d_model=D_MODEL, ffn_hidden=16, num_experts=EXPERTS, top_k=top_k, router=router,
                                dispatch="capacity", capacity_factor=1.0, expert_init_std=0.2,
                                router_options=options))
     module = build_module(backend, layer, init_params(layer.param_specs(), seed))
     step = make_train_step(backend, module, objective, lr=lr)
     rng = np.random.default_rng(seed)
-    load, dropped, measured = [], [], []
+    load, dropped, measured, chosen = [], [], [], []
     for index in range(steps):
         x, target = batch(rng)
         _, metrics, _ = step.step((x,), (target,), lr)
         if index >= steps - 10:
             load.append(float(np.mean(metrics["tokens_per_expert"])))
             dropped.append(float(metrics["dropped_fraction"]))
+            chosen.append(float(metrics["experts_per_token"]))
         if router in MEASURED:
             measured.append(float(metrics[MEASURED[router]]))
         before = layer.router.static_key()
@@ -74,7 +76,19 @@ def capacity_run(backend: str, router: str, policy, steps: int, seed: int, lr: f
     mse = float(np.mean([step.evaluate(*[(a,) for a in batch(held_out)])[1]["mse"] for _ in range(4)]))
     factor = layer.config.capacity_factor if router == "switch" else layer.router.capacity_factor
     return {"capacity_factor": factor, "measured": float(np.mean(measured)) if measured else float("nan"),
-            "tokens_per_expert": float(np.mean(load)), "dropped": float(np.mean(dropped)), "mse": mse}
+            "tokens_per_expert": float(np.mean(load)), "dropped": float(np.mean(dropped)), "mse": mse,
+            "experts_per_token": float(np.mean(chosen))}
+
+
+def options_for(router: str, policy) -> dict:
+    options = {} if policy is None else {"capacity_policy": policy}
+    if router == "locmoe_plus":
+        options.update(capacity_interval=10)
+    return options
+
+
+def mean_of(runs) -> Dict[str, float]:
+    return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
 
 
 def main() -> None:
@@ -83,6 +97,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("pynative", "graph"), default="graph", help="MindSpore execution mode")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--thresholds", type=float, nargs="*", default=[], help="LocMoE+ token_threshold sweep")
     args = parser.parse_args()
     if args.backend == "mindspore":
         from backends.mindspore_shell import select_device
@@ -93,10 +108,18 @@ def main() -> None:
     print(f"{'router':>12} {'policy':>7} {'final_cf':>9} {'measured':>9} {'tokens/expert':>14} {'dropped':>8} "
           f"{'mse':>8}")
     for router, policy in CASES:
-        runs = [capacity_run(args.backend, router, policy, args.steps, seed) for seed in range(args.seeds)]
-        mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+        mean = mean_of([capacity_run(args.backend, router, options_for(router, policy), args.steps, seed)
+                        for seed in range(args.seeds)])
         print(f"{router:>12} {policy or '-':>7} {mean['capacity_factor']:>9.3f} {mean['measured']:>9.3f} "
               f"{mean['tokens_per_expert']:>14.2f} {mean['dropped']:>8.3f} {mean['mse']:>8.4f}")
+    if args.thresholds:
+        print(f"{'threshold':>10} {'experts/token':>14} {'tokens/expert':>14} {'dropped':>8} {'mse':>8}")
+    for threshold in args.thresholds:
+        options = {"capacity_policy": "factor", "token_threshold": threshold}
+        mean = mean_of([capacity_run(args.backend, "locmoe_plus", options, args.steps, seed, top_k=EXPERTS)
+                        for seed in range(args.seeds)])
+        print(f"{threshold:>10g} {mean['experts_per_token']:>14.2f} {mean['tokens_per_expert']:>14.2f} "
+              f"{mean['dropped']:>8.3f} {mean['mse']:>8.4f}")
 
 
 if __name__ == "__main__":

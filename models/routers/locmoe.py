@@ -4,8 +4,11 @@ Gate (``router_options.gate``):
 - ``learned`` (default): G_i = ReLU(w_i . x + eps_i), W [d, n] (Switch init) and eps [n]
   read as a learned per-expert bias (initialised to 0);
 - ``grap``: parameter-free GrAP, logit i = mean of the i-th contiguous d/n slice of x.
-p = softmax(G) in float32; each token goes to argmax p with weight = that probability (ties,
-frequent with ReLU: a token with every w_i . x + eps_i <= 0 has G = 0, go to the lowest index).
+p = softmax(G) in float32; each token goes to argmax p with weight = that probability. Ties
+are frequent with ReLU (a token with every w_i . x + eps_i <= 0 has G = 0, and training can
+push most tokens there): they are broken by the pre-activation, so the token goes to
+argmax_i (w_i . x + eps_i), which is argmax p whenever that is unique. (Breaking them by
+index sent every such token to expert 0: 53% drops at cf 1 in scripts/capacity_experiment.py.)
 Losses: Switch balance (``moe.balance_loss_coef``, 0.01 as in the paper) and the locality loss
 ``models.locality`` (mu = ``router_options.locality_coef``) over ``router_options.topology``.
 
@@ -34,7 +37,6 @@ from models.routers.locality_router import (NORM_FLOOR, LocalityOptions, Localit
 from models.routers.registry import register_router
 
 GATES = ("learned", "grap")
-TIE_BREAK = 1e-6  # exact ties (every ReLU gate at 0) go to the lowest expert index
 
 
 @dataclass
@@ -74,23 +76,25 @@ class LocMoERouter(LocalityRouter):
                 "bias": ParamSpec((c.num_experts,), constant_init(0.0))}
 
     def gate(self, F, params: dict, x):
-        """x [T, d] -> (logits G [T, n], cosine of x with every gate vector [T, n])."""
+        """x [T, d] -> (logits G [T, n], selection scores [T, n] whose argmax is the expert,
+        cosine of x with every gate vector [T, n])."""
         n = self.config.num_experts
         if self.options.gate == "grap":
-            return grap_logits(F, x, n), grap_affinity(F, x, n)
+            logits = grap_logits(F, x, n)
+            return logits, logits, grap_affinity(F, x, n)
         weight = self.param(params, "weight")
         scores = F.matmul(x, weight)
+        pre = scores + self.param(params, "bias")
         x_norm = F.sqrt(F.sum(x * x, -1, True) + NORM_FLOOR)
         w_norm = F.sqrt(F.sum(weight * weight, 0, True) + NORM_FLOOR)
-        return F.relu(scores + self.param(params, "bias")), scores / (x_norm * w_norm)
+        return F.relu(pre), pre, scores / (x_norm * w_norm)
 
     def route(self, F, params: dict, x, context: dict) -> dict:
         c = self.config
         num_tokens = x.shape[0]
-        logits, cosine = self.gate(F, params, x)
+        logits, selection, cosine = self.gate(F, params, x)
         probs = F.softmax(logits, -1)
-        tie_break = F.cast(F.arange(c.num_experts, F.index_dtype), F.float32) * TIE_BREAK
-        _, index = F.topk(probs - tie_break, 1)
+        _, index = F.topk(selection, 1)
         weight = F.take_along_axis(probs, index, 1)
         assignment = F.one_hot(index[:, 0], c.num_experts, F.float32)
         losses = {"balance": switch_balance_loss(F, probs, index, c.num_experts)}
