@@ -119,7 +119,8 @@ class Ops(Protocol):
     # indexing
     def topk(self, x: Tensor, k: int) -> Tuple[Tensor, Tensor]:
         """Largest ``k`` along the last axis: (values [..., k], indices [..., k] index_dtype),
-        sorted descending; ties go to the lower index."""
+        sorted descending. The order among equal values is the kernel's (not
+        guaranteed to favour the lower index on either backend)."""
 
     def argsort(self, x: Tensor, descending: bool = False) -> Tensor:
         """Stable argsort along the last axis -> index_dtype."""
