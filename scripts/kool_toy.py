@@ -75,11 +75,15 @@ def objective(F, outputs, target, baseline):
     return loss, {"task": F.mean(token_loss), "dropped_fraction": aux["dropped_fraction"]}
 
 
-def build_module(backend: str, component, values):
+def build_module(backend: str, component, values, seed: int):
+    """The backend's module, after seeding the framework RNG (the routing noise of skip and
+    balanced comes from F.uniform), so a run repeats on the same backend."""
     if backend == "torch":
-        from backends.torch_shell import TorchModule
+        from backends.torch_shell import TorchModule, seed_everything
+        seed_everything(seed)
         return TorchModule(component, values=values)
-    from backends.mindspore_shell import MindSporeModule
+    from backends.mindspore_shell import MindSporeModule, seed_everything
+    seed_everything(seed)
     return MindSporeModule(component, values=values)
 
 
@@ -141,7 +145,7 @@ def run(args, backend: str, method: str, seed: int) -> Dict[str, float]:
     model = FrozenExpertsModel(MoELayer(config))
     values = init_params(model.param_specs(), seed + 1000)
     values.update(task.experts)
-    module = build_module(backend, model, values)
+    module = build_module(backend, model, values, seed + 4000)
     step = make_train_step(backend, module, objective, lr=args.lr)
     rng = np.random.default_rng(seed + 2000)
     baseline, history, drops = 1.0, [], []
