@@ -6,7 +6,7 @@ import pytest
 
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
-from tests.support.harness import numpy_weights, random_inputs
+from tests.support.harness import assert_runs_match, numpy_weights, random_inputs
 
 RTOL, ATOL = 1e-4, 1e-5
 SHAPE, VOCAB = (3, 10, 16), 50
@@ -36,17 +36,6 @@ def build(case: dict, dispatch: str):
     return layer, values, context
 
 
-def assert_same(a: dict, b: dict) -> None:
-    np.testing.assert_allclose(a["y"], b["y"], rtol=RTOL, atol=ATOL)
-    assert a["aux"].keys() == b["aux"].keys()
-    for key in a["aux"]:
-        np.testing.assert_allclose(a["aux"][key], b["aux"][key], rtol=RTOL, atol=ATOL, err_msg=key)
-    np.testing.assert_allclose(a["grad_x"], b["grad_x"], rtol=RTOL, atol=ATOL)
-    assert a["grads"].keys() == b["grads"].keys()
-    for name in a["grads"]:
-        np.testing.assert_allclose(a["grads"][name], b["grads"][name], rtol=RTOL, atol=ATOL, err_msg=name)
-
-
 # expert choice fills its own slots: moe.dispatch is not read
 RUNS = [(case, dispatch) for case in CASES for dispatch in ("dropless", "capacity")
         if case["router"] != "expert_choice" or dispatch == "dropless"]
@@ -59,7 +48,7 @@ def test_forward_backward_parity(torch_runner, ms_runner, case, dispatch):
     a = torch_runner.forward_backward(layer, values, x, cot, context)
     b = ms_runner.forward_backward(layer, values, x, cot, context)
     assert a["aux"]["tokens_per_expert"].min() > 0  # MindSpore's dropless backward needs no empty expert
-    assert_same(a, b)
+    assert_runs_match(a, b, RTOL, ATOL)
 
 
 def test_bias_update_reaches_a_compiled_module(torch_runner, ms_runner):

@@ -108,3 +108,19 @@ def random_inputs(shape, seed: int = 0, scale: float = 1.0) -> np.ndarray:
 def numpy_weights(component, seed: int = 0) -> Dict[str, np.ndarray]:
     from models.params import init_params
     return init_params(component.param_specs(), seed)
+
+
+PARITY_RTOL, PARITY_ATOL = 1e-4, 1e-5
+
+
+def assert_runs_match(a: dict, b: dict, rtol: float = PARITY_RTOL, atol: float = PARITY_ATOL) -> None:
+    """Two ``forward_backward`` results agree: output, every aux entry, input and weight
+    gradients (float32 on different kernels and summation orders: rtol 1e-4, atol 1e-5)."""
+    np.testing.assert_allclose(a["y"], b["y"], rtol=rtol, atol=atol)
+    assert a["aux"].keys() == b["aux"].keys()
+    for key in a["aux"]:
+        np.testing.assert_allclose(a["aux"][key], b["aux"][key], rtol=rtol, atol=atol, err_msg=key)
+    np.testing.assert_allclose(a["grad_x"], b["grad_x"], rtol=rtol, atol=atol)
+    assert a["grads"].keys() == b["grads"].keys()
+    for name in a["grads"]:
+        np.testing.assert_allclose(a["grads"][name], b["grads"][name], rtol=rtol, atol=atol, err_msg=name)
