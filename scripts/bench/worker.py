@@ -17,4 +17,7 @@ def run_group(group: str, settings: BenchSettings, dispatches: Sequence[str],
     else:
         from scripts.bench import mindspore_cases
         built = mindspore_cases.cases(settings, group.split("-", 1)[1], dispatches)
-    return time_round_robin(built, settings)
+    rows = time_round_robin(built, settings)
+    for row in rows:
+        row["process"] = group
+    return rows
