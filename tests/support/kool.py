@@ -14,12 +14,8 @@ from scipy.special import expit, softmax
 from models.params import ParamSpec, constant_init
 
 
-class ScoredLayer:
-    """A MoE layer whose loss is linear per token, l_t = <c_t, y_t>, with the score term
-    added: forward(x_aug [T, d + k]) splits x | routing_noise and returns (y, aux) with
-    aux["loss"] = layer loss + sum_t stop_gradient(l_t) * routing_log_prob[t]. The harness
-    adds sum(y * c), so its gradients are the layer's full estimator for sum_t l_t.
-    ``cotangent`` [T, d] is a non-trainable parameter (pass the same array to the harness)."""
+class CotangentComponent:
+    """A layer plus a fixed, non-trainable cotangent [T, d] stored as parameter ``cotangent``."""
 
     def __init__(self, layer, cotangent: np.ndarray) -> None:
         self.layer = layer
@@ -29,6 +25,14 @@ class ScoredLayer:
         specs = dict(self.layer.param_specs())
         specs["cotangent"] = ParamSpec(self.cotangent.shape, lambda rng, shape: self.cotangent, trainable=False)
         return specs
+
+
+class ScoredLayer(CotangentComponent):
+    """A MoE layer whose loss is linear per token, l_t = <c_t, y_t>, with the score term
+    added: forward(x_aug [T, d + k]) splits x | routing_noise and returns (y, aux) with
+    aux["loss"] = layer loss + sum_t stop_gradient(l_t) * routing_log_prob[t]. The harness
+    adds sum(y * c), so its gradients are the layer's full estimator for sum_t l_t.
+    ``cotangent`` [T, d] is a non-trainable parameter (pass the same array to the harness)."""
 
     def check_inputs(self, x_aug) -> None:
         d = self.layer.config.d_model
@@ -65,19 +69,10 @@ class NoisyRouterProbe:
         return routing["probs"], aux
 
 
-class DenseSkipObjective:
+class DenseSkipObjective(CotangentComponent):
     """The exact expected loss of the skip layer under untruncated routing with linear
     token losses: J = sum_t sum_e p_te <c_t, p_te h_e(x_t)>, every expert on every token.
     Returned as aux["loss"] with y = 0, so harness gradients are grad J."""
-
-    def __init__(self, layer, cotangent: np.ndarray) -> None:
-        self.layer = layer
-        self.cotangent = np.asarray(cotangent, np.float32)
-
-    def param_specs(self) -> Dict[str, ParamSpec]:
-        specs = dict(self.layer.param_specs())
-        specs["cotangent"] = ParamSpec(self.cotangent.shape, lambda rng, shape: self.cotangent, trainable=False)
-        return specs
 
     def check_inputs(self, x) -> None:
         return None
