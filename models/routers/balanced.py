@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from models.errors import ConfigError
 from models.losses import router_z_loss
 from models.routers.assignment_solvers import SOLVERS, balanced_assignment
-from models.routers.base import LinearGateRouter
+from models.routers.base import LinearGateRouter, require_top1
 from models.routers.registry import register_router
 from models.routers.sampling import check_routing_noise, fill_slots, places_in_expert, routing_uniforms
 
@@ -106,10 +106,7 @@ class BalancedRouter(LinearGateRouter):
     causal = False
 
     def __init__(self, config, prefix: str = "router.") -> None:
-        if config.top_k != 1:
-            raise ConfigError(f"moe.top_k={config.top_k}: router 'balanced' gives one expert per token, set moe.top_k: 1")
-        if config.num_null_experts:
-            raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router 'balanced' has no null experts")
+        require_top1(config, "balanced")
         super().__init__(config, prefix)
         o = self.options
         if o.solver not in SOLVERS:

@@ -124,3 +124,11 @@ class LinearGateRouter(Router):
 
     def loss_coefs(self) -> Dict[str, float]:
         return {"balance": self.config.balance_loss_coef, "z": self.config.z_loss_coef}
+
+
+def require_top1(config: MoEConfig, router: str) -> None:
+    """For routers that give each token exactly one true expert: top_k 1, no null experts."""
+    if config.top_k != 1:
+        raise ConfigError(f"moe.top_k={config.top_k}: router {router!r} is top-1, set moe.top_k: 1")
+    if config.num_null_experts:
+        raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router {router!r} has no null experts")

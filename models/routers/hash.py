@@ -18,9 +18,9 @@ import numpy as np
 
 from models.errors import ConfigError
 from models.params import ParamSpec
-from models.routers.base import Router
+from models.routers.base import Router, require_top1
 from models.routers.registry import register_router
-from models.routers.token_tables import (check_ids, check_table_router, frequency_balanced_table, load_token_counts,
+from models.routers.token_tables import (check_ids, frequency_balanced_table, load_token_counts,
                                         int_option, random_table, table_spec)
 
 TABLES = ("random", "balanced")
@@ -42,7 +42,7 @@ class HashRouter(Router):
     def __init__(self, config, prefix: str = "router.") -> None:
         super().__init__(config, prefix)
         o = self.options
-        check_table_router(config, "hash")
+        require_top1(config, "hash")
         int_option("hash", "vocab_size", o.vocab_size, 1)
         int_option("hash", "seed", o.seed, 0)
         if o.table not in TABLES:

@@ -18,9 +18,9 @@ import numpy as np
 
 from models.errors import ConfigError
 from models.params import ParamSpec
-from models.routers.base import Router
+from models.routers.base import Router, require_top1
 from models.routers.registry import register_router
-from models.routers.token_tables import check_ids, check_table_router, int_option, random_table, table_spec
+from models.routers.token_tables import check_ids, int_option, random_table, table_spec
 
 
 @dataclass
@@ -38,7 +38,7 @@ class RandomRoutedExpertsRouter(Router):
     def __init__(self, config, prefix: str = "router.") -> None:
         super().__init__(config, prefix)
         o = self.options
-        check_table_router(config, "rre")
+        require_top1(config, "rre")
         int_option("rre", "num_domains", o.num_domains, 1)
         int_option("rre", "vocab_size", o.vocab_size, 1)
         int_option("rre", "seed", o.seed, 0)

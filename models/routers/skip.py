@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 from models.errors import ConfigError
 from models.losses import router_z_loss, switch_balance_loss
-from models.routers.base import LinearGateRouter
+from models.routers.base import LinearGateRouter, require_top1
 from models.routers.registry import register_router
 from models.routers.sampling import check_routing_noise, fill_slots, places_in_expert, routing_uniforms
 
@@ -99,10 +99,7 @@ class SkipRouter(LinearGateRouter):
     causal = False
 
     def __init__(self, config, prefix: str = "router.") -> None:
-        if config.top_k != 1:
-            raise ConfigError(f"moe.top_k={config.top_k}: router 'skip' samples one expert per token, set moe.top_k: 1")
-        if config.num_null_experts:
-            raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router 'skip' has no null experts")
+        require_top1(config, "skip")
         super().__init__(config, prefix)
         if not isinstance(self.options.correction, bool):
             raise ConfigError(f"moe.router_options.correction={self.options.correction!r}: must be true or false")

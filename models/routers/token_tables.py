@@ -83,9 +83,3 @@ def int_option(router: str, key: str, value, minimum: int) -> None:
         raise ConfigError(f"moe.router_options.{key}={value!r}: router {router!r} needs an integer >= {minimum}")
 
 
-def check_table_router(config, router: str) -> None:
-    """Shared by the table routers: top-1, no null experts."""
-    if config.top_k != 1:
-        raise ConfigError(f"moe.top_k={config.top_k}: router {router!r} is top-1, set moe.top_k: 1")
-    if config.num_null_experts:
-        raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router {router!r} has no null experts")
