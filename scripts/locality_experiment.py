@@ -1,12 +1,12 @@
 """LocMoE locality loss: does raising mu raise the share of tokens kept on their own node?
 
-A tiny LocMoE layer (learned gate, 4 experts on 2 virtual nodes of 2 devices) is trained with
-the shared train step (backends/train_step.py) on synthetic regression data sharded by domain
-the way PanGu-Sigma places data: the batch rows of node j are N(0, I) tokens shifted along a
-node-specific direction, so the gate can tell where a token lives (with i.i.d. tokens on every
-node no shared gate could localise anything). Prints, for each divergence and mu, the
-own-node share, the task MSE and the unweighted locality and balance losses on held-out
-batches, each the mean over ``--seeds`` runs.
+A tiny LocMoE layer (the dense ``gate: learned`` ablation, 4 experts on 2 virtual nodes of 2
+devices) is trained with the shared train step (backends/train_step.py) on synthetic
+regression data sharded by domain the way PanGu-Sigma places data: the batch rows of node j
+are N(0, I) tokens shifted along a node-specific direction, so the gate can tell where a
+token lives (with i.i.d. tokens on every node no shared gate could localise anything).
+Prints, for each divergence and mu, the own-node share, the task MSE and the unweighted
+locality and balance losses on held-out batches, each the mean over ``--seeds`` runs.
 
     PYTHONPATH=. .venv/bin/python scripts/locality_experiment.py --backend torch
     PYTHONPATH=. .venv/bin/python scripts/locality_experiment.py --backend mindspore --mu 0 0.1
@@ -60,8 +60,8 @@ def locality_run(backend: str, mu: float, divergence: str = "forward", steps: in
                  eval_batches: int = 4) -> Dict[str, float]:
     """Train one layer for ``steps`` steps; returns the held-out own_node_share, mse,
     locality_loss (unweighted; nan when mu = 0, where it is not computed) and balance_loss."""
-    options = {"topology": dict(TOPOLOGY), "locality_coef": mu, "locality_divergence": divergence,
-               "locality_epsilon": epsilon}
+    options = {"gate": "learned", "topology": dict(TOPOLOGY), "locality_coef": mu,
+               "locality_divergence": divergence, "locality_epsilon": epsilon}
     layer = MoELayer(MoEConfig(d_model=D_MODEL, ffn_hidden=16, num_experts=EXPERTS, top_k=1, router="locmoe",
                                dispatch="dropless", expert_init_std=0.2, router_options=options))
     module = build_module(backend, layer, init_params(layer.param_specs(), seed))

@@ -1,9 +1,13 @@
 """LocMoE router (Li et al. 2024, arXiv 2401.13920): top-1 with a locality loss.
 
-Gate (``router_options.gate``):
-- ``learned`` (default): G_i = ReLU(w_i . x + eps_i), W [d, n] (Switch init) and eps [n]
-  read as a learned per-expert bias (initialised to 0);
-- ``grap``: parameter-free GrAP, logit i = mean of the i-th contiguous d/n slice of x.
+Gate (``router_options.gate``), Eq. 2-4 of the paper, G_i = ReLU(w_i . x + eps_i):
+- ``grap_relu`` (default, the paper's gate): w_i . x taken from the GrAP layer, i.e. the mean
+  of the i-th contiguous d/n slice of x (fixed orthogonal w_i = (n/d) 1[i d/n <= j < (i+1) d/n],
+  the assumption of Theorem 1), and eps [n] a learned per-expert bias (initialised to 0):
+  G_i = ReLU(GrAP(x)_i + eps_i);
+- ``learned`` (ablation): a trained dense gate, W [d, n] (Switch init) and the same eps; its
+  w_i are not orthogonal, so Theorem 1's assumption does not hold;
+- ``grap`` (ablation): bare GrAP, G_i = GrAP(x)_i (no ReLU, no eps, no parameters).
 p = softmax(G) in float32; each token goes to argmax p with weight = that probability. Ties
 are frequent with ReLU (a token with every w_i . x + eps_i <= 0 has G = 0, and training can
 push most tokens there): they are broken by the pre-activation, so the token goes to
@@ -36,12 +40,12 @@ from models.routers.locality_router import (NORM_FLOOR, LocalityOptions, Localit
                                             grap_affinity, grap_logits)
 from models.routers.registry import register_router
 
-GATES = ("learned", "grap")
+GATES = ("grap_relu", "learned", "grap")
 
 
 @dataclass
 class LocMoEOptions(LocalityOptions):
-    gate: str = "learned"
+    gate: str = "grap_relu"
     delta: Optional[float] = None
 
 
@@ -56,8 +60,8 @@ class LocMoERouter(LocalityRouter):
         super().__init__(config, prefix)
         if self.options.gate not in GATES:
             raise ConfigError(f"moe.router_options.gate={self.options.gate!r}: valid values are {', '.join(GATES)}")
-        if self.options.gate == "grap":
-            self.check_grap("moe.router_options.gate=grap")
+        if self.options.gate != "learned":
+            self.check_grap(f"moe.router_options.gate={self.options.gate}")
 
     def configured_delta(self) -> Optional[float]:
         delta = self.options.delta
@@ -69,25 +73,31 @@ class LocMoERouter(LocalityRouter):
         return capacity_bound(delta, self.config.d_model, self.config.num_experts)
 
     def weight_specs(self) -> Dict[str, ParamSpec]:
-        if self.options.gate == "grap":
-            return {}
         c = self.config
-        return {"weight": ParamSpec((c.d_model, c.num_experts), truncated_normal_init(c.router_std)),
-                "bias": ParamSpec((c.num_experts,), constant_init(0.0))}
+        gate = self.options.gate
+        if gate == "grap":
+            return {}
+        bias = {"bias": ParamSpec((c.num_experts,), constant_init(0.0))}
+        if gate == "grap_relu":
+            return bias
+        return {"weight": ParamSpec((c.d_model, c.num_experts), truncated_normal_init(c.router_std)), **bias}
 
     def gate(self, F, params: dict, x):
         """x [T, d] -> (logits G [T, n], selection scores [T, n] whose argmax is the expert,
-        cosine of x with every gate vector [T, n])."""
+        cosine of x with every gate vector w_i [T, n])."""
         n = self.config.num_experts
-        if self.options.gate == "grap":
-            logits = grap_logits(F, x, n)
-            return logits, logits, grap_affinity(F, x, n)
-        weight = self.param(params, "weight")
-        scores = F.matmul(x, weight)
+        if self.options.gate == "learned":
+            weight = self.param(params, "weight")
+            scores = F.matmul(x, weight)
+            x_norm = F.sqrt(F.sum(x * x, -1, True) + NORM_FLOOR)
+            w_norm = F.sqrt(F.sum(weight * weight, 0, True) + NORM_FLOOR)
+            cosine = scores / (x_norm * w_norm)
+        else:
+            scores, cosine = grap_logits(F, x, n), grap_affinity(F, x, n)
+            if self.options.gate == "grap":
+                return scores, scores, cosine
         pre = scores + self.param(params, "bias")
-        x_norm = F.sqrt(F.sum(x * x, -1, True) + NORM_FLOOR)
-        w_norm = F.sqrt(F.sum(weight * weight, 0, True) + NORM_FLOOR)
-        return F.relu(pre), pre, scores / (x_norm * w_norm)
+        return F.relu(pre), pre, cosine
 
     def route(self, F, params: dict, x, context: dict) -> dict:
         c = self.config

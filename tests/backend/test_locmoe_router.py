@@ -1,5 +1,6 @@
-"""LocMoE and LocMoE+ routers on the backend under test, against numpy references: GrAP
-gate, top-1 routing, locality loss and own-node share, per-device capacity, token/expert
+"""LocMoE and LocMoE+ routers on the backend under test, against numpy references: the
+paper's gate ReLU(GrAP(x) + eps) on a hand-computed example, the GrAP and dense ablations,
+top-1 routing, locality loss and own-node share, per-device capacity, token/expert
 choice, and the LocMoE+ capacity following the measured delta_max."""
 import math
 
@@ -59,6 +60,30 @@ def numpy_locality(probs: np.ndarray, topology: Topology, divergence: str, eps: 
     return float(np.mean(values))
 
 
+def test_default_gate_is_relu_of_grap_plus_bias_by_hand(runner):
+    """G_i = ReLU(GrAP(x)_i + eps_i), p = softmax(G), expert = argmax of the pre-activation,
+    worked by hand for d = 4, n = 2 (slices x[0:2], x[2:4]) and eps = (0.5, -0.5)."""
+    moe = layer(d_model=4, num_experts=2)
+    x = np.array([[1.0, 3.0, -2.0, 0.5],      # means (2, -0.75)  -> pre (2.5, -1.25) -> G (2.5, 0)
+                  [-1.0, -3.0, 2.0, 2.0],     # means (-2, 2)     -> pre (-1.5, 1.5)  -> G (0, 1.5)
+                  [1.0, 1.0, 1.4, 1.4],       # means (1, 1.4)    -> pre (1.5, 0.9)   -> G (1.5, 0.9)
+                  [-1.0, -1.0, -1.0, -1.0],   # means (-1, -1)    -> pre (-0.5, -1.5) -> G (0, 0)
+                  [-4.0, -4.0, -1.0, -1.0]],  # means (-4, -1)    -> pre (-3.5, -1.5) -> G (0, 0)
+                 np.float32)
+    logits = np.array([[2.5, 0.0], [0.0, 1.5], [1.5, 0.9], [0.0, 0.0], [0.0, 0.0]])
+    # softmax of two values: p_first = 1 / (1 + e^(second - first)); e^-2.5 = 0.0820850,
+    # e^-1.5 = 0.2231302, e^-0.6 = 0.5488116
+    first = np.array([1 / 1.0820850, 0.2231302 / 1.2231302, 1 / 1.5488116, 0.5, 0.5])
+    probs = np.stack([first, 1 - first], -1)
+    expert = np.array([0, 1, 0, 0, 1])  # row 2: bare GrAP would pick 1; rows 3, 4: G ties, broken by pre
+    values = {"router.bias": np.array([0.5, -0.5], np.float32)}
+    weight, aux = runner.forward(RouterProbe(moe, "expert_weight", ["expert_index", "logits", "probs"]), values, x)
+    np.testing.assert_allclose(aux["logits"], logits, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(aux["probs"], probs, rtol=1e-5)
+    np.testing.assert_array_equal(aux["expert_index"][:, 0], expert)
+    np.testing.assert_allclose(weight[:, 0], [0.9241418, 0.8175745, 0.6456563, 0.5, 0.5], rtol=1e-5)
+
+
 def test_grap_logits_are_slice_means(runner):
     moe = layer(gate="grap")
     x = random_inputs((2, 6, D), seed=1)
@@ -67,7 +92,7 @@ def test_grap_logits_are_slice_means(runner):
 
 
 def test_learned_gate_routes_top1_with_its_probability(runner):
-    moe = layer()
+    moe = layer(gate="learned")
     values = numpy_weights(moe, seed=2)
     values["router.bias"] = np.array([-0.4, -0.2, -0.3, -0.25], np.float32)
     x = random_inputs((3, 7, D), seed=3)
@@ -85,7 +110,8 @@ def test_learned_gate_routes_top1_with_its_probability(runner):
 @pytest.mark.parametrize("divergence", ["forward", "reverse"])
 @pytest.mark.parametrize("tokens", [32, 13])
 def test_locality_loss_and_own_node_share_match_numpy(runner, divergence, tokens):
-    moe = layer(topology=TOPOLOGY, locality_coef=0.5, locality_divergence=divergence, locality_epsilon=0.05)
+    moe = layer(gate="learned", topology=TOPOLOGY, locality_coef=0.5, locality_divergence=divergence,
+                locality_epsilon=0.05)
     values = numpy_weights(moe, seed=4)
     values["router.weight"] *= 20.0  # a confident gate, so the loss is far from its uniform value
     x = random_inputs((1, tokens, D), seed=5)
@@ -100,8 +126,8 @@ def test_locality_loss_and_own_node_share_match_numpy(runner, divergence, tokens
 
 
 def test_capacity_is_per_device_and_expert_first_come(runner):
-    moe = layer(dispatch="capacity", capacity_factor=0.6, capacity_policy="factor", topology=TOPOLOGY,
-                locality_coef=0.0)
+    moe = layer(gate="learned", dispatch="capacity", capacity_factor=0.6, capacity_policy="factor",
+                topology=TOPOLOGY, locality_coef=0.0)
     values = numpy_weights(moe, seed=6)
     x = random_inputs((4, 8, D), seed=7)
     probe = RouterProbe(moe, "slot_token", ["slot_weight"])

@@ -15,10 +15,15 @@ def layer(router="locmoe", top_k=1, d_model=16, num_experts=4, **options):
                               dispatch="capacity", capacity_factor=1.25, router_options=options))
 
 
-def test_grap_gate_has_no_parameters_and_learned_gate_has_weight_and_bias():
+def test_gate_parameters_paper_default_and_ablations():
+    """Default (the paper's ReLU(GrAP(x) + eps)): only the per-expert bias eps; the dense
+    ablation adds W; bare GrAP has none."""
+    assert layer().router.options.gate == "grap_relu"
+    specs = layer().router.param_specs()
+    assert sorted(specs) == ["router.bias"] and specs["router.bias"].shape == (4,) and specs["router.bias"].trainable
     assert layer(gate="grap").router.param_specs() == {}
     assert layer(router="locmoe_plus", top_k=2).router.param_specs() == {}
-    specs = layer().router.param_specs()
+    specs = layer(gate="learned").router.param_specs()
     assert sorted(specs) == ["router.bias", "router.weight"]
     assert specs["router.weight"].shape == (16, 4) and specs["router.bias"].shape == (4,)
 
@@ -64,8 +69,9 @@ def test_locmoe_plus_capacity_re_estimated_every_interval():
     (dict(locality_coef=0.1), r"locality_coef=0\.1: the locality loss needs moe\.router_options\.topology"),
     (dict(topology={"nodes": 2}, locality_coef=-1), r"locality_coef=-1: must be a number >= 0"),
     (dict(topology={"nodes": 3}), r"topology\.nodes=3"),
-    (dict(gate="noisy"), r"gate='noisy': valid values are learned, grap"),
+    (dict(gate="noisy"), r"gate='noisy': valid values are grap_relu, learned, grap"),
     (dict(gate="grap", d_model=18), r"d_model=18 divisible by moe\.num_experts=4"),
+    (dict(d_model=18), r"gate=grap_relu: the GrAP gate needs moe\.d_model=18 divisible"),
     (dict(topology={"nodes": 2}, locality_divergence="js"), r"locality_divergence='js'"),
     (dict(topology={"nodes": 2}, locality_epsilon=0.0), r"locality_epsilon=0\.0: must be in \(0, 1\)"),
     (dict(capacity_policy="auto"), r"capacity_policy='auto': valid values are bound, factor"),

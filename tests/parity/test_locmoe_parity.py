@@ -15,6 +15,8 @@ CASES = [
     dict(router="locmoe", top_k=1, dispatch="capacity", capacity_factor=0.8,
          router_options=dict(topology=TOPOLOGY, locality_coef=0.3, locality_divergence="reverse")),
     dict(router="locmoe", top_k=1, dispatch="capacity", router_options=dict(gate="grap", delta=0.3)),
+    dict(router="locmoe", top_k=1, dispatch="capacity", capacity_factor=0.8,
+         router_options=dict(gate="learned", topology=TOPOLOGY, locality_coef=0.3)),
     dict(router="locmoe_plus", top_k=2, capacity_factor=0.9,
          router_options=dict(topology=TOPOLOGY, locality_coef=0.3, token_threshold=0.6)),
     dict(router="locmoe_plus", top_k=3, renormalize=False, capacity_factor=1.5, router_options=dict()),
@@ -35,8 +37,9 @@ def test_forward_backward_parity(torch_runner, ms_runner, case):
 
 
 def test_router_gradient_includes_the_locality_loss(torch_runner, ms_runner):
-    """With zero cotangent only router losses drive the gate: raising mu changes its gradient
-    the same way on both frameworks."""
+    """With zero cotangent only router losses drive the gate (the paper's gate: its only
+    parameter is the per-expert bias eps): raising mu changes its gradient the same way on
+    both frameworks."""
     grads = {}
     for mu in (0.0, 1.0):
         layer = MoELayer(MoEConfig(d_model=16, ffn_hidden=8, num_experts=4, top_k=1, router="locmoe",
@@ -44,8 +47,8 @@ def test_router_gradient_includes_the_locality_loss(torch_runner, ms_runner):
         values = numpy_weights(layer, seed=6)
         x = random_inputs((4, 6, 16), seed=7)
         zero = np.zeros_like(x)
-        a = torch_runner.forward_backward(layer, values, x, zero)["grads"]["router.weight"]
-        b = ms_runner.forward_backward(layer, values, x, zero)["grads"]["router.weight"]
+        a = torch_runner.forward_backward(layer, values, x, zero)["grads"]["router.bias"]
+        b = ms_runner.forward_backward(layer, values, x, zero)["grads"]["router.bias"]
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
         grads[mu] = a
     assert np.abs(grads[1.0] - grads[0.0]).max() > 1e-3
