@@ -38,9 +38,11 @@ class MoELayer:
     estimator (loss_t = token t's downstream loss; see models/routers/skip.py).
     """
 
-    def __init__(self, config: MoEConfig, prefix: str = "") -> None:
+    def __init__(self, config: MoEConfig, prefix: str = "", layer_index: int = 0) -> None:
+        """``layer_index``: the model layer this MoE layer sits in (seeds per-layer router state)."""
         self.config = config.validate()
         self.router = router_class(config.router)(config, prefix + "router.")
+        self.router.layer_index = layer_index
         self.experts = Experts(config, prefix + "experts.")
 
     def param_specs(self) -> Dict[str, ParamSpec]:

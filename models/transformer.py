@@ -36,7 +36,7 @@ class Block:
         self.ffn_norm = RMSNorm(c.d_model, c.norm_eps, p + "post_attention_layernorm.")
         self.is_moe = c.is_moe_layer(index)
         if self.is_moe:
-            self.ffn = MoELayer(c.moe, p + "block_sparse_moe.")
+            self.ffn = MoELayer(c.moe, p + "block_sparse_moe.", index)
         else:
             self.ffn = DenseFFN(c.d_model, c.ffn_hidden, c.ffn_type, c.init_std, p + "mlp.")
 

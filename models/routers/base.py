@@ -48,12 +48,17 @@ class Router(ABC):
     non-trainable parameters into the shell with ``update_numpy``. State that compiled code
     bakes in as a constant (a capacity, hence a shape) is reported by ``static_key``: when it
     changes after ``after_step``, a compiling trainer (MindSpore ``ms.jit``) must rebuild.
+
+    ``layer_index``: the model layer this router serves (0 for a standalone layer), set by
+    ``MoELayer`` before any ``param_specs`` call; routers with fixed per-layer state (the
+    token tables of hash and RRE) seed it from this index.
     """
 
     name = "base"
     Options: Any = NoOptions
     needs_context: tuple = ()
     causal = True
+    layer_index = 0
 
     def __init__(self, config: MoEConfig, prefix: str = "router.") -> None:
         self.config = config

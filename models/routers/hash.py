@@ -8,20 +8,22 @@ expert(t) = table[token_id(t)], weight 1, top-1, no loss. Tables (``table`` opti
   share of the corpus' tokens.
 The table is a non-trainable parameter ``table`` [vocab_size] (float32 holding integers), so
 it travels with checkpoints. Needs ``token_ids`` with every batch.
+
+Tables per layer (``shared_table``, default false): every MoE layer draws its own table from
+(``seed``, layer index) (for ``balanced``: the order among ids of equal count, so every layer
+keeps the balance bound); ``shared_table: true`` gives all layers the table of ``seed`` alone.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-import numpy as np
-
 from models.errors import ConfigError
 from models.params import ParamSpec
 from models.routers.base import Router, require_top1
 from models.routers.registry import register_router
-from models.routers.token_tables import (check_ids, frequency_balanced_table, load_token_counts,
-                                        int_option, random_table, table_spec)
+from models.routers.token_tables import (bool_option, check_ids, frequency_balanced_table, load_token_counts,
+                                        int_option, random_table, table_rng, table_spec)
 
 TABLES = ("random", "balanced")
 
@@ -32,6 +34,7 @@ class HashOptions:
     table: str = "random"
     seed: int = 0
     counts_file: Optional[str] = None
+    shared_table: bool = False
 
 
 @register_router("hash")
@@ -45,18 +48,21 @@ class HashRouter(Router):
         require_top1(config, "hash")
         int_option("hash", "vocab_size", o.vocab_size, 1)
         int_option("hash", "seed", o.seed, 0)
+        bool_option("shared_table", o.shared_table)
         if o.table not in TABLES:
             raise ConfigError(f"moe.router_options.table={o.table!r}: valid tables are {', '.join(TABLES)}")
         if (o.table == "balanced") != (o.counts_file is not None):
             raise ConfigError("moe.router_options.counts_file: table 'balanced' needs a token-count file "
                               "and table 'random' takes none")
-        if o.table == "balanced":
-            self.table = frequency_balanced_table(load_token_counts(o.counts_file, o.vocab_size), config.num_experts)
-        else:
-            self.table = random_table(o.vocab_size, config.num_experts, np.random.default_rng(o.seed))
+        self.counts = None if o.counts_file is None else load_token_counts(o.counts_file, o.vocab_size)
 
     def weight_specs(self) -> Dict[str, ParamSpec]:
-        return {"table": table_spec(self.table)}
+        """The table [vocab_size] of this layer (``layer_index``)."""
+        o, n = self.options, self.config.num_experts
+        rng = table_rng(o.seed, self.layer_index, o.shared_table)
+        if self.counts is not None:
+            return {"table": table_spec(frequency_balanced_table(self.counts, n, rng))}
+        return {"table": table_spec(random_table(o.vocab_size, n, rng))}
 
     def check_context(self, context: dict) -> None:
         check_ids(context["token_ids"], "token_ids", self.options.vocab_size, "moe.router_options.vocab_size")

@@ -8,6 +8,14 @@ experts (a random permutation of the ids dealt round-robin: balanced within one 
 expert(t) = table[domain(t) * vocab_size + token_id(t)], weight 1, top-1, no loss. The
 [num_domains * vocab_size] table holds global expert indices and is a non-trainable
 parameter. Needs ``token_ids`` and ``domain_ids`` with every batch.
+
+Tables per layer (``shared_table``, default false): every MoE layer draws its own table,
+seeded from (``seed``, layer index); ``shared_table: true`` gives all layers the table of
+``seed`` alone. What PanGu-Sigma does is not settled by the paper as far as PAPERS.md records
+it: it describes one fixed random token-id -> expert mapping inside each domain group and does
+not say whether the MoE layers share it. Per layer is the default because a shared table sends
+a token id to the same expert index in every layer, so its routes through the model are fully
+correlated; keep ``shared_table: true`` to test the other reading.
 """
 from __future__ import annotations
 
@@ -20,7 +28,7 @@ from models.errors import ConfigError
 from models.params import ParamSpec
 from models.routers.base import Router, require_top1
 from models.routers.registry import register_router
-from models.routers.token_tables import check_ids, int_option, random_table, table_spec
+from models.routers.token_tables import bool_option, check_ids, int_option, random_table, table_rng, table_spec
 
 
 @dataclass
@@ -28,6 +36,7 @@ class RREOptions:
     num_domains: int = 0
     vocab_size: int = 0
     seed: int = 0
+    shared_table: bool = False
 
 
 @register_router("rre")
@@ -42,16 +51,19 @@ class RandomRoutedExpertsRouter(Router):
         int_option("rre", "num_domains", o.num_domains, 1)
         int_option("rre", "vocab_size", o.vocab_size, 1)
         int_option("rre", "seed", o.seed, 0)
+        bool_option("shared_table", o.shared_table)
         if config.num_experts % o.num_domains:
             raise ConfigError(f"moe.router_options.num_domains={o.num_domains} must divide "
                               f"moe.num_experts={config.num_experts} (experts are split into equal domain groups)")
         self.group_size = config.num_experts // o.num_domains
-        rng = np.random.default_rng(o.seed)
-        self.table = np.concatenate([g * self.group_size + random_table(o.vocab_size, self.group_size, rng)
-                                     for g in range(o.num_domains)])
 
     def weight_specs(self) -> Dict[str, ParamSpec]:
-        return {"table": table_spec(self.table)}
+        """The table [num_domains * vocab_size] of this layer (``layer_index``)."""
+        o = self.options
+        rng = table_rng(o.seed, self.layer_index, o.shared_table)
+        table = np.concatenate([g * self.group_size + random_table(o.vocab_size, self.group_size, rng)
+                                for g in range(o.num_domains)])
+        return {"table": table_spec(table)}
 
     def check_context(self, context: dict) -> None:
         check_ids(context["domain_ids"], "domain_ids", self.options.num_domains, "moe.router_options.num_domains")

@@ -1,5 +1,10 @@
 """Fixed token-id -> expert tables for routers without a learned gate (hash layers, PanGu-Sigma
-RRE), built on the host with numpy, and the host-side checks of the ids they look up."""
+RRE), built on the host with numpy, and the host-side checks of the ids they look up.
+
+One table per MoE layer by default: ``table_rng`` seeds layer i's table from
+(``router_options.seed``, i), so a token id's experts in different layers are independent
+draws; ``router_options.shared_table: true`` gives every layer the one table seeded by
+``seed`` alone (the same expert index for a token id in every layer)."""
 from __future__ import annotations
 
 import heapq
@@ -9,6 +14,12 @@ import numpy as np
 
 from models.errors import ConfigError
 from models.params import ParamSpec
+
+
+def table_rng(seed: int, layer_index: int, shared: bool) -> np.random.Generator:
+    """The generator a token table is drawn from: ``seed`` alone when every MoE layer shares
+    one table, else (``seed``, ``layer_index``) (the index of the model layer)."""
+    return np.random.default_rng(seed if shared else [seed, layer_index])
 
 
 def random_table(vocab_size: int, num_experts: int, rng: np.random.Generator) -> np.ndarray:
@@ -24,13 +35,14 @@ def table_spec(table: np.ndarray) -> ParamSpec:
     return ParamSpec(values.shape, lambda rng, shape: values.copy(), trainable=False)
 
 
-def frequency_balanced_table(counts: np.ndarray, num_experts: int) -> np.ndarray:
+def frequency_balanced_table(counts: np.ndarray, num_experts: int, rng: np.random.Generator) -> np.ndarray:
     """[V] expert per token id so that every expert gets about the same frequency mass
     (Roller et al. 2021, balanced hash): greedy largest-first bin packing, each counted id in
-    order of decreasing count goes to the expert with the least mass so far, so
-    max mass - min mass <= max(counts). Ids with count 0 carry no measured mass: they go
-    to the expert with the fewest ids (ties: lower index), so unseen ids spread evenly."""
-    order = np.argsort(-counts, kind="stable")
+    order of decreasing count (ids of equal count in an order drawn from ``rng``) goes to the
+    expert with the least mass so far, so max mass - min mass <= max(counts) whatever the
+    draw. Ids with count 0 carry no measured mass: they go to the expert with the fewest ids
+    (ties: lower index), so unseen ids spread evenly."""
+    order = np.lexsort((rng.permutation(len(counts)), -counts))
     table = np.zeros(len(counts), np.int64)
     heap = [(0, e) for e in range(num_experts)]
     for token in order[counts[order] > 0]:
@@ -75,6 +87,12 @@ def check_ids(values: Any, name: str, limit: int, setting: str) -> None:
     low, high = int(values.min()), int(values.max())
     if low < 0 or high >= limit:
         raise ConfigError(f"{name} range from {low} to {high}; they must lie in [0, {setting}={limit})")
+
+
+def bool_option(key: str, value) -> None:
+    """ConfigError unless the router option is true or false."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"moe.router_options.{key}={value!r}: must be true or false")
 
 
 def int_option(router: str, key: str, value, minimum: int) -> None:

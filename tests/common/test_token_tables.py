@@ -32,7 +32,7 @@ def test_random_table_depends_only_on_the_seed():
 
 def test_balanced_table_equalises_frequency_mass():
     counts, num_experts = zipf_counts(500), 8
-    mass = mass_per_expert(frequency_balanced_table(counts, num_experts), counts, num_experts)
+    mass = mass_per_expert(frequency_balanced_table(counts, num_experts, np.random.default_rng(0)), counts, num_experts)
     random_mass = mass_per_expert(random_table(500, num_experts, np.random.default_rng(0)), counts, num_experts)
     assert mass.sum() == counts.sum()
     assert mass.max() - mass.min() <= counts.max()  # greedy list-scheduling bound
@@ -43,10 +43,21 @@ def test_balanced_table_equalises_frequency_mass():
 def test_balanced_table_spreads_zero_count_ids():
     counts = np.zeros(40, np.int64)
     counts[:4] = [50, 40, 30, 20]
-    table = frequency_balanced_table(counts, 4)
+    table = frequency_balanced_table(counts, 4, np.random.default_rng(1))
     assert sorted(table[:4]) == [0, 1, 2, 3]
     assert np.bincount(table, minlength=4).tolist() == [10, 10, 10, 10]
-    assert np.array_equal(table, frequency_balanced_table(counts, 4))
+    assert np.array_equal(table, frequency_balanced_table(counts, 4, np.random.default_rng(1)))
+
+
+def test_balanced_tables_of_different_draws_differ_and_keep_the_bound():
+    """The draw orders ids of equal count: another draw is another table (per-layer tables),
+    with the same greedy bound on the mass."""
+    counts, num_experts = zipf_counts(500), 8
+    tables = [frequency_balanced_table(counts, num_experts, np.random.default_rng(seed)) for seed in (0, 1)]
+    assert (tables[0] != tables[1]).mean() > 0.2
+    for table in tables:
+        mass = mass_per_expert(table, counts, num_experts)
+        assert mass.max() - mass.min() <= counts.max()
 
 
 def test_load_token_counts_reads_pairs_and_sums_repeats(tmp_path):
