@@ -1,6 +1,8 @@
 """Value rules for config settings: type and range, with one-line errors naming the key."""
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
@@ -38,14 +40,18 @@ class Rule:
         return f"{noun} {' and '.join(bounds)}".rstrip()
 
     def apply(self, path: str, value: Any) -> Any:
-        """The checked value (ints become floats for number settings), or ConfigError."""
+        """The checked value (ints become floats for number settings), or ConfigError;
+        numbers must be finite."""
         if self._accepts(value):
             if self.kind == "number":
                 return float(value)
             if self.kind == "str_list":
                 return list(value or [])
             return value
-        raise ConfigError(f"{path}: expected {self.describe()}, got {value!r}")
+        expected = self.describe()
+        if isinstance(value, float) and not math.isfinite(value):
+            expected = expected.replace("a number", "a finite number", 1)
+        raise ConfigError(f"{path}: expected {expected}, got {value!r}")
 
     def _accepts(self, value: Any) -> bool:
         if self.kind == "bool":
@@ -62,7 +68,9 @@ class Rule:
             return False
         if self.kind == "int" and not isinstance(value, int):
             return False
-        if value != value:  # NaN
+        if isinstance(value, float) and not math.isfinite(value):  # NaN or +-inf
+            return False
+        if abs(value) > sys.float_info.max:  # an int no float can hold
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, get_type_hints
@@ -191,8 +192,18 @@ def check_run(config: RunConfig) -> None:
     if t.warmup_steps > t.steps:
         raise ConfigError(f"train.warmup_steps={t.warmup_steps} exceeds train.steps={t.steps}")
     config.moe.validate(section="moe")
+    _check_finite(config.moe.router_options, "moe.router_options")
     from models.routers import router_class
-    router_class(config.moe.router).parse_options(config.moe.router_options)
+    router_class(config.moe.router)(config.moe)  # the router checks its own options
+
+
+def _check_finite(value: Any, path: str) -> None:
+    """ConfigError naming the first NaN/inf number anywhere in ``value`` (nested mappings, lists)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        _check_finite(item, f"{path}.{key}" if isinstance(value, dict) else f"{path}[{key}]")
 
 
 def apply_overrides(raw: Any, overrides: Sequence[str]) -> dict:
@@ -218,8 +229,13 @@ def apply_overrides(raw: Any, overrides: Sequence[str]) -> dict:
 
 
 def load_config(path: Path, overrides: Sequence[str] = ()) -> RunConfig:
-    """Read, override and validate a YAML run config."""
-    return config_from_dict(apply_overrides(read_yaml(Path(path)), overrides))
+    """Read, override and validate a YAML run config; an empty file or a document that is
+    not a mapping is a ConfigError naming the file."""
+    raw = read_yaml(Path(path))
+    if not isinstance(raw, dict):
+        got = "an empty file" if raw is None else f"a {type(raw).__name__}"
+        raise ConfigError(f"{path}: expected a mapping with sections {', '.join(SECTIONS)}, got {got}")
+    return config_from_dict(apply_overrides(raw, overrides))
 
 
 def config_to_dict(config: RunConfig) -> Dict[str, Any]:

@@ -42,7 +42,13 @@ def read_yaml(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config: no such file: {str(path)!r}")
-    return parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+    return parse_yaml(text, str(path))
 
 
 def write_yaml_atomic(data: Any, path: Path) -> None:
