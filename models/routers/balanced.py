@@ -18,7 +18,8 @@ not depend on the parameters). So, for J_bal = E_G[ sum_t l_t(y_t) ],
 with l = sum_t l_t. This holds for ANY such A: with the exact solver it is unbiased for
 the expected loss of Gumbel-Matching, with Sinkhorn for the expected loss of the Sinkhorn
 sampler actually used (both proofs are the same line; numerically checked for the exact
-solver against an exact computation with E = 2, tests/backend/test_balanced_router.py).
+solver against an exact computation with E = 2, for the score part alone and for the whole
+layer's estimator, tests/backend/test_balanced_router.py).
 Variance reduction: both solvers are invariant to adding c_t to row t of G, so J_bal is
 invariant to mu_t -> mu_t + c_t, i.e. E[l sum_e s_te] = 0 for every t, and replacing s_te
 by s_te - mean_e s_te keeps the estimator unbiased (exact solver only would also allow

@@ -2,8 +2,9 @@
 gets exactly C tokens; the exact solver is optimal and Sinkhorn approximates it; the
 score-function estimator is unbiased for the expected loss of Gumbel-Matching (Monte Carlo
 mean within 3 standard errors of an exact quadrature gradient, T = 4, E = 2, C = 2), the
-naive per-token estimator is not; the layer computes what the estimator says; the exact
-solver runs inside the compiled train step."""
+naive per-token estimator is not; the whole layer's estimator (pathwise and score parts)
+has the exact expectation grad J_bal (enumeration of the 6 assignments); the layer computes
+what the estimator says; the exact solver runs inside the compiled train step."""
 import itertools
 
 import numpy as np
@@ -17,8 +18,9 @@ from models.moe_layer import MoELayer
 from models.routers.assignment_solvers import balanced_assignment
 from models.routers.balanced import balanced_log_prob, balanced_sample
 from tests.support.harness import numpy_weights, random_inputs
-from tests.support.kool import (BatchedEstimator, NoisyRouterProbe, balanced_two_expert_gradient,
-                                mean_and_standard_error)
+from tests.support.kool import (BalancedObjective, BatchedEstimator, DenseSkipObjective, NoisyRouterProbe,
+                                ScoredLayer, balanced_two_expert_gradient, balanced_two_expert_noise,
+                                balanced_two_expert_probs, balanced_two_expert_score_means, mean_and_standard_error)
 
 LOGITS = np.array([[0.5, -0.3], [1.2, 0.2], [-0.4, 0.6], [0.1, 0.0]])
 TABLE = np.array([[1.0, -0.5], [0.3, 2.0], [-1.0, 0.8], [0.5, -1.2]])
@@ -54,6 +56,52 @@ def test_naive_estimator_is_biased(runner, exact_gradient):
     mean, error = mean_and_standard_error(table_estimates(runner, correction=False))
     z = (mean - exact_gradient) / error
     assert np.abs(z).max() > 10.0, z
+
+
+def tiny_layer(correction: bool) -> MoELayer:
+    """T = 4 tokens, E = 2, C = 2; the z-loss off."""
+    return MoELayer(MoEConfig(d_model=4, ffn_hidden=6, num_experts=2, top_k=1, router="balanced", z_loss_coef=0.0,
+                              expert_init_std=0.5, router_init_std=0.8,
+                              router_options={"solver": "exact", "correction": correction}))
+
+
+@pytest.mark.parametrize("correction", [True, False])
+def test_layer_expectation_over_every_assignment(runner, correction):
+    """The layer's full estimate (backprop through y plus the score term, linear token losses
+    <c_t, y_t>) depends on the noise only through sigma and, linearly, through the centred
+    scores s_t0 - s_t1 (E = 2), so E[estimate] = sum_S P(S) estimate(noise_S), noise_S giving
+    expert 0 the set S and s_t0 - s_t1 = E[s_t0 - s_t1 | S] (quadrature). Against grad J_bal,
+    J_bal = sum_te Q_te(logits) L_te with Gumbel-Matching's marginals Q, its Q part by central
+    differences of the quadrature probabilities: equal with the correction, not without.
+    This is the sampler's own expected loss, not the untruncated sum_te p_te L_te."""
+    layer = tiny_layer(correction)
+    x, cot = random_inputs((4, 4), seed=1), random_inputs((4, 4), seed=2)
+    scored = ScoredLayer(layer, cot)
+    values = numpy_weights(scored, seed=3)
+    logits = x.astype(np.float64) @ values["router.weight"].astype(np.float64)
+    probs, means = balanced_two_expert_probs(logits, 2), balanced_two_expert_score_means(logits, 2)
+    probe = NoisyRouterProbe(layer, ("slot_token",))
+    expected, marginals = {}, np.zeros((4, 2))
+    for chosen, prob in probs.items():
+        x_aug = np.concatenate([x, balanced_two_expert_noise(logits, chosen, means[chosen])], -1)
+        _, routed = runner.forward(probe, values, x_aug)
+        assert routed["slot_token"][0].tolist() == list(chosen)
+        out = runner.forward_backward(scored, values, x_aug, cot)
+        for name, grad in dict(out["grads"], x=out["grad_x"][:, :4]).items():
+            expected[name] = expected.get(name, 0.0) + prob * grad.astype(np.float64)
+        marginals[list(chosen), 0] += prob
+    marginals[:, 1] = 1.0 - marginals[:, 0]
+    _, dense = runner.forward(DenseSkipObjective(layer, cot), values, x)
+    logit_grad = balanced_two_expert_gradient(logits, dense["table"].astype(np.float64), 2)
+    objective = BalancedObjective(layer, cot, marginals, logit_grad)
+    exact = runner.forward_backward(objective, dict(values, marginals=marginals.astype(np.float32),
+                                                    logit_grad=logit_grad.astype(np.float32)), x, np.zeros_like(x))
+    assert np.abs(logit_grad).max() > 1e-2  # the sampler's probabilities matter
+    for name, grad in dict(exact["grads"], x=exact["grad_x"]).items():
+        if correction:
+            np.testing.assert_allclose(expected[name], grad, rtol=1e-4, atol=1e-5, err_msg=name)
+        elif name == "router.weight":
+            assert not np.allclose(expected[name], grad, rtol=1e-4, atol=1e-5), "the naive estimator must be biased"
 
 
 class Solve:

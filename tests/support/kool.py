@@ -1,11 +1,12 @@
 """Test support for the skip and balanced routers (Kool et al. 2021): harness components
-that pass routing noise and add the score-function term, and exact references
-(enumeration for skip, one-dimensional quadrature for balanced with two experts)."""
+that pass routing noise and add the score-function term, the layers' exact objectives, and
+exact references (enumeration for skip, one-dimensional quadrature for balanced with two
+experts)."""
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from scipy.integrate import quad
@@ -69,22 +70,55 @@ class NoisyRouterProbe:
         return routing["probs"], aux
 
 
-class DenseSkipObjective(CotangentComponent):
-    """The exact expected loss of the skip layer under untruncated routing with linear
-    token losses: J = sum_t sum_e p_te <c_t, p_te h_e(x_t)>, every expert on every token.
-    Returned as aux["loss"] with y = 0, so harness gradients are grad J."""
+class DenseObjective(CotangentComponent):
+    """Exact objectives of a top-1 layer with linear token losses, written on every expert:
+    with probs p = softmax(x W) and the table L_te = <c_t, p_te h_e(x_t)> (token t's loss
+    were it sent to expert e with the Switch weight), aux["loss"] = ``objective`` and
+    aux["table"] = L [T, E]; y = 0, so harness gradients are the objective's gradients."""
 
     def check_inputs(self, x) -> None:
         return None
 
+    def objective(self, F, params: dict, logits, probs, table):
+        raise NotImplementedError
+
     def forward(self, F, params: dict, x):
         c = self.layer.config
-        probs = F.softmax(F.matmul(x, params["router.weight"]), -1)
+        logits = F.matmul(x, params["router.weight"])
+        probs = F.softmax(logits, -1)
         every = F.expand_dims(x, 0) * F.ones((c.num_experts,) + tuple(x.shape), F.float32)
         out = self.layer.experts.batched(F, params, every)
         linear = F.sum(out * F.expand_dims(params["cotangent"], 0), -1)
-        total = F.sum(F.transpose(probs * probs, (1, 0)) * linear)
-        return x * 0.0, {"loss": total}
+        table = probs * F.transpose(linear, (1, 0))
+        return x * 0.0, {"loss": self.objective(F, params, logits, probs, table), "table": table}
+
+
+class DenseSkipObjective(DenseObjective):
+    """The skip layer's target, the expected loss under untruncated routing:
+    J = sum_t sum_e p_te L_te."""
+
+    def objective(self, F, params: dict, logits, probs, table):
+        return F.sum(probs * table)
+
+
+class BalancedObjective(DenseObjective):
+    """The balanced layer's target J_bal = sum_te Q_te(logits) L_te (Q: Gumbel-Matching's
+    marginals P(sigma(t) = e)), as a surrogate with the right gradient at one point:
+    sum_te Q_te L_te + sum_te G_te logits_te with constants ``marginals`` Q and
+    ``logit_grad`` G = d/dlogits sum_te Q_te(logits) L_te at fixed L."""
+
+    def __init__(self, layer, cotangent: np.ndarray, marginals: np.ndarray, logit_grad: np.ndarray) -> None:
+        super().__init__(layer, cotangent)
+        self.constants = {"marginals": np.asarray(marginals, np.float32), "logit_grad": np.asarray(logit_grad, np.float32)}
+
+    def param_specs(self) -> Dict[str, ParamSpec]:
+        specs = super().param_specs()
+        for name, value in self.constants.items():
+            specs[name] = ParamSpec(value.shape, lambda rng, shape, value=value: value, trainable=False)
+        return specs
+
+    def objective(self, F, params: dict, logits, probs, table):
+        return F.sum(params["marginals"] * table) + F.sum(params["logit_grad"] * logits)
 
 
 class BatchedEstimator:
@@ -143,25 +177,61 @@ def skip_noise(probs: np.ndarray, z: np.ndarray, order) -> np.ndarray:
     return noise
 
 
+def _two_expert_set_integral(a: np.ndarray, chosen: Tuple[int, ...], weighted: Optional[int] = None) -> float:
+    """E[h_w 1{expert 0 gets exactly the token set S}] for Gumbel-Matching with E = 2 (h = 1
+    when ``weighted`` is None, else h_w = 2 tanh(delta_w / 2) for token w = ``weighted``).
+    sigma maximises sum_{t in S} D_t + const with D_t = a_t + delta_t, delta_t logistic (a
+    difference of two Gumbels), a_t = logit_t0 - logit_t1, so S is the top-C of D:
+    P(S) = int prod_{t in S} (1 - F_t(m)) d[prod_{t not in S} F_t(m)] (m = max of D off S).
+    With h: s = F(delta) turns int h f d(delta) into int 2(2s - 1) ds, so token w's factor
+    1 - F_w(m) becomes 2 f_w(m) (w in S), and off S its CDF F_w(m) becomes -2 f_w(m) and its
+    density f_w(m) becomes 2 tanh((m - a_w) / 2) f_w(m)."""
+    rest = [t for t in range(len(a)) if t not in chosen]
+
+    def integrand(m):
+        cdf = expit(m - a)
+        density = cdf * (1.0 - cdf)
+        upper, below, top = 1.0 - cdf, cdf.copy(), density.copy()
+        if weighted is not None:
+            upper[weighted], below[weighted] = 2.0 * density[weighted], -2.0 * density[weighted]
+            top[weighted] = 2.0 * np.tanh((m - a[weighted]) / 2.0) * density[weighted]
+        others = sum(top[i] * np.prod([below[j] for j in rest if j != i]) for i in rest)
+        return np.prod(upper[list(chosen)]) * others
+
+    return quad(integrand, -60.0, 60.0, epsabs=1e-14, epsrel=1e-12, limit=400)[0]
+
+
 def balanced_two_expert_probs(logits: np.ndarray, capacity: int) -> Dict[Tuple[int, ...], float]:
     """Gumbel-Matching with E = 2: P(expert 0 gets exactly the token set S) for every S of
-    size C. sigma maximises sum_{t in S} D_t + const with D_t = a_t + logistic noise,
-    a_t = logit_t0 - logit_t1 (a difference of two Gumbels is logistic), so S is the top-C
-    of D and P(S) = int prod_{t in S} (1 - F_t(m)) d[prod_{t not in S} F_t(m)]."""
+    size C (``_two_expert_set_integral``)."""
     a = logits[:, 0].astype(np.float64) - logits[:, 1]
-    num_tokens = len(a)
+    return {chosen: _two_expert_set_integral(a, chosen) for chosen in itertools.combinations(range(len(a)), capacity)}
+
+
+def balanced_two_expert_score_means(logits: np.ndarray, capacity: int) -> Dict[Tuple[int, ...], np.ndarray]:
+    """E[s_t0 - s_t1 | expert 0 gets S] [T] for every S, s_te = 1 + log u_te the Gumbel score:
+    given delta_t = g_t0 - g_t1, E[e^{-g_t1} - e^{-g_t0} | delta_t] = 2 tanh(delta_t / 2), and
+    S depends on the noise through delta only."""
+    a = logits[:, 0].astype(np.float64) - logits[:, 1]
     out = {}
-    for chosen in itertools.combinations(range(num_tokens), capacity):
-        rest = [t for t in range(num_tokens) if t not in chosen]
-
-        def integrand(m, chosen=chosen, rest=rest):
-            above = np.prod([1.0 - expit(m - a[t]) for t in chosen])
-            cdfs = [expit(m - a[t]) for t in rest]
-            density = sum(cdfs[i] * (1.0 - cdfs[i]) * np.prod(cdfs[:i] + cdfs[i + 1:]) for i in range(len(rest)))
-            return above * density
-
-        out[chosen] = quad(integrand, -60.0, 60.0, epsabs=1e-14, epsrel=1e-12, limit=400)[0]
+    for chosen, prob in balanced_two_expert_probs(logits, capacity).items():
+        out[chosen] = np.array([_two_expert_set_integral(a, chosen, t) for t in range(len(a))]) / prob
     return out
+
+
+def balanced_two_expert_noise(logits: np.ndarray, chosen: Tuple[int, ...], score_diff: np.ndarray) -> np.ndarray:
+    """routing_noise [T, 2] of U(0, 1) values under which the balanced router gives expert 0
+    the token set ``chosen`` and s_t0 - s_t1 = ``score_diff``_t (s = 1 + log u): delta_t =
+    g_t0 - g_t1 puts D_t = a_t + delta_t of ``chosen`` 0.5 above the rest (delta_t > 0 on
+    ``chosen``, < 0 off it, the signs of score_diff), then e^{-g_t1} (1 - e^{-delta_t}) = score_diff_t."""
+    a = logits[:, 0].astype(np.float64) - logits[:, 1]
+    inside = np.isin(np.arange(len(a)), chosen)
+    top_out = (a[~inside] - 0.5).max()
+    target = np.where(inside, np.maximum(a, top_out) + 0.5, a - 0.5)
+    delta = target - a
+    exp_g1 = score_diff / (1.0 - np.exp(-delta))
+    exp_g0 = exp_g1 * np.exp(-delta)
+    return np.exp(-np.stack([exp_g0, exp_g1], -1)).astype(np.float32)
 
 
 def balanced_two_expert_loss(logits: np.ndarray, table: np.ndarray, capacity: int) -> float:
