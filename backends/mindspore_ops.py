@@ -218,6 +218,77 @@ class MindSporeOps:
         ``_GroupedMatmul`` gives it its own backward (see there)."""
         return _GROUPED_MATMUL(x, w, group_sizes)
 
+    # collectives (mindspore.communication: HCCL on Ascend, NCCL on GPU, mccl on CPU)
+    def all_reduce(self, x, group):
+        return ops.stop_gradient(_collective(ops.AllReduce, group)(x))
+
+    def all_gather(self, x, group):
+        return ops.stop_gradient(_collective(ops.AllGather, group)(x))
+
+    def all_to_all(self, x, send_counts, recv_counts, group):
+        return _RowExchange(tuple(int(c) for c in send_counts), tuple(int(c) for c in recv_counts), group)(x)
+
+
+_COLLECTIVES: dict = {}
+
+
+def _collective(kind, group: str, **options):
+    """One primitive per (kind, group, options), made at first use."""
+    key = (kind.__name__, group, tuple(sorted(options.items())))
+    if key not in _COLLECTIVES:
+        _COLLECTIVES[key] = kind(group=group, **options)
+    return _COLLECTIVES[key]
+
+
+def exchange_rows(x, send_counts, recv_counts, group: str):
+    """x [sum(send), m] -> [sum(recv), m]: ``AlltoAllV`` where the device has it (Ascend, GPU),
+    else ``all_to_all_stand_in``."""
+    width = x.shape[1]
+    if ms.get_context("device_target") == "CPU":
+        return all_to_all_stand_in(x, send_counts, recv_counts, group)
+    exchange = _collective(ops.AlltoAllV, group, block_size=width)
+    flat = exchange(ops.reshape(x, (-1,)), list(send_counts), list(recv_counts))
+    if sum(recv_counts) == 0:  # AlltoAllV returns a 0-d tensor for an empty receive
+        return ops.zeros((0, width), x.dtype)
+    return ops.reshape(flat, (sum(recv_counts), width))
+
+
+def all_to_all_stand_in(x, send_counts, recv_counts, group: str):
+    """A stand-in for all-to-all on MindSpore's CPU backend, which has none (AllReduce,
+    AllGather and Broadcast only): the count matrix is all-gathered, every rank writes its
+    rows into its own [G, R, m] block of a zero [G, G, R, m] buffer (R = the largest count
+    any rank sends any rank), AllReduce sums the buffers, and each rank reads the rows sent
+    to it. It moves G^2 R m values instead of the rows themselves: for tests on CPU only,
+    never on the Ascend or GPU path."""
+    from mindspore.communication import get_group_size, get_rank
+    size, me = get_group_size(group), get_rank(group)
+    width = x.shape[1]
+    counts = _collective(ops.AllGather, group)(ms.Tensor(np.asarray(send_counts, np.int32))).asnumpy()
+    rows = max(int(counts.max()), 1)
+    place = np.concatenate([j * rows + np.arange(n) for j, n in enumerate(send_counts)]).astype(np.int32)
+    mine = (ops.unsorted_segment_sum(x, ms.Tensor(place), size * rows) if place.size
+            else ops.zeros((size * rows, width), x.dtype))
+    buffer = ops.zeros((size, size * rows, width), x.dtype)
+    buffer = ops.concat((buffer[:me], ops.expand_dims(mine, 0), buffer[me + 1:]), 0)
+    total = ops.reshape(_collective(ops.AllReduce, group)(buffer), (size * size * rows, width))
+    take = np.concatenate([(j * size + me) * rows + np.arange(n) for j, n in enumerate(recv_counts)]).astype(np.int32)
+    return ops.gather(total, ms.Tensor(take), 0) if take.size else ops.zeros((0, width), x.dtype)
+
+
+class _RowExchange(nn.Cell):
+    """All-to-all of rows whose backward is the reverse all-to-all (gradients go back to the
+    rows they came from)."""
+
+    def __init__(self, send_counts: tuple, recv_counts: tuple, group: str) -> None:
+        super().__init__()
+        self.send_counts, self.recv_counts, self.group = send_counts, recv_counts, group
+
+    def construct(self, x):
+        return exchange_rows(x, self.send_counts, self.recv_counts, self.group)
+
+    def bprop(self, x, out, dout):
+        return (exchange_rows(dout, self.recv_counts, self.send_counts, self.group),)
+
 
 class _GroupedMatmul(nn.Cell):
     """x [N, m] sorted by group, w [G, m, p], group_sizes [G] -> [N, p] with a hand-written

@@ -21,6 +21,7 @@ from mindspore import ops
 from mindspore.experimental.optim import AdamW
 
 from backends.train_step import decays, optimizer_state_names
+from parallel.gradient_sync import GradientSync
 
 
 def global_norm(grads):
@@ -34,10 +35,14 @@ def global_norm(grads):
 
 class MindSporeTrainStep:
     """Same contract as ``backends.torch_train.TorchTrainStep`` (see backends/train_step.py).
-    ``jit=False`` runs the step uncompiled (PyNative) for debugging."""
+    ``jit=False`` runs the step uncompiled (PyNative) for debugging. In a multi-process run
+    (``parallel``) the forward and backward run uncompiled (the expert-parallel all-to-all
+    reads its split sizes on the host); gradients are averaged between them and the
+    compiled update."""
 
     def __init__(self, module, objective: Callable, lr: float, betas: Tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, grad_clip: float = 0.0, jit: bool = True) -> None:
+                 eps: float = 1e-8, weight_decay: float = 0.0, grad_clip: float = 0.0, jit: bool = True,
+                 parallel=None) -> None:
         self.module = module
         self.objective = objective
         self.F = module.backend_ops
@@ -50,7 +55,8 @@ class MindSporeTrainStep:
         self.optimizer = AdamW([g for g in groups if g["params"]], lr=float(lr),
                                betas=tuple(float(b) for b in betas), eps=float(eps))
         self.order = tuple(p.name for p in self.optimizer.parameters)
-        self.jit = jit
+        self.sync = None if parallel is None else GradientSync(parallel, self.order, module.specs)
+        self.jit = jit and parallel is None
         self._compiled = None
 
     def _build(self, num_inputs: int):
@@ -77,7 +83,7 @@ class MindSporeTrainStep:
 
         if self.jit:
             return ms.jit(gradients), ms.jit(update), ms.jit(loss_fn)
-        return gradients, update, loss_fn
+        return gradients, ms.jit(update), loss_fn
 
     def _tensor(self, value):
         if isinstance(value, ms.Tensor):
@@ -117,6 +123,9 @@ class MindSporeTrainStep:
         gradients, update, _ = self._compiled
         self.module.set_train(True)
         loss, metrics, grads, norm = gradients(*tensors)
+        if self.sync is not None:
+            grads = tuple(self.sync.average(self.F, grads))
+            norm, loss = self.sync.global_norm(self.F, grads), self.sync.batch_mean(self.F, loss)
         loss_value, norm_value = float(loss.asnumpy()), float(norm.asnumpy())
         if math.isfinite(loss_value) and math.isfinite(norm_value):
             scale = min(1.0, self.grad_clip / (norm_value + 1e-6)) if self.grad_clip > 0 else 1.0

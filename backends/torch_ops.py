@@ -5,6 +5,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as tnf
 from scipy import optimize
 
@@ -152,6 +153,43 @@ class TorchOps:
         ``torch.cat`` it copies every output twice). Measured faster than
         ``torch.nn.functional.grouped_mm`` on CPU. The sizes are read on the host once."""
         return GroupedMatmul.apply(x, w, group_sizes)
+
+    # collectives (torch.distributed: gloo, NCCL, HCCL through torch_npu)
+    def all_reduce(self, x, group):
+        out = x.detach().clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    def all_gather(self, x, group):
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, x.detach().contiguous(), group=group)
+        return torch.cat(parts, 0)
+
+    def all_to_all(self, x, send_counts, recv_counts, group):
+        return AllToAll.apply(x, tuple(int(c) for c in send_counts), tuple(int(c) for c in recv_counts), group)
+
+
+def exchange_rows(x, send_counts, recv_counts, group):
+    """``dist.all_to_all_single`` on rows: x [sum(send), m] -> [sum(recv), m]."""
+    out = x.new_empty((sum(recv_counts),) + tuple(x.shape[1:]))
+    dist.all_to_all_single(out, x.contiguous(), list(recv_counts), list(send_counts), group=group)
+    return out
+
+
+class AllToAll(torch.autograd.Function):
+    """All-to-all of rows with uneven splits; backward sends the gradients back the way the
+    rows came (the reverse all-to-all)."""
+
+    @staticmethod
+    def forward(ctx, x, send_counts, recv_counts, group):
+        ctx.counts, ctx.group = (send_counts, recv_counts), group
+        return exchange_rows(x, send_counts, recv_counts, group)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        send_counts, recv_counts = ctx.counts
+        return exchange_rows(grad, recv_counts, send_counts, ctx.group), None, None, None
 
 
 class GroupedMatmul(torch.autograd.Function):

@@ -11,16 +11,19 @@ import numpy as np
 import torch
 
 from backends.train_step import decays, optimizer_state_names
+from parallel.gradient_sync import GradientSync
 
 
 class TorchTrainStep:
     """One AdamW step (Loshchilov & Hutter 2019, decoupled weight decay on parameters with
     two or more axes) after global-norm clipping (g <- g * min(1, clip / (||g|| + 1e-6)),
     no clipping when ``grad_clip`` is 0). A step whose loss or gradient norm is NaN/Inf
-    changes nothing (weights, moments and step count) and is counted in ``skipped``."""
+    changes nothing (weights, moments and step count) and is counted in ``skipped``.
+    With ``parallel`` (a ``parallel.process_groups.ParallelRun``) gradients, their norm and the
+    loss are those of the global batch (``parallel.gradient_sync``), the same on every rank."""
 
     def __init__(self, module, objective: Callable, lr: float, betas: Tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, grad_clip: float = 0.0) -> None:
+                 eps: float = 1e-8, weight_decay: float = 0.0, grad_clip: float = 0.0, parallel=None) -> None:
         self.module = module
         self.objective = objective
         self.F = module.ops
@@ -35,6 +38,7 @@ class TorchTrainStep:
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=float(lr),
                                            betas=tuple(float(b) for b in betas), eps=float(eps))
         self.params = [named[n] for n in self.order]
+        self.sync = None if parallel is None else GradientSync(parallel, self.order, module.specs)
 
     def _tensor(self, value):
         if isinstance(value, torch.Tensor):
@@ -55,8 +59,14 @@ class TorchTrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         loss, metrics = self.objective(self.F, self.module(*inputs), *targets)
         loss.backward()
-        grads = [p.grad for p in self.params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        if self.sync is None:
+            grads = [p.grad for p in self.params if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        else:
+            grads = self.sync.average(self.F, [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params])
+            for p, g in zip(self.params, grads):
+                p.grad = g
+            norm, loss = self.sync.global_norm(self.F, grads), self.sync.batch_mean(self.F, loss.detach())
         loss_value, norm_value = float(loss.detach()), float(norm)
         if math.isfinite(loss_value) and math.isfinite(norm_value):
             if self.grad_clip > 0:

@@ -7,7 +7,8 @@ returns a ``TorchTrainStep`` or ``MindSporeTrainStep`` with:
   np.ndarray], grad_norm: float)``: forward, ``objective(F, module(*inputs), *targets) ->
   (loss, metrics)``, backward, global-norm clipping, AdamW at learning rate ``lr``; a
   NaN/Inf loss or gradient norm leaves weights and optimizer state untouched and adds one
-  to ``skipped``;
+  to ``skipped``; in a multi-process run (``parallel``) loss, gradients and norm are the
+  global batch's (``parallel.gradient_sync``), so every rank takes the same decision;
 - ``evaluate(inputs, targets) -> (loss, metrics)``: no gradients, no update;
 - ``invalidate()``: recompile at the next call (host-side state read as a compile-time
   constant changed); nothing to do on torch;
@@ -39,10 +40,11 @@ def optimizer_state_names(param_names: Iterable[str]) -> List[str]:
 
 def make_train_step(backend: str, module, objective: Callable, lr: float,
                     betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                    weight_decay: float = 0.0, grad_clip: float = 0.0):
-    """The train step for ``module`` (a TorchModule or MindSporeModule) on ``backend``."""
+                    weight_decay: float = 0.0, grad_clip: float = 0.0, parallel=None):
+    """The train step for ``module`` (a TorchModule or MindSporeModule) on ``backend``;
+    ``parallel``: the run's ``parallel.process_groups.ParallelRun`` (None: one process)."""
     if check_backend(backend) == "torch":
         from backends.torch_train import TorchTrainStep as Step
     else:
         from backends.mindspore_train import MindSporeTrainStep as Step
-    return Step(module, objective, lr, betas, eps, weight_decay, grad_clip)
+    return Step(module, objective, lr, betas, eps, weight_decay, grad_clip, parallel=parallel)

@@ -11,6 +11,9 @@ Conventions
   returns indices returns that dtype, and every op that takes indices accepts it.
 - Float ops keep their input's dtype unless they say otherwise.
 - ``axis`` is always an ``int``; negative values count from the end.
+- Collectives take a ``group``: an opaque handle made by ``parallel.process_groups`` (a
+  torch ``ProcessGroup``, a MindSpore group name). They run eagerly (counts are host ints),
+  never inside a compiled MindSpore graph.
 """
 from __future__ import annotations
 
@@ -157,3 +160,18 @@ class Ops(Protocol):
         """Rows of x sorted by group: x [N, m], w [G, m, p], group_sizes [G] (sum <= N) ->
         [N, p]; rows [start_g, start_g + size_g) are multiplied by w[g]; rows past
         sum(group_sizes) give zeros and cost nothing."""
+
+    # collectives (multi-process runs)
+    def all_reduce(self, x: Tensor, group: Any) -> Tensor:
+        """Elementwise sum of ``x`` over the group's ranks, on every rank; no gradient."""
+
+    def all_gather(self, x: Tensor, group: Any) -> Tensor:
+        """x [N, ...] of every rank of the group, concatenated in rank order -> [G*N, ...];
+        no gradient."""
+
+    def all_to_all(self, x: Tensor, send_counts: Sequence[int], recv_counts: Sequence[int],
+                   group: Any) -> Tensor:
+        """Rows to and from every rank of the group (uneven splits, zeros allowed):
+        x [sum(send_counts), m] holds, in rank order, ``send_counts[j]`` rows for rank j;
+        returns [sum(recv_counts), m]: ``recv_counts[j]`` rows from rank j, in rank order.
+        Counts are host ints. Differentiable: the gradient is the reverse all-to-all."""

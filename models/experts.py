@@ -10,7 +10,8 @@ from models.params import ParamSpec, normal_init, prefixed
 
 class Experts:
     """E bias-free FFNs. SwiGLU: down(silu(x W_gate) * (x W_up)); GELU: down(gelu(x W_up)).
-    Weights: w_gate, w_up [E, d, f], w_down [E, f, d]."""
+    Weights: w_gate, w_up [E, d, f], w_down [E, f, d] (under expert parallelism a rank holds
+    its E/ep experts: ``models.dispatch.expert_parallel``)."""
 
     def __init__(self, config: MoEConfig, prefix: str = "experts.") -> None:
         self.config = config
@@ -20,10 +21,10 @@ class Experts:
     def param_specs(self) -> Dict[str, ParamSpec]:
         c = self.config
         init = normal_init(c.expert_init_std)
-        specs = {"w_up": ParamSpec((c.num_experts, c.d_model, c.ffn_hidden), init),
-                 "w_down": ParamSpec((c.num_experts, c.ffn_hidden, c.d_model), init)}
+        specs = {"w_up": ParamSpec((c.num_experts, c.d_model, c.ffn_hidden), init, expert_sharded=True),
+                 "w_down": ParamSpec((c.num_experts, c.ffn_hidden, c.d_model), init, expert_sharded=True)}
         if self.swiglu:
-            specs["w_gate"] = ParamSpec((c.num_experts, c.d_model, c.ffn_hidden), init)
+            specs["w_gate"] = ParamSpec((c.num_experts, c.d_model, c.ffn_hidden), init, expert_sharded=True)
         return prefixed(self.prefix, specs)
 
     @property

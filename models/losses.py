@@ -2,28 +2,33 @@
 from __future__ import annotations
 
 
-def assignment_counts(F, expert_index, num_slots: int):
-    """c_i: assignments to each expert over all (token, slot) pairs.
-    expert_index [T, k] -> [num_slots] float32."""
-    return F.sum(F.sum(F.one_hot(expert_index, num_slots, F.float32), 0), 0)
+def assignment_counts(F, expert_index, num_slots: int, parallel=None):
+    """c_i: assignments to each expert over all (token, slot) pairs, of the global batch when
+    ``parallel`` (``parallel.layout.ExpertParallel``) is given (summed over its data-parallel
+    ranks; no gradient flows through counts). expert_index [T, k] -> [num_slots] float32.
+
+    With global counts, each rank's loss N sum_i f_i P_i(local) averages over the ranks to
+    the global batch's N sum_i f_i P_i, and so does its gradient."""
+    counts = F.sum(F.sum(F.one_hot(expert_index, num_slots, F.float32), 0), 0)
+    return counts if parallel is None else F.all_reduce(counts, parallel.batch_group)
 
 
-def switch_balance_loss(F, probs, expert_index, num_experts: int):
+def switch_balance_loss(F, probs, expert_index, num_experts: int, parallel=None):
     """Switch/GShard load balance: N * sum_i f_i P_i, f_i = share of the T*k assignments
     routed to expert i, P_i = mean router probability of expert i.
     probs [T, N], expert_index [T, k] -> scalar (1.0 when perfectly balanced)."""
-    counts = assignment_counts(F, expert_index, num_experts)
+    counts = assignment_counts(F, expert_index, num_experts, parallel)
     f = counts / F.sum(counts)
     p = F.mean(probs, 0)
     return num_experts * F.sum(f * p)
 
 
-def null_bucket_balance_loss(F, probs, expert_index, num_experts: int, num_null: int):
+def null_bucket_balance_loss(F, probs, expert_index, num_experts: int, num_null: int, parallel=None):
     """AdaMoE balance loss (Zeng et al. 2024): the m null experts form one bucket, each
     null count replaced by the mean count over nulls; f_i = c_i / sum c, P_i = mean prob,
     L = (n + m) * sum_i f_i P_i. probs [T, n+m], expert_index [T, k] -> scalar."""
     num_slots = num_experts + num_null
-    counts = assignment_counts(F, expert_index, num_slots)
+    counts = assignment_counts(F, expert_index, num_slots, parallel)
     if num_null > 0:
         true_counts = counts[:num_experts]
         null_mean = F.mean(counts[num_experts:], 0, True)

@@ -7,10 +7,11 @@ computes with any backend's op vocabulary ``F`` (``forward``). Backend shells
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 from models.dispatch.capacity import capacity_moe, capacity_plan
 from models.dispatch.dropless import dropless_moe, dropless_plan
+from models.dispatch.expert_parallel import ExpertParallelExperts
 from models.errors import ConfigError
 from models.experts import Experts
 from models.dispatch.slots import slot_counts, slot_moe
@@ -18,6 +19,7 @@ from models.metrics import routing_metrics, true_assignment_count
 from models.moe_config import MoEConfig
 from models.params import ParamSpec
 from models.routers import router_class
+from parallel.layout import ExpertParallel, check_experts
 
 
 class MoELayer:
@@ -36,14 +38,24 @@ class MoELayer:
     ``aux["routing_log_prob"]`` [T]: add sum_t stop_gradient(loss_t - baseline) *
     routing_log_prob[t] to the loss for the score-function part of their gradient
     estimator (loss_t = token t's downstream loss; see models/routers/skip.py).
+
+    ``parallel`` (multi-process runs, ``parallel.layout.ExpertParallel``): this rank holds
+    num_experts / ep experts and reaches the others by all-to-all
+    (``models.dispatch.expert_parallel``); router statistics are reduced over the global
+    batch. Each rank routes and combines its own tokens.
     """
 
-    def __init__(self, config: MoEConfig, prefix: str = "", layer_index: int = 0) -> None:
+    def __init__(self, config: MoEConfig, prefix: str = "", layer_index: int = 0,
+                 parallel: Optional[ExpertParallel] = None) -> None:
         """``layer_index``: the model layer this MoE layer sits in (seeds per-layer router state)."""
         self.config = config.validate()
+        self.parallel = parallel
         self.router = router_class(config.router)(config, prefix + "router.")
         self.router.layer_index = layer_index
         self.experts = Experts(config, prefix + "experts.")
+        if parallel is not None and parallel.size > 1:
+            check_experts(config.num_experts, parallel.size)
+            self.experts = ExpertParallelExperts(self.experts, parallel)
 
     def param_specs(self) -> Dict[str, ParamSpec]:
         return {**self.router.param_specs(), **self.experts.param_specs()}
@@ -69,7 +81,8 @@ class MoELayer:
         num_tokens = tokens.shape[0]
         if routing_noise is not None:
             routing_noise = F.reshape(routing_noise, (num_tokens, routing_noise.shape[-1]))
-        context = {"token_ids": token_ids, "domain_ids": domain_ids, "routing_noise": routing_noise}
+        context = {"token_ids": token_ids, "domain_ids": domain_ids, "routing_noise": routing_noise,
+                   "parallel": self.parallel}
         routing = self.router.route(F, params, F.cast(tokens, F.float32), context)
         if "slot_token" in routing:
             y = slot_moe(F, params, tokens, routing["slot_token"], routing["slot_weight"], self.experts,

@@ -17,13 +17,15 @@ Initializer = Callable[[np.random.Generator, Tuple[int, ...]], np.ndarray]
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """shape, how to initialise it, whether the optimizer updates it, and whether it stays
-    float32 when the model runs in bf16/fp16 (router weights: selective precision)."""
+    """shape, how to initialise it, whether the optimizer updates it, whether it stays
+    float32 when the model runs in bf16/fp16 (router weights: selective precision), and
+    whether axis 0 is an expert axis split over expert-parallel ranks (``parallel.sharding``)."""
 
     shape: Tuple[int, ...]
     init: Initializer
     trainable: bool = True
     float32: bool = False
+    expert_sharded: bool = False
 
 
 def normal_init(std: float) -> Initializer:

@@ -29,14 +29,14 @@ class Block:
     """Pre-norm block ``model.layers.{i}.``: attention, then a dense FFN (``mlp.``) or an
     MoE layer (``block_sparse_moe.``)."""
 
-    def __init__(self, config: TransformerConfig, index: int) -> None:
+    def __init__(self, config: TransformerConfig, index: int, parallel=None) -> None:
         c, p = config, f"model.layers.{index}."
         self.input_norm = RMSNorm(c.d_model, c.norm_eps, p + "input_layernorm.")
         self.attention = Attention(c.d_model, c.num_heads, c.num_kv_heads, c.rope_theta, c.init_std, p + "self_attn.")
         self.ffn_norm = RMSNorm(c.d_model, c.norm_eps, p + "post_attention_layernorm.")
         self.is_moe = c.is_moe_layer(index)
         if self.is_moe:
-            self.ffn = MoELayer(c.moe, p + "block_sparse_moe.", index)
+            self.ffn = MoELayer(c.moe, p + "block_sparse_moe.", index, parallel)
         else:
             self.ffn = DenseFFN(c.d_model, c.ffn_hidden, c.ffn_type, c.init_std, p + "mlp.")
 
@@ -70,9 +70,11 @@ class Transformer:
       (``layer_aux`` picks one layer's dict, e.g. for ``router.after_step``).
     """
 
-    def __init__(self, config: TransformerConfig) -> None:
+    def __init__(self, config: TransformerConfig, parallel=None) -> None:
+        """``parallel``: the ``parallel.layout.ExpertParallel`` of a multi-process run (the MoE
+        layers' experts are split over its ranks), None in one process."""
         self.config = config.validate()
-        self.blocks = [Block(config, i) for i in range(config.num_layers)]
+        self.blocks = [Block(config, i, parallel) for i in range(config.num_layers)]
         self.final_norm = RMSNorm(config.d_model, config.norm_eps, "model.norm.")
         self.moe_layers: List[MoELayer] = [b.ffn for b in self.blocks if b.is_moe]
 

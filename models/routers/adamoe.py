@@ -40,7 +40,8 @@ class AdaMoERouter(LinearGateRouter):
         true_probs = F.where(index < c.num_experts, top_probs, F.zeros((), F.float32))
         denominator = F.sum(true_probs, -1, True)
         denominator = F.where(denominator > 0, denominator, F.ones((), F.float32))
-        losses = {"balance": null_bucket_balance_loss(F, probs, index, c.num_experts, c.num_null_experts),
+        losses = {"balance": null_bucket_balance_loss(F, probs, index, c.num_experts, c.num_null_experts,
+                                                       context.get("parallel")),
                   "z": router_z_loss(F, logits)}
         return {"logits": logits, "probs": probs, "expert_index": index,
                 "expert_weight": true_probs / denominator, "losses": losses}

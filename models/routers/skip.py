@@ -122,7 +122,8 @@ class SkipRouter(LinearGateRouter):
         scale = F.ones((c.num_experts, capacity), F.float32)
         if self.options.correction:
             scale = scale * F.expand_dims(F.maximum(sample["counts"] / capacity, F.ones((), F.float32)), -1)
-        losses = {"balance": switch_balance_loss(F, probs, F.expand_dims(sample["expert"], -1), c.num_experts),
+        losses = {"balance": switch_balance_loss(F, probs, F.expand_dims(sample["expert"], -1), c.num_experts,
+                                                  context.get("parallel")),
                   "z": router_z_loss(F, logits)}
         return {"logits": logits, "probs": probs, "slot_token": slot_token, "slot_weight": slot_weight,
                 "slot_grad_scale": scale,

@@ -19,7 +19,7 @@ class TopKRouter(LinearGateRouter):
         renormalize = c.renormalize if self.renormalize_weights is None else self.renormalize_weights
         if renormalize:
             weight = weight / F.sum(weight, -1, True)
-        losses = {"balance": switch_balance_loss(F, probs, index, c.num_experts),
+        losses = {"balance": switch_balance_loss(F, probs, index, c.num_experts, context.get("parallel")),
                   "z": router_z_loss(F, logits)}
         return {"logits": logits, "probs": probs, "expert_index": index, "expert_weight": weight,
                 "losses": losses}

@@ -1,0 +1,87 @@
+"""Expert parallelism: the experts of a layer split over the ranks of an EP group, tokens
+moved to them and back by all-to-all. Written once on the op vocabulary (``F.all_to_all``,
+``F.all_gather``); ``parallel/`` makes the groups.
+
+``ExpertParallelExperts`` has the interface of ``models.experts.Experts`` (``batched``,
+``grouped``), so the capacity, slot and dropless dispatch modes run unchanged on top of it:
+
+- capacity and slot modes hand over fixed buffers [E, C, d] (C = this rank's capacity per
+  expert: every source rank sends at most C tokens to each expert, so a rank's expert e
+  sees ``ep * C`` rows): equal splits of ``E/ep * C`` rows per rank;
+- dropless hands over rows sorted by expert with their counts [E]: the counts are
+  all-gathered (one small collective), then the rows go with uneven splits, are regrouped
+  by local expert for one grouped matmul, and come back in their original order. Only
+  assignments to true experts travel: no padding, nothing dropped.
+
+Gradients flow back through both all-to-alls. A rank that sends nothing, or whose experts
+receive nothing, takes part with empty splits.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from models.experts import Experts
+from parallel.layout import ExpertParallel
+
+
+def regroup_order(counts: np.ndarray, rank: int, experts_per_rank: int) -> np.ndarray:
+    """Rows received from every source rank (source-major, then local expert) -> the order
+    that sorts them by local expert (then source). counts [ep, E] = rows each source sends
+    to each expert -> [received rows] int64 (a permutation)."""
+    mine = counts[:, rank * experts_per_rank:(rank + 1) * experts_per_rank]  # [ep, E_local]
+    starts = np.cumsum(mine.reshape(-1)) - mine.reshape(-1)  # offset of (source, expert) block
+    starts = starts.reshape(mine.shape)
+    return np.concatenate([starts[s, j] + np.arange(mine[s, j])
+                           for j in range(mine.shape[1]) for s in range(mine.shape[0])]
+                          + [np.zeros(0, np.int64)]).astype(np.int64)
+
+
+class ExpertParallelExperts:
+    """``Experts`` of which this rank holds ``num_experts / ep`` (its parameters are the local
+    shard: w [E_local, ...]); the rest live on the other ranks of ``parallel.group``."""
+
+    def __init__(self, experts: Experts, parallel: ExpertParallel) -> None:
+        self.experts = experts
+        self.parallel = parallel
+        self.num_experts = experts.config.num_experts
+        self.per_rank = self.num_experts // parallel.size
+
+    @property
+    def flops_per_row(self) -> int:
+        return self.experts.flops_per_row
+
+    def param_specs(self):
+        return self.experts.param_specs()
+
+    def batched(self, F, params: dict, x):
+        """x [E, C, d] (every expert's buffer on this rank) -> [E, C, d]."""
+        num_experts, capacity, d = x.shape
+        ep, local = self.parallel.size, self.per_rank
+        counts = [local * capacity] * ep
+        received = F.all_to_all(F.reshape(x, (num_experts * capacity, d)), counts, counts, self.parallel.group)
+        by_expert = F.transpose(F.reshape(received, (ep, local, capacity, d)), (1, 0, 2, 3))
+        out = self.experts.batched(F, params, F.reshape(by_expert, (local, ep * capacity, d)))
+        by_source = F.transpose(F.reshape(out, (local, ep, capacity, d)), (1, 0, 2, 3))
+        back = F.all_to_all(F.reshape(by_source, (num_experts * capacity, d)), counts, counts, self.parallel.group)
+        return F.reshape(back, (num_experts, capacity, d))
+
+    def grouped(self, F, params: dict, x, tokens_per_expert):
+        """x [N, d] sorted by expert (rows past sum(tokens_per_expert) are null
+        assignments), tokens_per_expert [E] -> [N, d]; rows past the sum come back zero."""
+        ep, local, me = self.parallel.size, self.per_rank, self.parallel.rank
+        counts = F.to_numpy(F.all_gather(F.reshape(tokens_per_expert, (1, self.num_experts)), self.parallel.group))
+        counts = counts.astype(np.int64)  # [ep source ranks, E]
+        by_rank = counts.reshape(ep, ep, local).sum(-1)  # [source, destination]
+        send, recv = by_rank[me].tolist(), by_rank[:, me].tolist()
+        sent = int(sum(send))
+        received = F.all_to_all(x[:sent], send, recv, self.parallel.group)
+        order = regroup_order(counts, me, local)
+        local_counts = F.tensor(counts[:, me * local:(me + 1) * local].sum(0), F.index_dtype)
+        out = self.experts.grouped(F, params, _permute(F, received, order), local_counts)
+        back = F.all_to_all(_permute(F, out, np.argsort(order)), recv, send, self.parallel.group)
+        return F.concat([back, F.zeros((x.shape[0] - sent, x.shape[1]), x.dtype)], 0)
+
+
+def _permute(F, x, order: np.ndarray):
+    """Rows of x in ``order`` (host permutation); an empty x stays as it is."""
+    return F.gather_rows(x, F.tensor(order, F.index_dtype)) if order.size else x

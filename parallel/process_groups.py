@@ -1,0 +1,119 @@
+"""Process groups on each framework's own runtime, from the launcher's environment.
+
+- torch: ``torchrun`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``,
+  ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``); ``torch.distributed`` with gloo
+  on CPU, NCCL on CUDA, HCCL on Ascend (torch_npu); every group gets the config's timeout.
+- MindSpore: ``msrun`` (sets ``MS_ROLE``, ``RANK_SIZE``, ``RANK_ID``);
+  ``mindspore.communication.init()`` picks HCCL on Ascend, NCCL on GPU, mccl on CPU; each
+  rank creates only the groups it belongs to.
+
+The layout is checked (``parallel.layout``) before any collective is called; a bad one is
+one ``ConfigError`` line.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Dict, Optional
+
+from models.errors import ConfigError
+from parallel.layout import ExpertParallel, ParallelLayout
+
+
+@dataclass(frozen=True)
+class ParallelRun:
+    """This rank's layout and its group handles: ``world``, ``ep`` (its EP group), ``edp``
+    (its expert-data-parallel group)."""
+
+    backend: str
+    layout: ParallelLayout
+    groups: Dict[str, Any]
+
+    def expert_parallel(self) -> ExpertParallel:
+        """What the MoE layers of this rank need (see ``parallel.layout.ExpertParallel``)."""
+        lay = self.layout
+        return ExpertParallel(size=lay.expert_parallel, rank=lay.ep_rank, group=self.groups["ep"],
+                              batch_group=self.groups["world"], batch_ranks=lay.world_size)
+
+    @property
+    def is_main(self) -> bool:
+        return self.layout.rank == 0
+
+
+def launched_world(backend: str) -> Optional[int]:
+    """The world size a launcher set in the environment, or None outside a launcher."""
+    if backend == "torch":
+        value = os.environ.get("WORLD_SIZE")
+    else:
+        value = os.environ.get("RANK_SIZE") if os.environ.get("MS_ROLE") == "MS_WORKER" else None
+    return None if value is None else int(value)
+
+
+def check_world(backend: str, expert_parallel: int, world_size: int) -> int:
+    """The launcher's world size after checking it against the config (``parallel.world_size``
+    0 accepts any); 1 outside a launcher."""
+    launched = launched_world(backend) or 1
+    if world_size and world_size != launched:
+        raise ConfigError(f"parallel.world_size={world_size} but the launcher started {launched} process(es)")
+    if launched % expert_parallel:
+        raise ConfigError(f"parallel.expert_parallel={expert_parallel} must divide the launcher's world size "
+                          f"{launched}")
+    return launched
+
+
+def init_process_groups(backend: str, device: str, expert_parallel: int, timeout_s: float,
+                        world_size: int = 0) -> Optional[ParallelRun]:
+    """Join the launcher's job and make the groups; None for a single process with
+    ``expert_parallel`` 1. ``device`` is the resolved torch device or MindSpore target."""
+    launched = check_world(backend, expert_parallel, world_size)
+    if launched == 1:
+        if expert_parallel > 1:
+            raise ConfigError(f"parallel.expert_parallel={expert_parallel} needs that many processes; "
+                              f"start the run with scripts/run_cpu.sh, run_cuda.sh or run_ascend.sh")
+        return None
+    if backend == "torch":
+        return _torch_groups(device, expert_parallel, timeout_s)
+    return _mindspore_groups(expert_parallel)
+
+
+def _torch_groups(device: str, expert_parallel: int, timeout_s: float) -> ParallelRun:
+    import torch.distributed as dist
+    layout = ParallelLayout(int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]), expert_parallel,
+                            int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])))
+    backend = {"cuda": "nccl", "npu": "hccl"}.get(device.split(":")[0], "gloo")
+    timeout = timedelta(seconds=timeout_s)
+    try:
+        dist.init_process_group(backend, timeout=timeout)
+    except Exception as error:
+        raise ConfigError(f"rank {layout.rank}: torch.distributed could not start ({_first_line(error)})") from None
+    groups = {"world": dist.group.WORLD}
+    for kind, all_groups in (("ep", layout.ep_groups()), ("edp", layout.edp_groups())):
+        for ranks in all_groups:  # every rank creates every group, in the same order
+            handle = dist.new_group(ranks, timeout=timeout)
+            if layout.rank in ranks:
+                groups[kind] = handle
+    return ParallelRun("torch", layout, groups)
+
+
+def _mindspore_groups(expert_parallel: int) -> ParallelRun:
+    from mindspore.communication import GlobalComm, create_group, get_group_size, get_local_rank_size, get_rank, init
+    try:
+        init()
+    except Exception as error:
+        raise ConfigError(f"MindSpore communication could not start ({_first_line(error)})") from None
+    layout = ParallelLayout(get_group_size(), get_rank(), expert_parallel, get_local_rank_size())
+    groups = {"world": GlobalComm.WORLD_COMM_GROUP}
+    for kind, ranks in (("ep", layout.ep_group()), ("edp", layout.edp_group())):
+        name = f"{kind}_{'_'.join(map(str, ranks))}"
+        if len(ranks) == layout.world_size:
+            name = GlobalComm.WORLD_COMM_GROUP
+        elif len(ranks) > 1:
+            create_group(name, ranks)  # members only
+        groups[kind] = name
+    return ParallelRun("mindspore", layout, groups)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

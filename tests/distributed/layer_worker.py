@@ -1,0 +1,93 @@
+"""Run under a launcher (torchrun, msrun): every rank runs MoE layer cases with expert
+parallelism on its own slice of a global batch and saves its outputs and gradients, plus
+the single-process reference on the whole batch, to OUT/rank<r>.npz.
+
+    worker.py BACKEND OUT_DIR EXPERT_PARALLEL
+
+The reference's router loss coefficients are W times the config's: each rank's loss is
+sum(y_r * cot_r) + aux_r["loss"], and the W ranks' router losses average to the global
+batch's, so the sum of the ranks' objectives is the reference objective and its gradient
+is the sum of the ranks' gradients.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np  # noqa: E402
+
+from models.moe_config import MoEConfig  # noqa: E402
+from models.moe_layer import MoELayer  # noqa: E402
+from models.params import init_params  # noqa: E402
+from parallel.process_groups import init_process_groups  # noqa: E402
+from parallel.sharding import local_values  # noqa: E402
+from tests.support.harness import make_runner  # noqa: E402
+
+D, TOKENS = 8, 12
+
+
+def cases(world: int):
+    """(name, config, x [W, T, d], values override) for every case."""
+    rng = np.random.default_rng(0)
+    base = MoEConfig(d_model=D, ffn_hidden=16, num_experts=8, top_k=2, router="topk", dispatch="dropless")
+    x = rng.standard_normal((world, TOKENS, D)).astype(np.float32)
+    yield "dropless_uneven", base, x, {}
+    yield "capacity", replace(base, dispatch="capacity", capacity_factor=1.0), x, {}
+    yield "expert_choice", replace(base, router="expert_choice", top_k=1, dispatch="capacity"), x, {}
+    # every token picks experts 0 and 1: the other ranks' experts receive no rows
+    positive = np.abs(x)
+    gate = np.full((D, 8), -1.0, np.float32)
+    gate[:, :2] = 1.0 + rng.uniform(0, 0.1, (D, 2)).astype(np.float32)
+    yield "idle_experts", base, positive, {"router.weight": gate}
+    # AdaMoE: rank 0's tokens pick only null experts, so rank 0 sends no rows
+    ada = replace(base, router="adamoe", num_null_experts=4)
+    signed = positive.copy()
+    signed[0] = -signed[0]
+    true_gate = (1.0 + rng.uniform(0, 0.1, (D, 8))).astype(np.float32)
+    null_gate = (-1.0 + rng.uniform(0, 0.1, (D, 4))).astype(np.float32)
+    yield "silent_rank", ada, signed, {"router.weight": true_gate, "router.null_weight": null_gate}
+
+
+def main() -> int:
+    backend, out_dir, ep = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    runner = make_runner(backend, "pynative")
+    run = init_process_groups(backend, "cpu", ep, timeout_s=120)
+    lay = run.layout
+    saved = {}
+    for name, config, x, override in cases(lay.world_size):
+        full = MoELayer(config)
+        values = {**init_params(full.param_specs(), 1), **override}
+        cot = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+        layer = MoELayer(config, parallel=run.expert_parallel())
+        mine = runner.forward_backward(layer, local_values(values, full.param_specs(), ep, lay.ep_rank),
+                                       x[lay.rank], cot[lay.rank])
+        scaled = replace(config, balance_loss_coef=config.balance_loss_coef * lay.world_size,
+                         z_loss_coef=config.z_loss_coef * lay.world_size)
+        if config.dispatch == "capacity":  # capacity per source rank: the reference runs each rank's tokens alone
+            ref = runner.forward_backward(MoELayer(config), values, x[lay.rank], cot[lay.rank])
+        else:
+            ref = runner.forward_backward(MoELayer(scaled), values,
+                                          x.reshape(-1, D), cot.reshape(-1, D))
+        saved[f"{name}.y"] = mine["y"]
+        saved[f"{name}.grad_x"] = mine["grad_x"]
+        saved[f"{name}.aux_loss"] = mine["aux"]["loss"]
+        saved[f"{name}.tokens_per_expert"] = mine["aux"]["tokens_per_expert"]
+        saved[f"{name}.dispatch"] = np.asarray(config.dispatch)
+        for key, value in mine["grads"].items():
+            saved[f"{name}.grad.{key}"] = value
+        saved[f"ref.{name}.y"] = ref["y"]
+        saved[f"ref.{name}.grad_x"] = ref["grad_x"]
+        saved[f"ref.{name}.aux_loss"] = ref["aux"]["loss"]
+        for key, value in ref["grads"].items():
+            saved[f"ref.{name}.grad.{key}"] = value
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(out_dir / f"rank{lay.rank}.npz", world=lay.world_size, ep=ep, rank=lay.rank, **saved)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The expert-parallel MoE layer on real multi-process runs (torch.distributed with gloo
+via torchrun; MindSpore communication via msrun with the CPU all-to-all stand-in) equals
+the single-process layer on the same weights and global batch: outputs, input gradients,
+expert gradients (the shard of each rank), replicated gradients (summed over ranks) and
+router losses. Capacity modes equal a single-process run on each rank's own tokens
+(capacity per source rank). Cases with idle experts and a rank that sends nothing are
+included. One launch per (framework, EP size) runs every case (tests/distributed/layer_worker.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.distributed.launch import ROOT, launch, rank_files
+
+WORKER = ROOT / "tests" / "distributed" / "layer_worker.py"
+RTOL, ATOL = 1e-4, 1e-5
+LAUNCHES = [("torch", 2, 2), ("torch", 4, 4), ("torch", 4, 2), ("mindspore", 2, 2)]
+
+
+@pytest.fixture(scope="module", params=LAUNCHES, ids=lambda p: f"{p[0]}-world{p[1]}-ep{p[2]}")
+def ranks(request, tmp_path_factory):
+    framework, world, ep = request.param
+    out = tmp_path_factory.mktemp(f"{framework}{world}{ep}")
+    launch(framework, world, WORKER, [framework, str(out), str(ep)], out / "logs")
+    return rank_files(out, world)
+
+
+def case_names(rank: dict):
+    return sorted({key.split(".")[0] for key in rank if key.endswith(".y") and not key.startswith("ref.")})
+
+
+def close(a, b, what):
+    np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=what)
+
+
+def test_outputs_and_input_gradients_equal_single_process(ranks):
+    world = len(ranks)
+    for name in case_names(ranks[0]):
+        for r, rank in enumerate(ranks):
+            ref_y, ref_dx = rank[f"ref.{name}.y"], rank[f"ref.{name}.grad_x"]
+            if str(rank[f"{name}.dispatch"]) == "dropless":
+                tokens = ref_y.shape[0] // world
+                ref_y, ref_dx = ref_y[r * tokens:(r + 1) * tokens], ref_dx[r * tokens:(r + 1) * tokens]
+                close(rank[f"{name}.grad_x"], ref_dx, f"{name} rank {r} grad_x")
+            close(rank[f"{name}.y"], ref_y, f"{name} rank {r} y")
+
+
+def test_weight_gradients_and_router_loss_equal_single_process(ranks):
+    """Expert shards: summed over the replicas of the same experts (EDP), equal to the
+    reference's rows; replicated weights: summed over all ranks."""
+    world, ep = len(ranks), int(ranks[0]["ep"])
+    for name in case_names(ranks[0]):
+        if str(ranks[0][f"{name}.dispatch"]) != "dropless":
+            continue
+        ref = ranks[0]
+        close(np.mean([rank[f"{name}.aux_loss"] for rank in ranks]), ref[f"ref.{name}.aux_loss"] / world,
+              f"{name} router loss")
+        for key in [k for k in ref if k.startswith(f"{name}.grad.")]:
+            param = key[len(f"{name}.grad."):]
+            full = ref[f"ref.{name}.grad.{param}"]
+            if param.startswith("experts."):
+                per_rank = full.shape[0] // ep
+                for j in range(ep):
+                    summed = sum(rank[key] for r, rank in enumerate(ranks) if r % ep == j)
+                    close(summed, full[j * per_rank:(j + 1) * per_rank], f"{name} {param} experts of EP rank {j}")
+            else:
+                close(sum(rank[key] for rank in ranks), full, f"{name} {param}")
+
+
+def test_edge_cases_do_what_they_claim(ranks):
+    """idle_experts: only experts 0 and 1 get tokens; silent_rank: rank 0 sends nothing."""
+    for rank in ranks:
+        assert rank["idle_experts.tokens_per_expert"][2:].sum() == 0
+    assert ranks[0]["silent_rank.tokens_per_expert"].sum() == 0
+    assert all(rank["silent_rank.tokens_per_expert"].sum() > 0 for rank in ranks[1:])
+
+
+def test_capacity_is_never_exceeded(ranks):
+    for rank in ranks:
+        tokens = rank["capacity.y"].shape[0]
+        capacity = int(np.ceil(1.0 * tokens * 2 / 8))
+        assert rank["capacity.tokens_per_expert"].max() <= capacity
