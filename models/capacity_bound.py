@@ -72,6 +72,16 @@ def device_capacity(batch_tokens: int, capacity_factor: float, ep: int, n: int) 
     return int(min(per_device, max(1, math.ceil(batch_tokens * capacity_factor / (ep * n)))))
 
 
+def device_capacity_in_tokens(batch_tokens: int, ec_min: float, ep: int) -> int:
+    """The bound read as Theorem 1's proof defines it, a number of tokens per expert:
+    ec = ceil(ec_min) slots each expert keeps for the tokens of one of the ``ep`` devices
+    (whatever the batch size); clipped to [1, tokens on the largest device]."""
+    per_device = -(-batch_tokens // ep)
+    if not math.isfinite(ec_min):
+        return per_device
+    return int(min(per_device, max(1, math.ceil(ec_min))))
+
+
 class MeasuredCapacityFactor:
     """Host-side capacity factor driven by a measured cosine (state kept between steps).
 
@@ -87,6 +97,11 @@ class MeasuredCapacityFactor:
         self.fixed = delta is not None
         self.factor = bound(delta) if self.fixed else float(initial)
         self.updates = 0
+
+    @property
+    def measured(self) -> bool:
+        """True once ``factor`` holds a bound (configured or measured), not the initial value."""
+        return self.fixed or self.updates > 0
 
     def update(self, measured: float) -> bool:
         """Feed one step's measured cosine; True when the factor changed. A cosine outside

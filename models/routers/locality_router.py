@@ -8,8 +8,14 @@ Router options (``moe.router_options``):
   0 without; a coefficient > 0 without a topology is a ConfigError;
 - ``locality_divergence`` (``forward`` | ``reverse``) and ``locality_epsilon``: see
   ``models.locality``;
-- ``capacity_policy``: ``bound`` (capacity factor from the measured bound, see
-  ``models.capacity_bound``) or ``factor`` (``moe.capacity_factor``).
+- ``capacity_policy``: ``bound`` (capacity from the measured bound, see
+  ``models.capacity_bound``) or ``factor`` (``moe.capacity_factor``);
+- ``bound_unit`` (with ``capacity_policy: bound``): how the bound becomes the capacity.
+  ``factor`` (default): read as a capacity factor, ec = ceil(T * bound / (ep * n)) slots per
+  (device, expert); ``tokens``: read as Theorem 1's proof defines ec_min, a number of tokens
+  per expert, ec = ceil(bound) slots per (device, expert) whatever T. Until the first
+  measurement both use ``moe.capacity_factor``. scripts/capacity_experiment.py shows what
+  each gives in the paper's regime and in ours.
 
 Routers of this family add to the layer's aux (no gradient): ``own_node_share`` (with a
 topology) and the measured cosine their capacity bound reads (``measured_key``).
@@ -22,7 +28,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from models.capacity_bound import MeasuredCapacityFactor, device_capacity
+from models.capacity_bound import MeasuredCapacityFactor, device_capacity, device_capacity_in_tokens
 from models.errors import ConfigError
 from models.locality import DIVERGENCES, locality_loss
 from models.routers.base import Router
@@ -30,6 +36,7 @@ from parallel.topology import Topology
 
 DEFAULT_LOCALITY_COEF = 0.03  # smallest mu at the plateau of scripts/locality_experiment.py
 CAPACITY_POLICIES = ("bound", "factor")
+BOUND_UNITS = ("factor", "tokens")
 NORM_FLOOR = 1e-12
 
 
@@ -40,6 +47,7 @@ class LocalityOptions:
     locality_divergence: str = "forward"
     locality_epsilon: float = 0.01
     capacity_policy: str = "bound"
+    bound_unit: str = "factor"
 
 
 def finite_number(value: Any) -> bool:
@@ -91,6 +99,8 @@ class LocalityRouter(Router):
         if o.capacity_policy not in CAPACITY_POLICIES:
             raise ConfigError(f"{section}.capacity_policy={o.capacity_policy!r}: "
                               f"valid values are {', '.join(CAPACITY_POLICIES)}")
+        if o.bound_unit not in BOUND_UNITS:
+            raise ConfigError(f"{section}.bound_unit={o.bound_unit!r}: valid values are {', '.join(BOUND_UNITS)}")
         self.num_devices = 1 if self.topology is None else self.topology.num_devices
         self.capacity_state = MeasuredCapacityFactor(config.capacity_factor, self.bound,
                                                      self.configured_delta(), self.refresh_every())
@@ -113,13 +123,18 @@ class LocalityRouter(Router):
 
     @property
     def capacity_factor(self) -> float:
-        """The capacity factor in use now (host-side state)."""
+        """The capacity setting in use now (host-side state): a capacity factor, or with
+        ``bound_unit: tokens`` and a bound in hand, ec_min in tokens per expert."""
         if self.options.capacity_policy == "factor":
             return float(self.config.capacity_factor)
         return self.capacity_state.factor
 
     def capacity_per_device(self, num_tokens: int) -> int:
-        """ec = ceil(T * cf / (ep * n)) slots per (device, expert)."""
+        """Slots per (device, expert): ec = ceil(T * cf / (ep * n)), or ceil(ec_min) when the
+        bound is read in tokens (``bound_unit``)."""
+        o = self.options
+        if o.capacity_policy == "bound" and o.bound_unit == "tokens" and self.capacity_state.measured:
+            return device_capacity_in_tokens(num_tokens, self.capacity_state.factor, self.num_devices)
         return device_capacity(num_tokens, self.capacity_factor, self.num_devices, self.config.num_experts)
 
     def loss_coefs(self) -> Dict[str, float]:

@@ -8,7 +8,7 @@ from scipy.integrate import quad
 from scipy.special import betainc
 
 from models.capacity_bound import (MeasuredCapacityFactor, cap_probability, capacity_bound, device_capacity,
-                                   large_d_capacity_bound)
+                                   device_capacity_in_tokens, large_d_capacity_bound)
 from models.errors import ConfigError
 
 
@@ -64,10 +64,26 @@ def test_device_capacity_is_the_locmoe_formula_clipped_to_the_device():
     assert device_capacity(10, math.inf, 3, 2) == 4
 
 
+def test_device_capacity_in_tokens_ignores_the_batch_size():
+    """ec_min read as tokens per expert (Theorem 1's proof): ceil(ec_min) per device, clipped."""
+    assert device_capacity_in_tokens(1000, 1.96, 4) == 2
+    assert device_capacity_in_tokens(100_000, 1.96, 4) == 2
+    assert device_capacity_in_tokens(1000, 0.3, 4) == 1
+    assert device_capacity_in_tokens(10, 50.0, 3) == 4
+    assert device_capacity_in_tokens(10, math.inf, 3) == 4
+
+
+def test_paper_regime_bound_is_about_two():
+    """d = 5120, n = 16, delta = 0.03: p_delta = P(|cos| >= 0.03) ~ 2 * P(N(0, 1) >= 0.03 sqrt(d))
+    = 2 * P(Z >= 2.147) ~ 0.0318, so ec_min = 1 / (16 * 0.0318) ~ 1.97: two tokens per
+    expert in the proof's reading, a capacity factor of ~2 in the library's."""
+    assert capacity_bound(0.03, 5120, 16) == pytest.approx(1.97, abs=0.02)
+
+
 def test_measured_factor_fixed_after_first_batch_when_refresh_is_zero():
     state = MeasuredCapacityFactor(1.25, lambda delta: 10 * delta)
-    assert state.factor == 1.25
-    assert state.update(0.1) and state.factor == pytest.approx(1.0)
+    assert state.factor == 1.25 and not state.measured
+    assert state.update(0.1) and state.factor == pytest.approx(1.0) and state.measured
     assert not state.update(0.3) and state.factor == pytest.approx(1.0)
 
 

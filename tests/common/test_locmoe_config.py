@@ -53,6 +53,22 @@ def test_locmoe_configured_delta_and_factor_policy():
     assert router.capacity_factor == 1.25
 
 
+def test_bound_read_as_tokens_per_expert():
+    """bound_unit: tokens: moe.capacity_factor until the first measurement, then ceil(ec_min)
+    slots per (device, expert) whatever the batch; the factor reading scales with T."""
+    router = layer(bound_unit="tokens", topology={"nodes": 2, "devices_per_node": 2}).router
+    assert router.capacity_per_device(64) == math.ceil(64 * 1.25 / (4 * 4))
+    router.after_step({}, {"affinity_delta": 0.4})
+    bound = capacity_bound(0.4, 16, 4)
+    assert 2.0 < bound < 3.0
+    assert router.capacity_per_device(64) == router.capacity_per_device(6400) == 3
+    factor = layer(delta=0.4, topology={"nodes": 2, "devices_per_node": 2}).router
+    assert factor.capacity_per_device(6400) == math.ceil(6400 * bound / 16)
+    plus = layer(router="locmoe_plus", top_k=2, d_model=64, num_experts=8, bound_unit="tokens").router
+    plus.after_step({}, {"affinity_max": 0.3})
+    assert plus.capacity(256) == math.ceil(large_d_capacity_bound(0.3, 64, 8))
+
+
 def test_locmoe_plus_capacity_re_estimated_every_interval():
     router = layer(router="locmoe_plus", top_k=2, d_model=64, num_experts=8, capacity_interval=2).router
     factors = []
@@ -75,6 +91,7 @@ def test_locmoe_plus_capacity_re_estimated_every_interval():
     (dict(topology={"nodes": 2}, locality_divergence="js"), r"locality_divergence='js'"),
     (dict(topology={"nodes": 2}, locality_epsilon=0.0), r"locality_epsilon=0\.0: must be in \(0, 1\)"),
     (dict(capacity_policy="auto"), r"capacity_policy='auto': valid values are bound, factor"),
+    (dict(bound_unit="percent"), r"bound_unit='percent': valid values are factor, tokens"),
     (dict(delta=1.5), r"delta=1\.5: must be a cosine in \(0, 1\)"),
     (dict(delta="0.1"), r"delta='0\.1'"),
     (dict(router="locmoe_plus", top_k=2, token_threshold=0.0), r"token_threshold=0\.0: must be in \(0, 1\]"),
