@@ -10,16 +10,23 @@ so
 and for large d, ec_min > (1/n) exp(delta^2 d / (2 - delta^2)) (LocMoE+ uses this form with
 the measured maximal affinity, C_min).
 
-How a bound becomes the run-time capacity (OPEN in the papers; chosen here): the bound is read
-as a *capacity factor*, i.e. it replaces ``cf`` in LocMoE's ``ec = ceil(T * cf / (ep * n))``
-(``device_capacity``). Reason: for tokens with no structure (Gaussian, measured delta = mean
-best-expert cosine) Theorem 1 gives ~0.81 at every d we tried (16 to 64) and the large-d form
-~0.35-0.44, i.e. capacities 20-60% under the cf = 1 share, which is the reduction LocMoE+
-reports (-40% to -60% tokens per expert); read as a share of all tokens instead, the large-d
-form could never go below the balanced share T/n. Measured (scripts/capacity_experiment.py,
-torch, d=32, n=4, T=128, 60 steps, 2 seeds): against ``moe.capacity_factor`` 1, the bound cuts
-tokens per expert by 20% for LocMoE (cf 0.70; held-out MSE 0.235 vs 0.232) and by 51% for
-LocMoE+ (cf 0.44; MSE 0.230 vs 0.212; Switch at cf 1: 0.238), at the price of more drops.
+How a bound becomes the run-time capacity (OPEN in the papers; ``router_options.bound_unit``):
+Theorem 1's proof defines ec_min as a number of tokens per expert (``bound_unit: tokens``:
+ec = ceil(ec_min) slots per (device, expert), ``device_capacity_in_tokens``); the default
+reads it as a *capacity factor* (``bound_unit: factor``): it replaces ``cf`` in LocMoE's
+``ec = ceil(T * cf / (ep * n))`` (``device_capacity``). Why the default: in the paper's
+regime (d = 5120, n = 16, delta = 0.03) ec_min = 1.97, i.e. 2 tokens per expert and device as
+tokens, whatever the batch, against a capacity factor of ~2 as a factor; for tokens with no
+structure (Gaussian, measured delta = mean best-expert cosine) Theorem 1 gives ~0.81 at every
+d we tried (16 to 64) and the large-d form ~0.35-0.44, i.e. capacities 20-60% under the
+cf = 1 share, which is the reduction LocMoE+ reports (-40% to -60% tokens per expert); read
+as tokens, the same numbers give one slot per expert. Measured (scripts/capacity_experiment.py,
+torch, d=32, n=4, T=128, 60 steps, 3 seeds, LocMoE with the paper's gate ReLU(GrAP(x) + eps)):
+against ``moe.capacity_factor`` 1, the bound read as a factor cuts tokens per expert by 15%
+for LocMoE (cf 0.76; held-out MSE 0.215 vs 0.206) and by 52% for LocMoE+ (cf 0.44; MSE
+0.231 vs 0.211; Switch at cf 1: 0.237), at the price of more drops (0.27 vs 0.14, 0.55 vs
+0.06); read as tokens it keeps 1 slot per expert, drops 97% of the tokens and the MSE rises
+to 0.251 for both.
 """
 from __future__ import annotations
 

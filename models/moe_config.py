@@ -15,7 +15,14 @@ DROP_POLICIES = ("position", "probability")
 @dataclass
 class MoEConfig:
     """One MoE layer. Names follow DESIGN.md; ``router_options`` holds the keys that only
-    the chosen router reads (each router validates its own)."""
+    the chosen router reads (each router validates its own).
+
+    ``balance_loss_coef`` weighs a balance loss normalised per assignment: f_i is expert i's
+    share of all T * k (token, slot) assignments, so L = N sum_i f_i P_i is 1 when balanced
+    whatever k. The AdaMoE authors' code and HF's ``load_balancing_loss_func`` sum the
+    per-slot losses over the k slots (k times ours, k when balanced): a coefficient quoted in
+    that convention is multiplied by k here (AdaMoE's Mixtral run, 1e-4 with k = 4: 4e-4).
+    Top-1 routers (Switch, LocMoE) are the same in both."""
 
     d_model: int = 512
     ffn_hidden: int = 2048

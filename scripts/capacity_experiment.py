@@ -4,9 +4,12 @@ drops and the task loss, against moe.capacity_factor and a Switch baseline.
 Trains a tiny layer with the shared train step on N(0, I) tokens (target 0.8 tanh(x)); after
 every step the router's ``after_step`` gets the step's aux, and when its ``static_key``
 changes (a new capacity, hence new shapes) the train step is rebuilt with the optimizer
-state carried over. Prints, per router and ``capacity_policy``: the capacity factor in use at
-the end, the measured cosine, tokens per expert (mean over experts and the last 10 steps),
-the dropped fraction and the held-out MSE, each the mean over ``--seeds`` runs. With
+state carried over. LocMoE uses its default gate, the paper's ReLU(GrAP(x) + eps). First
+prints what Theorem 1's bound gives under each ``bound_unit`` reading in the paper's regime
+(d = 5120, n = 16, delta ~ 0.03) and in ours; then, per router, ``capacity_policy`` and
+``bound_unit``: the bound (or factor) in use at the end, the slots per expert it gives, the
+measured cosine, tokens per expert (mean over experts and the last 10 steps), the dropped
+fraction and the held-out MSE, each the mean over ``--seeds`` runs. With
 ``--thresholds``, a second table sweeps LocMoE+'s token-choice threshold (top_k = n, cf 1):
 experts chosen per token, tokens per expert, drops and MSE.
 
@@ -20,14 +23,17 @@ from typing import Dict
 import numpy as np
 
 from backends.train_step import make_train_step
+from models.capacity_bound import capacity_bound, device_capacity, device_capacity_in_tokens, large_d_capacity_bound
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
 from models.params import init_params
 from scripts.locality_experiment import build_module
 
 D_MODEL, EXPERTS, ROWS, SEQ = 32, 4, 4, 32
-CASES = [("switch", None), ("locmoe", "factor"), ("locmoe", "bound"), ("locmoe_plus", "factor"),
-         ("locmoe_plus", "bound")]
+CASES = [("switch", None, None), ("locmoe", "factor", None), ("locmoe", "bound", "factor"),
+         ("locmoe", "bound", "tokens"), ("locmoe_plus", "factor", None), ("locmoe_plus", "bound", "factor"),
+         ("locmoe_plus", "bound", "tokens")]
+PAPER_REGIME = (5120, 16, 0.03)  # d, n and the measured delta of LocMoE's experiments
 MEASURED = {"locmoe": "affinity_delta", "locmoe_plus": "affinity_max"}
 
 
@@ -75,13 +81,17 @@ def capacity_run(backend: str, router: str, options: dict, steps: int, seed: int
     held_out = np.random.default_rng(seed + 10_000)
     mse = float(np.mean([step.evaluate(*[(a,) for a in batch(held_out)])[1]["mse"] for _ in range(4)]))
     factor = layer.config.capacity_factor if router == "switch" else layer.router.capacity_factor
-    return {"capacity_factor": factor, "measured": float(np.mean(measured)) if measured else float("nan"),
+    slots = layer.config.capacity(ROWS * SEQ) if router == "switch" else (
+        layer.router.capacity(ROWS * SEQ) if router == "locmoe_plus" else layer.router.capacity_per_device(ROWS * SEQ))
+    return {"capacity_factor": factor, "slots": slots, "measured": float(np.mean(measured)) if measured else float("nan"),
             "tokens_per_expert": float(np.mean(load)), "dropped": float(np.mean(dropped)), "mse": mse,
             "experts_per_token": float(np.mean(chosen))}
 
 
-def options_for(router: str, policy) -> dict:
+def options_for(router: str, policy, unit) -> dict:
     options = {} if policy is None else {"capacity_policy": policy}
+    if unit is not None:
+        options.update(bound_unit=unit)
     if router == "locmoe_plus":
         options.update(capacity_interval=10)
     return options
@@ -89,6 +99,15 @@ def options_for(router: str, policy) -> dict:
 
 def mean_of(runs) -> Dict[str, float]:
     return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+
+
+def bound_readings(d: int, n: int, delta: float, tokens: int) -> str:
+    """One line: Theorem 1's ec_min and the large-d form at (d, n, delta), and the slots per
+    expert each reading gives for a batch of ``tokens`` on one device."""
+    exact, large_d = capacity_bound(delta, d, n), large_d_capacity_bound(delta, d, n)
+    return (f"d={d:>5} n={n:>3} delta={delta:.3f}: ec_min={exact:.3f} (large-d form {large_d:.3f}); "
+            f"T={tokens}: as a factor ec=ceil(T*ec_min/n)={device_capacity(tokens, exact, 1, n)} "
+            f"(balanced share {tokens / n:g}), as tokens ec=ceil(ec_min)={device_capacity_in_tokens(tokens, exact, 1)}")
 
 
 def main() -> None:
@@ -103,15 +122,22 @@ def main() -> None:
         from backends.mindspore_shell import select_device
         select_device("cpu", graph_mode=args.mode == "graph")
     tokens = ROWS * SEQ
+    print("Theorem 1 under both readings of ec_min (bound_unit: factor | tokens):")
+    print("  paper: " + bound_readings(*PAPER_REGIME, tokens=4096))  # T: an example batch per device
     print(f"backend={args.backend} d={D_MODEL} n={EXPERTS} T={tokens} (cf=1 share: {tokens // EXPERTS} tokens "
           f"per expert) steps={args.steps} seeds={args.seeds}")
-    print(f"{'router':>12} {'policy':>7} {'final_cf':>9} {'measured':>9} {'tokens/expert':>14} {'dropped':>8} "
-          f"{'mse':>8}")
-    for router, policy in CASES:
-        mean = mean_of([capacity_run(args.backend, router, options_for(router, policy), args.steps, seed)
+    print(f"{'router':>12} {'policy':>7} {'unit':>7} {'final':>7} {'slots':>6} {'measured':>9} {'tokens/expert':>14} "
+          f"{'dropped':>8} {'mse':>8}")
+    measured = {}
+    for router, policy, unit in CASES:
+        mean = mean_of([capacity_run(args.backend, router, options_for(router, policy, unit), args.steps, seed)
                         for seed in range(args.seeds)])
-        print(f"{router:>12} {policy or '-':>7} {mean['capacity_factor']:>9.3f} {mean['measured']:>9.3f} "
-              f"{mean['tokens_per_expert']:>14.2f} {mean['dropped']:>8.3f} {mean['mse']:>8.4f}")
+        print(f"{router:>12} {policy or '-':>7} {unit or '-':>7} {mean['capacity_factor']:>7.3f} {mean['slots']:>6.1f} "
+              f"{mean['measured']:>9.3f} {mean['tokens_per_expert']:>14.2f} {mean['dropped']:>8.3f} {mean['mse']:>8.4f}")
+        if router == "locmoe" and policy == "bound":
+            measured[router] = mean["measured"]
+    if "locmoe" in measured:
+        print("  ours:  " + bound_readings(D_MODEL, EXPERTS, measured["locmoe"], tokens=tokens))
     if args.thresholds:
         print(f"{'threshold':>10} {'experts/token':>14} {'tokens/expert':>14} {'dropped':>8} {'mse':>8}")
     for threshold in args.thresholds:
