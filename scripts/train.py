@@ -3,9 +3,12 @@
     python scripts/train.py --config configs/quickstart.yaml [--backend torch|mindspore]
                             [--set section.key=value ...] [--resume RUN_DIR]
 
-``--resume RUN_DIR`` continues from the newest checkpoint in RUN_DIR with the config saved
-there (``--set`` and ``--backend`` still apply; ``--config`` is then not needed).
-Exit codes: 0 done, 2 bad config or input (one line on stderr), 3 stopped by NaN/Inf steps.
+``--resume RUN_DIR`` continues from the newest readable checkpoint in RUN_DIR with the
+config saved there (``--set`` and ``--backend`` still apply; ``--config`` is then not
+needed, and refused when it differs from the saved one). A run that already reached
+train.steps resumes to nothing and exits 0.
+Exit codes: 0 done, 2 bad config or input (one line on stderr), 3 stopped: NaN/Inf steps,
+or a file of the run could not be written (one line on stderr).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only on the terminal
 
 from models.errors import ConfigError  # noqa: E402
-from training.config import load_config  # noqa: E402
+from training.config import config_to_dict, load_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,10 +43,27 @@ def resolve_config(args: argparse.Namespace):
         saved = args.resume / "config.yaml"
         if not saved.is_file():
             raise ConfigError(f"--resume {args.resume}: no config.yaml there (not a run directory)")
-        return load_config(saved, overrides + [f"run_dir={args.resume}"])
+        config = load_config(saved, overrides + [f"run_dir={args.resume}"])
+        if args.config is not None:
+            _check_same(load_config(args.config, overrides + [f"run_dir={args.resume}"]), config, args)
+        return config
     if args.config is None:
         raise ConfigError("--config: required (or --resume RUN_DIR)")
     return load_config(args.config, overrides)
+
+
+def _check_same(given, saved, args: argparse.Namespace) -> None:
+    """ConfigError naming the first setting where --config differs from the run's saved config."""
+    a, b = config_to_dict(given), config_to_dict(saved)
+    for section in a:
+        pairs = a[section].items() if isinstance(a[section], dict) else [(None, a[section])]
+        for key, value in pairs:
+            other = b[section] if key is None else b[section].get(key)
+            if value != other:
+                name = section if key is None else f"{section}.{key}"
+                raise ConfigError(f"--config {args.config}: {name}={value!r} differs from {other!r} in "
+                                  f"{args.resume / 'config.yaml'}; --resume continues the saved config "
+                                  f"(drop --config, or change a setting with --set)")
 
 
 def main(argv=None) -> int:
@@ -56,14 +76,20 @@ def main(argv=None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except TrainingStopped as error:
+    except (TrainingStopped, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    val = summary["val_loss"]
-    trend = f"; val_loss {val[0]:.4f} -> {val[-1]:.4f}" if val else ""
-    print(f"done: {summary['steps']} steps in {summary['elapsed_s']:.0f}s, {summary['tokens_per_s']:.0f} tokens/s"
-          f"{trend}; run directory {config.run_dir}")
+    print(done_line(summary, config.run_dir))
     return 0
+
+
+def done_line(summary: dict, run_dir: str) -> str:
+    """The closing line: steps, time, speed of this call (when it trained) and validation trend."""
+    val = [v for v in summary["val_loss"] if v is not None]
+    trend = f"; val_loss {val[0]:.4f} -> {val[-1]:.4f}" if val else ""
+    speed = f", {summary['tokens_per_s']:.0f} tokens/s" if summary["tokens_per_s"] is not None else ""
+    return (f"done: {summary['steps']} steps in {summary['elapsed_s']:.0f}s{speed}{trend}; "
+            f"run directory {run_dir}")
 
 
 if __name__ == "__main__":

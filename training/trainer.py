@@ -14,6 +14,7 @@ last good checkpoint kept. After each good step, routers with host-side state
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -27,10 +28,11 @@ from models.params import init_params
 from models.routers.base import Router
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
-from training.checkpoint import Checkpoint, checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
+from training.checkpoint import (Checkpoint, checkpoint_dir, latest_checkpoint, newest_loadable,
+                                 save_checkpoint)
 from training.config import RunConfig, save_config
 from training.data.pipeline import build_data
-from training.metrics_log import MetricsLog
+from training.metrics_log import MetricsLog, read_records
 from training.plots import plot_run
 from training.schedule import learning_rate
 
@@ -62,10 +64,16 @@ class Trainer:
         self.run_dir = Path(config.run_dir)
         latest = latest_checkpoint(checkpoint_dir(self.run_dir))
         if resume and latest is None:
-            raise ConfigError(f"--resume {self.run_dir}: no checkpoint in {checkpoint_dir(self.run_dir)}")
+            raise ConfigError(f"--resume {self.run_dir}: no checkpoint in {checkpoint_dir(self.run_dir)} (the run "
+                              f"stopped before its first): start it again with --config {self.run_dir / 'config.yaml'}")
         if not resume and latest is not None:
             raise ConfigError(f"run_dir={str(self.run_dir)!r} already holds checkpoints ({latest.name}): "
                               f"continue it with --resume {self.run_dir} or set another run_dir")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=self.run_dir).close()
+        except OSError as error:
+            raise ConfigError(f"run_dir={str(self.run_dir)!r}: cannot write there ({error.strerror or error})") from None
         t = config.train
         self.runtime = Runtime(config.backend, config.device, t.graph_mode)
         self.runtime.seed(config.seed)
@@ -80,11 +88,33 @@ class Trainer:
                        if type(layer.router).after_step is not Router.after_step]
         self.step, self.bad_in_row, self.skipped, self.elapsed = 0, 0, 0, 0.0
         if resume:
-            self.restore(load_checkpoint(latest))
-            log(f"resumed from {latest} (step {self.step})")
+            path, checkpoint = newest_loadable(checkpoint_dir(self.run_dir), log)
+            self._check_resumable(path, checkpoint)
+            try:
+                self.restore(checkpoint)
+            except ConfigError as error:
+                raise ConfigError(f"{path}: {error}") from None
+            log(f"resumed from {path} (step {self.step})")
         self.num_params = sum(int(np.prod(s.shape)) for s in self.model.param_specs().values())
 
     # checkpoints
+    def _check_resumable(self, path: Path, checkpoint: Checkpoint) -> None:
+        """ConfigError when the checkpoint cannot continue this config (other model shapes,
+        a step past ``train.steps``); a log line when another framework wrote it."""
+        expected = {name: tuple(spec.shape) for name, spec in self.model.param_specs().items()}
+        saved = {name: tuple(np.shape(value)) for name, value in checkpoint.model.items()}
+        for name in sorted(set(expected) | set(saved)):
+            if expected.get(name) != saved.get(name):
+                raise ConfigError(f"{path}: written by another model ({name}: {saved.get(name, 'absent')} there, "
+                                  f"{expected.get(name, 'absent')} in this config); resume it with the config "
+                                  f"saved in {self.run_dir / 'config.yaml'} or start a new run_dir")
+        if checkpoint.step > self.config.train.steps:
+            raise ConfigError(f"train.steps={self.config.train.steps} is below the step of {path} "
+                              f"({checkpoint.step}); raise train.steps to continue the run")
+        if checkpoint.backend and checkpoint.backend != self.config.backend:
+            self.log(f"{path.name} was written by {checkpoint.backend}: weights, optimizer state and data "
+                     f"position carry over to {self.config.backend}; its random generator starts from the seed")
+
     def restore(self, checkpoint: Checkpoint) -> None:
         """Weights, optimizer state, random generators, data position and counters."""
         self.module.load_numpy(checkpoint.model)
@@ -103,7 +133,15 @@ class Trainer:
                           state=state, backend=self.config.backend, dtype=self.config.dtype)
 
     def save(self) -> Path:
-        path = save_checkpoint(checkpoint_dir(self.run_dir), self.checkpoint(), self.config.train.keep_checkpoints)
+        """Write a checkpoint; a failed write (disk full, directory gone) stops the run with
+        the earlier checkpoints intact."""
+        directory = checkpoint_dir(self.run_dir)
+        try:
+            path = save_checkpoint(directory, self.checkpoint(), self.config.train.keep_checkpoints)
+        except OSError as error:
+            raise TrainingStopped(f"step {self.step}: could not write a checkpoint in {directory} "
+                                  f"({error.strerror or error}); {self._kept()}. Free space or fix the "
+                                  f"directory, then --resume {self.run_dir}") from None
         self.log(f"step {self.step}: checkpoint {path}")
         return path
 
@@ -158,12 +196,15 @@ class Trainer:
         self.log(f"{self.config.backend} on {self.runtime.target}, {self.config.dtype}: "
                  f"{self.num_params:,} parameters, {len(self.model.moe_layers)} MoE layer(s), "
                  f"steps {self.step}..{t.steps}")
+        if self.step >= t.steps:
+            self.log(f"the run already reached train.steps={t.steps}: nothing to train "
+                     f"(raise it with --set train.steps=N to continue)")
         interval: Dict[str, List] = {}
         rates: List[float] = []
-        val_history: List[float] = []
+        first_step = self.step
         started = time.perf_counter() - self.elapsed
         if self.step == 0 and t.eval_every:
-            self._validate(metrics_log, started, val_history)
+            self._validate(metrics_log, started)
         bar = self._bar(last)
         try:
             while self.step < last:
@@ -187,7 +228,7 @@ class Trainer:
                     metrics_log.log("train", self.step, record)
                     interval = {}
                 if t.eval_every and (self.step % t.eval_every == 0 or self.step == t.steps):
-                    self._validate(metrics_log, started, val_history, bar)
+                    self._validate(metrics_log, started, bar)
                 if t.checkpoint_every and (self.step % t.checkpoint_every == 0 or self.step == last):
                     self.save()
         finally:
@@ -196,11 +237,10 @@ class Trainer:
             metrics_log.close()
         for name, path in plot_run(self.run_dir).items():
             self.log(f"plot {name}: {path}")
-        return self._summary(rates, val_history)
+        return self._summary(rates, self.step - first_step)
 
-    def _validate(self, metrics_log: MetricsLog, started: float, history: List[float], bar=None) -> None:
+    def _validate(self, metrics_log: MetricsLog, started: float, bar=None) -> None:
         values = self.validate()
-        history.append(values["val_loss"])
         metrics_log.log("val", self.step, {**values, "elapsed_s": time.perf_counter() - started})
         line = f"step {self.step}: val_loss {values['val_loss']:.4f} ppl {values['val_ppl']:.1f}"
         if bar is not None:
@@ -223,17 +263,22 @@ class Trainer:
             out["drop"] = f"{float(metrics['dropped_fraction']):.3f}"
         return out
 
-    def _stop_message(self) -> str:
+    def _kept(self) -> str:
         latest = latest_checkpoint(checkpoint_dir(self.run_dir))
-        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written yet"
+        return f"the last good checkpoint is {latest}" if latest else "no checkpoint was written yet"
+
+    def _stop_message(self) -> str:
         return (f"stopped at step {self.step}: {self.bad_in_row} steps in a row had a NaN/Inf loss or gradient "
-                f"(train.max_bad_steps={self.config.train.max_bad_steps}); {kept}. Lower train.lr or raise "
+                f"(train.max_bad_steps={self.config.train.max_bad_steps}); {self._kept()}. Lower train.lr or raise "
                 f"train.warmup_steps, then --resume {self.run_dir}")
 
-    def _summary(self, rates: List[float], val_history: List[float]) -> Dict[str, object]:
+    def _summary(self, rates: List[float], trained: int) -> Dict[str, object]:
+        """The run's totals; ``val_loss`` is every validation of the run (resumed or not),
+        ``trained_steps`` and ``tokens_per_s`` (None without a good step) this call's."""
         from training.yaml_io import write_yaml_atomic
+        val_history = [r["val_loss"] for r in read_records(self.run_dir / "metrics.jsonl") if r["kind"] == "val"]
         summary = {"backend": self.config.backend, "device": self.runtime.target, "steps": self.step,
-                   "skipped_steps": self.skipped, "elapsed_s": round(self.elapsed, 2),
+                   "trained_steps": trained, "skipped_steps": self.skipped, "elapsed_s": round(self.elapsed, 2),
                    "tokens_per_s": float(np.median(rates[1:] or rates)) if rates else None,
                    "val_loss": val_history, "parameters": self.num_params}
         write_yaml_atomic(summary, self.run_dir / "summary.yaml")

@@ -46,3 +46,31 @@ def test_convert_without_a_run_is_one_line(tmp_path):
     result = run("convert_checkpoint.py", str(tmp_path / "a"), str(tmp_path / "b"), "--backend", "mindspore")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def saved_run(tmp_path) -> Path:
+    """A run directory holding only the quickstart config (as a run killed before its first checkpoint)."""
+    from training.config import load_config, save_config
+    run_dir = tmp_path / "run"
+    save_config(load_config(QUICKSTART, [f"run_dir={run_dir}"]), run_dir / "config.yaml")
+    return run_dir
+
+
+@pytest.mark.parametrize("case, named", [
+    ("other_config", "differs from"),
+    ("no_checkpoint", "no checkpoint in"),
+    ("run_dir_is_a_file", "cannot write there"),
+])
+def test_resume_and_run_dir_edges_are_one_line(tmp_path, case, named):
+    run_dir = saved_run(tmp_path)
+    if case == "other_config":
+        args = ["--config", str(ROOT / "configs" / "switch.yaml"), "--resume", str(run_dir)]
+    elif case == "no_checkpoint":
+        args = ["--resume", str(run_dir)]
+    else:
+        (tmp_path / "file").write_text("")
+        args = ["--config", QUICKSTART, "--set", f"run_dir={tmp_path / 'file' / 'run'}"]
+    result = run("train.py", *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr
