@@ -28,6 +28,8 @@ def read_user_file(name: str) -> List[Document]:
         content = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"data.files: {name!r} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"data.files: cannot read {name!r} ({err.strerror or err})") from None
     if path.suffix == ".txt":
         return [Document(content, path.stem)] if content else []
     documents = []

@@ -85,7 +85,7 @@ def _tokenizer(data, sources: List[Source], digests: List[str],
                          .encode("utf-8")).hexdigest()[:16]
     path = Path(data.cache_dir) / "tokenizers" / f"bpe{data.vocab_size}-{key}.json"
     start = time.perf_counter()
-    tokenizer, trained = cached_bpe((doc.text for s in sources for doc in s.documents), data.vocab_size, path)
+    tokenizer, trained = cached_bpe((doc.text for s in sources for doc in s.documents), data.vocab_size, path, log)
     log(f"data: BPE tokenizer ({tokenizer.vocab_size} tokens) {'trained' if trained else 'loaded from cache'} "
         f"in {time.perf_counter() - start:.1f}s")
     return tokenizer, not trained
@@ -108,7 +108,8 @@ def build_data(data, seed: int, log: Optional[Callable[[str], None]] = None) -> 
     streams: List[TokenStream] = []
     cached: List[str] = []
     for source, digest in zip(sources, digests):
-        stream, hit = cached_stream(tokenizer, source.label, source.documents, digest, Path(data.cache_dir) / "tokens")
+        stream, hit = cached_stream(tokenizer, source.label, source.documents, digest, Path(data.cache_dir) / "tokens",
+                                    log)
         streams.append(stream)
         cached += [source.label] if hit else []
         log(f"data: {source.label}: {len(stream.tokens):,} tokens{' (cached)' if hit else ''}")

@@ -7,7 +7,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -47,15 +47,32 @@ def _tokenise(tokenizer: TextTokenizer, label: str, documents: Sequence[Document
     return TokenStream(label, tokens, domains, names)
 
 
+def _load(path: Path, label: str, vocab_size: int) -> TokenStream:
+    """The stream saved at ``path``; ValueError when it does not hold one that fits."""
+    with np.load(path, allow_pickle=False) as saved:
+        stream = TokenStream(label, saved["tokens"], saved["domains"], [str(n) for n in saved["domain_names"]])
+    tokens, domains = stream.tokens, stream.domains
+    if tokens.ndim != 1 or tokens.shape != domains.shape or not len(tokens) or not stream.domain_names:
+        raise ValueError(f"tokens {tokens.shape} and domains {domains.shape} do not match")
+    if tokens.max() >= vocab_size or domains.max() >= len(stream.domain_names):
+        raise ValueError(f"ids up to {tokens.max()} for {vocab_size} tokens, domains up to {domains.max()} "
+                         f"for {len(stream.domain_names)} names")
+    return stream
+
+
 def cached_stream(tokenizer: TextTokenizer, label: str, documents: Sequence[Document], digest: str,
-                  folder: Path) -> Tuple[TokenStream, bool]:
+                  folder: Path, log: Callable[[str], None] = lambda line: None) -> Tuple[TokenStream, bool]:
     """The source's stream from ``folder`` if cached, else tokenised now and saved there
-    (atomically). Returns (stream, whether it came from the cache)."""
+    (atomically); a damaged cache file is reported through ``log`` and replaced. Returns
+    (stream, whether it came from the cache)."""
     folder = Path(folder) / tokenizer.name
     path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', label)[-60:]}-{digest[:16]}.npz"
     if path.is_file():
-        with np.load(path, allow_pickle=False) as saved:
-            return TokenStream(label, saved["tokens"], saved["domains"], [str(n) for n in saved["domain_names"]]), True
+        try:
+            return _load(path, label, tokenizer.vocab_size), True
+        except Exception as error:
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            log(f"data: token cache {path} is damaged ({reason}): tokenising {label} again")
     stream = _tokenise(tokenizer, label, documents)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")

@@ -5,10 +5,11 @@ through encode/decode. ``<|endoftext|>`` ends every document.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, List, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -57,13 +58,37 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-def cached_bpe(texts: Sequence[str], vocab_size: int, path: Path) -> Tuple[TextTokenizer, bool]:
-    """The BPE saved at ``path``, or one trained on ``texts`` and saved there (atomically).
-    Returns (tokenizer, whether it was trained now). The caller keys ``path`` by the text."""
+def _load_cached(path: Path, vocab_size: int) -> Tuple[Optional[Tokenizer], str]:
+    """(the tokenizer saved at ``path``, "") or (None, what is wrong with it)."""
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as error:
+        return None, f"is unreadable ({(str(error).splitlines() or [type(error).__name__])[0]})"
+    if tokenizer.token_to_id(EOS) is None:
+        return None, f"has no {EOS} token"
+    if tokenizer.get_vocab_size() > vocab_size:
+        return None, f"has {tokenizer.get_vocab_size()} tokens, more than data.vocab_size={vocab_size}"
+    return tokenizer, ""
+
+
+def _name(path: Path) -> str:
+    """Cache name of the tokenizer saved at ``path``: its stem and a digest of its content,
+    so token caches never outlive the tokenizer that made them."""
+    return f"{path.stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}"
+
+
+def cached_bpe(texts: Sequence[str], vocab_size: int, path: Path,
+               log: Callable[[str], None] = lambda line: None) -> Tuple[TextTokenizer, bool]:
+    """The BPE saved at ``path``, or one trained on ``texts`` and saved there (atomically);
+    a saved file that does not load or does not fit ``vocab_size`` is reported through
+    ``log`` and replaced. Returns (tokenizer, whether it was trained now). The caller keys
+    ``path`` by the text."""
     path = Path(path)
-    name = path.stem
     if path.is_file():
-        return TextTokenizer(Tokenizer.from_file(str(path)), name), False
+        cached, problem = _load_cached(path, vocab_size)
+        if cached is not None:
+            return TextTokenizer(cached, _name(path)), False
+        log(f"data: cached tokenizer {path} {problem}: training it again")
     tokenizer = train_bpe(texts, vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -73,7 +98,7 @@ def cached_bpe(texts: Sequence[str], vocab_size: int, path: Path) -> Tuple[TextT
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return TextTokenizer(tokenizer, name), True
+    return TextTokenizer(tokenizer, _name(path)), True
 
 
 def gpt2() -> TextTokenizer:
