@@ -2,7 +2,6 @@
 resumes to nothing (no TypeError from the summary), a checkpoint past ``train.steps``, of
 another model or of other data is one ConfigError naming the file, a damaged newest
 checkpoint is skipped by name for the previous one, and a checkpoint written by the other framework carries over with a log line."""
-import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -11,20 +10,11 @@ import numpy as np
 import pytest
 
 from models.errors import ConfigError
+from scripts.train import done_line
 from tests.support.train_fixtures import tiny_run_config, write_corpus
 from training.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint, save_checkpoint
 from training.config import config_from_dict
 from training.trainer import Trainer
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def train_script():
-    spec = importlib.util.spec_from_file_location("train_script", ROOT / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 class Runs:
     """A finished 4-step run (checkpoints at steps 2 and 4) and trainers over copies of it."""
@@ -60,7 +50,7 @@ def test_finished_run_resumes_to_nothing(runs):
     assert any("already reached train.steps=4" in line for line in lines), lines
     assert (summary["steps"], summary["trained_steps"], summary["tokens_per_s"]) == (4, 0, None)
     assert summary["val_loss"] == runs.summary["val_loss"]  # the whole run's validations, not this call's
-    line = train_script().done_line(summary, "runs/x")
+    line = done_line(summary, "runs/x")
     assert line.startswith("done: 4 steps in ") and "tokens/s" not in line
 
 
