@@ -268,8 +268,8 @@ def all_to_all_stand_in(x, send_counts, recv_counts, group: str):
     place = np.concatenate([j * rows + np.arange(n) for j, n in enumerate(send_counts)]).astype(np.int32)
     mine = (ops.unsorted_segment_sum(x, ms.Tensor(place), size * rows) if place.size
             else ops.zeros((size * rows, width), x.dtype))
-    buffer = ops.zeros((size, size * rows, width), x.dtype)
-    buffer = ops.concat((buffer[:me], ops.expand_dims(mine, 0), buffer[me + 1:]), 0)
+    own_block = ms.Tensor(np.eye(size, dtype=np.float32)[me].reshape(size, 1, 1), x.dtype)
+    buffer = ops.expand_dims(mine, 0) * own_block  # mine in block ``me``, zeros elsewhere (no empty slices)
     total = ops.reshape(_collective(ops.AllReduce, group)(buffer), (size * size * rows, width))
     take = np.concatenate([(j * size + me) * rows + np.arange(n) for j, n in enumerate(recv_counts)]).astype(np.int32)
     return ops.gather(total, ms.Tensor(take), 0) if take.size else ops.zeros((0, width), x.dtype)
@@ -284,10 +284,14 @@ class _RowExchange(nn.Cell):
         self.send_counts, self.recv_counts, self.group = send_counts, recv_counts, group
 
     def construct(self, x):
-        return exchange_rows(x, self.send_counts, self.recv_counts, self.group)
+        sent = sum(self.send_counts)
+        rows = x if sent == x.shape[0] else x[:sent]
+        return exchange_rows(rows, self.send_counts, self.recv_counts, self.group)
 
     def bprop(self, x, out, dout):
-        return (exchange_rows(dout, self.recv_counts, self.send_counts, self.group),)
+        back = exchange_rows(dout, self.recv_counts, self.send_counts, self.group)
+        unsent = x.shape[0] - back.shape[0]
+        return (back if unsent == 0 else ops.concat((back, ops.zeros((unsent, x.shape[1]), x.dtype)), 0),)
 
 
 class _GroupedMatmul(nn.Cell):

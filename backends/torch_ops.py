@@ -182,14 +182,16 @@ class AllToAll(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, send_counts, recv_counts, group):
-        ctx.counts, ctx.group = (send_counts, recv_counts), group
-        return exchange_rows(x, send_counts, recv_counts, group)
+        ctx.counts, ctx.group, ctx.rows = (send_counts, recv_counts), group, x.shape[0]
+        return exchange_rows(x[:sum(send_counts)], send_counts, recv_counts, group)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         send_counts, recv_counts = ctx.counts
-        return exchange_rows(grad, recv_counts, send_counts, ctx.group), None, None, None
+        back = exchange_rows(grad, recv_counts, send_counts, ctx.group)
+        unsent = back.new_zeros((ctx.rows - back.shape[0],) + tuple(back.shape[1:]))
+        return torch.cat([back, unsent], 0), None, None, None
 
 
 class GroupedMatmul(torch.autograd.Function):

@@ -171,7 +171,9 @@ class Ops(Protocol):
 
     def all_to_all(self, x: Tensor, send_counts: Sequence[int], recv_counts: Sequence[int],
                    group: Any) -> Tensor:
-        """Rows to and from every rank of the group (uneven splits, zeros allowed):
-        x [sum(send_counts), m] holds, in rank order, ``send_counts[j]`` rows for rank j;
-        returns [sum(recv_counts), m]: ``recv_counts[j]`` rows from rank j, in rank order.
-        Counts are host ints. Differentiable: the gradient is the reverse all-to-all."""
+        """Rows to and from every rank of the group (uneven splits, zeros allowed): the
+        first sum(send_counts) rows of x [N, m] hold, in rank order, ``send_counts[j]`` rows
+        for rank j (rows past them are not sent; their gradient is zero); returns
+        [sum(recv_counts), m]: ``recv_counts[j]`` rows from rank j, in rank order. Counts are
+        host ints. Differentiable: the gradient is the reverse all-to-all, and every rank
+        takes part in it even when it sends nothing (x keeps its gradient path)."""

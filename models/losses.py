@@ -9,7 +9,12 @@ def assignment_counts(F, expert_index, num_slots: int, parallel=None):
 
     With global counts, each rank's loss N sum_i f_i P_i(local) averages over the ranks to
     the global batch's N sum_i f_i P_i, and so does its gradient."""
-    counts = F.sum(F.sum(F.one_hot(expert_index, num_slots, F.float32), 0), 0)
+    return batch_total(F, F.sum(F.sum(F.one_hot(expert_index, num_slots, F.float32), 0), 0), parallel)
+
+
+def batch_total(F, counts, parallel=None):
+    """Counts of this rank's tokens -> of the global batch (summed over the data-parallel
+    ranks of ``parallel``; no gradient); unchanged in a single process."""
     return counts if parallel is None else F.all_reduce(counts, parallel.batch_group)
 
 

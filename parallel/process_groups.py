@@ -3,7 +3,7 @@
 - torch: ``torchrun`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``,
   ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``); ``torch.distributed`` with gloo
   on CPU, NCCL on CUDA, HCCL on Ascend (torch_npu); every group gets the config's timeout.
-- MindSpore: ``msrun`` (sets ``MS_ROLE``, ``RANK_SIZE``, ``RANK_ID``);
+- MindSpore: ``msrun`` (sets ``MS_ROLE``, ``MS_WORKER_NUM``, ``RANK_ID``);
   ``mindspore.communication.init()`` picks HCCL on Ascend, NCCL on GPU, mccl on CPU; each
   rank creates only the groups it belongs to.
 
@@ -45,8 +45,8 @@ def launched_world(backend: str) -> Optional[int]:
     """The world size a launcher set in the environment, or None outside a launcher."""
     if backend == "torch":
         value = os.environ.get("WORLD_SIZE")
-    else:
-        value = os.environ.get("RANK_SIZE") if os.environ.get("MS_ROLE") == "MS_WORKER" else None
+    else:  # msrun runs the script in its scheduler process too (MS_ROLE=MS_SCHED): init() serves there
+        value = os.environ.get("MS_WORKER_NUM") if os.environ.get("MS_ROLE") else None
     return None if value is None else int(value)
 
 

@@ -74,7 +74,7 @@ class ExpertParallelExperts:
         by_rank = counts.reshape(ep, ep, local).sum(-1)  # [source, destination]
         send, recv = by_rank[me].tolist(), by_rank[:, me].tolist()
         sent = int(sum(send))
-        received = F.all_to_all(x[:sent], send, recv, self.parallel.group)
+        received = F.all_to_all(x, send, recv, self.parallel.group)  # the first ``sent`` rows: true experts
         order = regroup_order(counts, me, local)
         local_counts = F.tensor(counts[:, me * local:(me + 1) * local].sum(0), F.index_dtype)
         out = self.experts.grouped(F, params, _permute(F, received, order), local_counts)

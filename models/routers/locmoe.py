@@ -107,7 +107,7 @@ class LocMoERouter(LocalityRouter):
         _, index = F.topk(selection, 1)
         weight = F.take_along_axis(probs, index, 1)
         assignment = F.one_hot(index[:, 0], c.num_experts, F.float32)
-        losses = {"balance": switch_balance_loss(F, probs, index, c.num_experts)}
+        losses = {"balance": switch_balance_loss(F, probs, index, c.num_experts, context.get("parallel"))}
         stats = {"affinity_delta": F.stop_gradient(F.mean(F.sum(cosine * assignment, -1)))}
         if self.locality_coef > 0:
             losses["locality"] = self.locality(F, probs)

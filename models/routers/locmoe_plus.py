@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from models.capacity_bound import large_d_capacity_bound
 from models.errors import ConfigError
 from models.locality import own_node_share
+from models.losses import batch_total
 from models.routers.locality_router import LocalityOptions, LocalityRouter, finite_number, grap_affinity, grap_logits
 from models.routers.registry import register_router
 
@@ -101,7 +102,8 @@ class LocMoEPlusRouter(LocalityRouter):
         slot_weight = F.take_along_axis(F.transpose(weight, (1, 0)), slot_token, 1)
         slot_weight = F.where(filled, slot_weight, F.zeros((), F.float32))
         slot_token = F.where(filled, slot_token, F.ones((), slot_token.dtype) * num_tokens)
-        share = F.sum(chosen, 0) / F.sum(chosen)
+        counts = batch_total(F, F.sum(chosen, 0), context.get("parallel"))
+        share = counts / F.sum(counts)
         losses = {"balance": n * F.sum(share * F.mean(probs, 0))}
         stats = {"affinity_max": F.stop_gradient(F.mean(F.max(affinity, -1)))}
         if self.locality_coef > 0:

@@ -59,6 +59,7 @@ def main() -> int:
     lay = run.layout
     saved = {}
     for name, config, x, override in cases(lay.world_size):
+        print(f"rank {lay.rank}: case {name}", flush=True)
         full = MoELayer(config)
         values = {**init_params(full.param_specs(), 1), **override}
         cot = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
