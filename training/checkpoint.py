@@ -11,6 +11,13 @@ Atomic write: the file is written under a temporary name in the same directory, 
 and fsynced, then ``os.replace``d onto its final name and the directory fsynced; a writer
 killed at any point leaves the earlier checkpoints untouched and at most a stray temporary
 file, which the next save removes.
+
+Expert-parallel runs: the ranks that own experts first write their expert stacks, cut
+along the expert axis, to ``step_<N>.experts<i>of<n>.safetensors`` (each atomic); after a
+barrier rank 0 writes the main file, whose ``expert_shards`` names them. A step counts only
+once its main file exists, so a set of shards without it is never taken for a checkpoint.
+``load_checkpoint`` concatenates the shards: every checkpoint loads as the full model, at
+any expert-parallel size, on either framework.
 """
 from __future__ import annotations
 
@@ -81,18 +88,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(directory: Path, checkpoint: Checkpoint, keep: int) -> Path:
-    """Write ``checkpoint`` atomically, then delete all but the newest ``keep``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for stray in directory.glob(".step_*.tmp*"):
-        stray.unlink(missing_ok=True)
-    final = directory / f"step_{checkpoint.step:08d}.safetensors"
+def _write_atomic(final: Path, checkpoint: Checkpoint, extra: Dict[str, str]) -> None:
+    """Write one checkpoint file under a temporary name, fsync, rename onto ``final``."""
+    directory = final.parent
     tmp = directory / f".{final.name}.tmp{os.getpid()}"
     tensors = {f"{group}/{name}": np.asarray(value, order="C")
                for group in GROUPS for name, value in getattr(checkpoint, group).items()}
     metadata = {"format": FORMAT, "step": str(checkpoint.step), "backend": checkpoint.backend,
-                "dtype": checkpoint.dtype, "state": json.dumps(checkpoint.state)}
+                "dtype": checkpoint.dtype, "state": json.dumps(checkpoint.state), **extra}
     metadata["crc32"] = _crc32(metadata, tensors)
     try:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -103,8 +106,40 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint, keep: int) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(directory)
-    for old in list_checkpoints(directory)[:-keep]:
-        old.unlink()
+
+
+def shard_path(directory: Path, step: int, index: int, count: int) -> Path:
+    """Expert shard ``index`` of ``count`` of the checkpoint at ``step``."""
+    return Path(directory) / f"step_{step:08d}.experts{index}of{count}.safetensors"
+
+
+def save_expert_shard(directory: Path, checkpoint: Checkpoint, index: int, count: int) -> Path:
+    """Write one expert shard (the expert stacks of one expert-parallel rank: ``model`` and
+    ``optimizer`` entries cut along the expert axis) atomically. Its checkpoint becomes
+    loadable only when the main file, written after every shard, names it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = shard_path(directory, checkpoint.step, index, count)
+    _write_atomic(final, checkpoint, {"shard": f"{index}/{count}"})
+    return final
+
+
+def save_checkpoint(directory: Path, checkpoint: Checkpoint, keep: int, expert_shards: int = 0) -> Path:
+    """Write ``checkpoint`` atomically, then delete all but the newest ``keep`` (with their
+    shards). ``expert_shards`` > 0: the expert stacks are in that many shard files, already
+    written (``save_expert_shard``); this main file commits them."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stray in directory.glob(".step_*.tmp*"):
+        stray.unlink(missing_ok=True)
+    final = directory / f"step_{checkpoint.step:08d}.safetensors"
+    _write_atomic(final, checkpoint, {"expert_shards": str(expert_shards)} if expert_shards else {})
+    kept = list_checkpoints(directory)[-keep:]
+    oldest = int(NAME.match(kept[0].name).group(1))
+    for old in directory.glob("step_*.safetensors"):
+        step = int(old.name[len("step_"):len("step_") + 8])
+        if step < oldest:
+            old.unlink(missing_ok=True)
     return final
 
 
@@ -123,6 +158,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
         for key, value in tensors.items():
             group, _, name = key.partition("/")
             groups[group][name] = value
+        shards = int(metadata.get("expert_shards", 0))
+        if shards:
+            _merge_shards(groups, [load_checkpoint(shard_path(path.parent, int(metadata["step"]), i, shards))
+                                   for i in range(shards)])
         return Checkpoint(step=int(metadata["step"]), state=json.loads(metadata["state"]),
                           backend=metadata["backend"], dtype=metadata["dtype"], **groups)
     except ConfigError:
@@ -130,6 +169,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
     except Exception as error:
         reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise ConfigError(f"{path}: unreadable checkpoint ({reason})") from None
+
+
+def _merge_shards(groups: Dict[str, Dict[str, np.ndarray]], shards: List[Checkpoint]) -> None:
+    """Expert stacks of every shard, concatenated along the expert axis in shard order."""
+    for group in ("model", "optimizer"):
+        for name in getattr(shards[0], group):
+            groups[group][name] = np.concatenate([getattr(shard, group)[name] for shard in shards], 0)
 
 
 def newest_loadable(directory: Path, log: Callable[[str], None]) -> Tuple[Path, Checkpoint]:

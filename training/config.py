@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Sequence, get_type_hints
 
 from models.errors import ConfigError
 from models.moe_config import MoEConfig
+from parallel.layout import check_experts
 from training.checks import FLAG, MAPPING, TEXT, Rule, integer, names, number, one_of, setting
 from training.data.corpora import CORPORA
 from training.yaml_io import parse_yaml, read_yaml, write_yaml_atomic
@@ -87,6 +88,20 @@ class TrainConfig:
 
 
 @dataclass
+class ParallelConfig:
+    """Multi-process runs (started by scripts/run_cpu.sh, run_cuda.sh, run_ascend.sh; the
+    world size and the node layout come from the launcher). ``expert_parallel``: ranks
+    that split each MoE layer's experts (data parallelism fills the rest of the world);
+    ``world_size`` 0 accepts what the launcher started, N refuses anything else;
+    ``timeout_s``: every collective gives up after this long (a dead or stalled rank ends
+    the job instead of hanging it)."""
+
+    expert_parallel: int = setting(1, integer(1))
+    world_size: int = setting(0, integer(0))
+    timeout_s: float = setting(300.0, number(0.0, low_open=True))
+
+
+@dataclass
 class RunConfig:
     """The whole run. ``moe`` is the MoE layer config; its d_model is model.d_model."""
 
@@ -99,12 +114,14 @@ class RunConfig:
     moe: MoEConfig = field(default_factory=MoEConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def __post_init__(self) -> None:
         self.moe = replace(self.moe, d_model=self.model.d_model)
 
 
-SECTIONS = {"model": ModelConfig, "moe": MoEConfig, "data": DataConfig, "train": TrainConfig}
+SECTIONS = {"model": ModelConfig, "moe": MoEConfig, "data": DataConfig, "train": TrainConfig,
+            "parallel": ParallelConfig}
 _HINTS = {("moe", "d_model"): "the experts' width is model.d_model"}
 
 
@@ -153,7 +170,8 @@ def config_from_dict(raw: Any) -> RunConfig:
     parts = {name: _checked(raw.get(name), cls, name) for name, cls in SECTIONS.items()}
     model = ModelConfig(**parts["model"])
     config = RunConfig(**values, model=model, moe=MoEConfig(**copy.deepcopy(parts["moe"])),
-                       data=DataConfig(**parts["data"]), train=TrainConfig(**parts["train"]))
+                       data=DataConfig(**parts["data"]), train=TrainConfig(**parts["train"]),
+                       parallel=ParallelConfig(**parts["parallel"]))
     check_run(config)
     return config
 
@@ -192,6 +210,12 @@ def check_run(config: RunConfig) -> None:
     if t.warmup_steps > t.steps:
         raise ConfigError(f"train.warmup_steps={t.warmup_steps} exceeds train.steps={t.steps}")
     config.moe.validate(section="moe")
+    check_experts(config.moe.num_experts, config.parallel.expert_parallel)
+    if config.parallel.world_size and (config.parallel.world_size % config.parallel.expert_parallel
+                                       or t.batch_size % config.parallel.world_size):
+        raise ConfigError(f"parallel.world_size={config.parallel.world_size} must be a multiple of "
+                          f"parallel.expert_parallel={config.parallel.expert_parallel} and divide "
+                          f"train.batch_size={t.batch_size}")
     _check_finite(config.moe.router_options, "moe.router_options")
     from models.routers import router_class
     router_class(config.moe.router)(config.moe)  # the router checks its own options
@@ -245,7 +269,7 @@ def config_to_dict(config: RunConfig) -> Dict[str, Any]:
     moe = asdict(config.moe)
     moe.pop("d_model")
     return {**top, "model": asdict(config.model), "moe": moe,
-            "data": asdict(config.data), "train": asdict(config.train)}
+            "data": asdict(config.data), "train": asdict(config.train), "parallel": asdict(config.parallel)}
 
 
 def save_config(config: RunConfig, path: Path) -> None:
