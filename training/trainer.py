@@ -211,8 +211,7 @@ class Trainer:
                 tick = time.perf_counter()
                 loss, metrics, grad_norm, lr, tokens = self._one_step()
                 seconds = time.perf_counter() - tick
-                if self.bad_in_row >= t.max_bad_steps:
-                    raise TrainingStopped(self._stop_message())
+                stopping = self.bad_in_row >= t.max_bad_steps
                 if self.bad_in_row == 0:  # a good step: its metrics count
                     rates.append(tokens / seconds)
                     for key, value in {**metrics, "grad_norm": grad_norm, "lr": lr}.items():
@@ -221,12 +220,14 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(self._postfix(loss, metrics, rates), refresh=False)
-                if self.step % t.log_every == 0 or self.step == last:
+                if self.step % t.log_every == 0 or self.step == last or stopping:
                     record = {key: np.mean(values, 0) for key, values in interval.items()}
                     record.update(tokens_per_s=np.median(rates[-t.log_every:]) if rates else None,
                                   skipped=self.skipped, elapsed_s=self.elapsed)
                     metrics_log.log("train", self.step, record)
                     interval = {}
+                if stopping:  # logged first, so the metrics show the skipped steps
+                    raise TrainingStopped(self._stop_message())
                 if t.eval_every and (self.step % t.eval_every == 0 or self.step == t.steps):
                     self._validate(metrics_log, started, bar)
                 if t.checkpoint_every and (self.step % t.checkpoint_every == 0 or self.step == last):

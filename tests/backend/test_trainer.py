@@ -108,6 +108,8 @@ def test_nan_steps_stop_the_run_and_keep_the_last_good_checkpoint(runs):
     with pytest.raises(TrainingStopped, match="max_bad_steps=2.*step_00000006"):
         resumed.run()
     assert resumed.skipped == 2 and resumed.step == 8
+    last = [r for r in read_records(resumed.run_dir / "metrics.jsonl") if r["kind"] == "train"][-1]
+    assert (last["step"], last["skipped"]) == (8, 2)
     kept = load_checkpoint(latest_checkpoint(checkpoint_dir(resumed.run_dir)))
     assert kept.step == good.step == 6
     assert all(np.isfinite(v).all() for v in kept.model.values())
