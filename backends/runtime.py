@@ -3,6 +3,7 @@ device and execution mode, seeding, modules, the train step, and the random gene
 state for checkpoints. Frameworks are imported only when their backend is chosen."""
 from __future__ import annotations
 
+import os
 import random
 from typing import Callable, Dict
 
@@ -15,18 +16,24 @@ from backends.train_step import make_train_step
 class Runtime:
     """One backend for one run. ``device`` as in the run config (auto, cpu, cuda, npu,
     ascend, gpu); ``graph_mode`` selects MindSpore GRAPH_MODE (its train step is compiled
-    with ``ms.jit`` either way; torch ignores it)."""
+    with ``ms.jit`` either way; torch ignores it). ``ops``: the backend's op vocabulary."""
 
     def __init__(self, backend: str, device: str = "cpu", graph_mode: bool = True) -> None:
         self.backend = check_backend(backend)
         if self.backend == "torch":
             from backends import torch_shell as shell
+            from backends.torch_ops import TorchOps
             self.device = shell.select_device(device)
+            if self.device != "cpu" and "LOCAL_RANK" in os.environ:  # one accelerator per process (torchrun)
+                self.device = f"{self.device}:{os.environ['LOCAL_RANK']}"
             self.target = self.device
+            self.ops = TorchOps(self.device)
         else:
             from backends import mindspore_shell as shell
+            from backends.mindspore_ops import MindSporeOps
             self.target = shell.select_device(device, graph_mode=graph_mode)
             self.device = self.target.lower()
+            self.ops = MindSporeOps()
         self.shell = shell
 
     def seed(self, seed: int) -> None:
@@ -39,8 +46,8 @@ class Runtime:
         return self.shell.MindSporeModule(component, dtype=dtype, values=values)
 
     def train_step(self, module, objective: Callable, lr: float, betas, eps: float,
-                   weight_decay: float, grad_clip: float):
-        return make_train_step(self.backend, module, objective, lr, betas, eps, weight_decay, grad_clip)
+                   weight_decay: float, grad_clip: float, parallel=None):
+        return make_train_step(self.backend, module, objective, lr, betas, eps, weight_decay, grad_clip, parallel)
 
     def rng_state(self) -> Dict[str, np.ndarray]:
         """The framework's default generator, numpy's global generator and Python's

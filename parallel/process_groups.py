@@ -82,6 +82,9 @@ def _torch_groups(device: str, expert_parallel: int, timeout_s: float) -> Parall
     layout = ParallelLayout(int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]), expert_parallel,
                             int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])))
     backend = {"cuda": "nccl", "npu": "hccl"}.get(device.split(":")[0], "gloo")
+    if backend != "gloo":  # NCCL/HCCL bind one device per process before the group starts
+        import torch
+        getattr(torch, device.split(":")[0]).set_device(device)
     timeout = timedelta(seconds=timeout_s)
     try:
         dist.init_process_group(backend, timeout=timeout)

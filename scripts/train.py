@@ -7,8 +7,12 @@
 config saved there (``--set`` and ``--backend`` still apply; ``--config`` is then not
 needed, and refused when it differs from the saved one). A run that already reached
 train.steps resumes to nothing and exits 0.
+Multi-process runs: start this script with scripts/run_cpu.sh, run_cuda.sh or
+run_ascend.sh (torchrun / msrun); the config's ``parallel`` section sets the expert-parallel
+size and the collectives' timeout.
 Exit codes: 0 done, 2 bad config or input (one line on stderr), 3 stopped: NaN/Inf steps,
-or a file of the run could not be written (one line on stderr).
+or a file of the run could not be written (one line on stderr), 4 a multi-process run lost
+a rank (a collective failed or timed out; one line naming this rank).
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="override one config value (repeatable)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--print-backend", action="store_true",
+                        help="check the config, print its backend and exit (used by the launch scripts)")
     return parser.parse_args(argv)
 
 
@@ -70,6 +76,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config = resolve_config(args)
+        if args.print_backend:
+            print(config.backend)
+            return 0
+        os.environ.setdefault("HCCL_EXEC_TIMEOUT", str(max(1, int(config.parallel.timeout_s))))
         from training.trainer import Trainer, TrainingStopped
         trainer = Trainer(config, resume=args.resume is not None, progress=not args.no_progress)
         summary = trainer.run()
@@ -79,8 +89,21 @@ def main(argv=None) -> int:
     except (TrainingStopped, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
+    except RuntimeError as error:
+        if launched_rank() is None:
+            raise
+        print(f"error: rank {launched_rank()}: a collective failed or timed out (parallel.timeout_s="
+              f"{config.parallel.timeout_s:g}): another rank died or stalled; the launcher's log names it "
+              f"({(str(error).strip().splitlines() or [type(error).__name__])[0]})", file=sys.stderr)
+        return 4
     print(done_line(summary, config.run_dir))
     return 0
+
+
+def launched_rank():
+    """This process's rank under torchrun or msrun, None outside a launcher."""
+    value = os.environ.get("RANK", os.environ.get("RANK_ID"))
+    return None if value is None else int(value)
 
 
 def done_line(summary: dict, run_dir: str) -> str:

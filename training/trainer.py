@@ -28,10 +28,10 @@ from models.params import init_params
 from models.routers.base import Router
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
-from training.checkpoint import (Checkpoint, checkpoint_dir, latest_checkpoint, newest_loadable,
-                                 save_checkpoint)
+from training.checkpoint import Checkpoint, checkpoint_dir, latest_checkpoint, newest_loadable
 from training.config import RunConfig, save_config
 from training.data.pipeline import build_data
+from training.distributed import Distributed, rank_log
 from training.metrics_log import MetricsLog, read_records
 from training.plots import plot_run
 from training.schedule import learning_rate
@@ -76,12 +76,19 @@ class Trainer:
             raise ConfigError(f"run_dir={str(self.run_dir)!r}: cannot write there ({error.strerror or error})") from None
         t = config.train
         self.runtime = Runtime(config.backend, config.device, t.graph_mode)
+        self.dist = Distributed.start(config.backend, self.runtime.device, config.parallel, self.runtime.ops)
+        self.log_dir = self.run_dir if self.dist.is_main else self.run_dir / "logs" / f"rank{self.dist.rank}"
+        if self.dist.world > 1:
+            self.log = log = rank_log(self.run_dir, self.dist.rank, log)
+            self.progress = self.progress and self.dist.is_main
         self.runtime.seed(config.seed)
-        self.data = build_data(config.data, seed=config.seed, log=log)
-        self.model = Transformer(transformer_config(config, self.data.tokenizer.vocab_size))
-        self.module = self.runtime.module(self.model, init_params(self.model.param_specs(), config.seed), config.dtype)
+        self.data = self.dist.main_first(lambda: build_data(config.data, seed=config.seed, log=log))
+        self.model = Transformer(transformer_config(config, self.data.tokenizer.vocab_size), self.dist.expert_parallel)
+        self.specs = self.model.param_specs()
+        self.module = self.runtime.module(self.model, self.dist.local(init_params(self.specs, config.seed), self.specs),
+                                          config.dtype)
         self.train_step = self.runtime.train_step(self.module, lm_objective, t.lr, (t.beta1, t.beta2), ADAM_EPS,
-                                                  t.weight_decay, t.grad_clip)
+                                                  t.weight_decay, t.grad_clip, self.dist.run)
         self.batches = self.data.train_batches(t.batch_size)
         self.val_batches = self.data.val_batches(t.batch_size, t.eval_batches)
         self.hooked = [(i, layer.router) for i, layer in enumerate(self.model.moe_layers)
@@ -117,8 +124,8 @@ class Trainer:
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Weights, optimizer state, random generators, data position and counters."""
-        self.module.load_numpy(checkpoint.model)
-        self.train_step.load_optimizer_state(checkpoint.optimizer)
+        self.module.load_numpy(self.dist.local(checkpoint.model, self.specs))
+        self.train_step.load_optimizer_state(self.dist.local(checkpoint.optimizer, self.specs))
         self.runtime.set_rng_state(checkpoint.rng)
         state = checkpoint.state
         self.batches.load_state_dict(state["data"])
@@ -137,22 +144,25 @@ class Trainer:
         the earlier checkpoints intact."""
         directory = checkpoint_dir(self.run_dir)
         try:
-            path = save_checkpoint(directory, self.checkpoint(), self.config.train.keep_checkpoints)
+            path = self.dist.save(directory, self.checkpoint(), self.config.train.keep_checkpoints, self.specs)
         except OSError as error:
             raise TrainingStopped(f"step {self.step}: could not write a checkpoint in {directory} "
                                   f"({error.strerror or error}); {self._kept()}. Free space or fix the "
                                   f"directory, then --resume {self.run_dir}") from None
-        self.log(f"step {self.step}: checkpoint {path}")
+        if path is not None:
+            self.log(f"step {self.step}: checkpoint {path}")
         return path
 
     # evaluation
     def validate(self) -> Dict[str, float]:
         """Mean LM cross-entropy over the fixed validation batches and its perplexity."""
         losses = []
+        start, end = self.dist.rows(self.config.train.batch_size)
         for tokens, domains in self.val_batches:
-            _, metrics = self.train_step.evaluate((tokens[:, :-1], domains), (tokens[:, 1:],))
+            _, metrics = self.train_step.evaluate((tokens[start:end, :-1], domains[start:end]),
+                                                  (tokens[start:end, 1:],))
             losses.append(float(metrics["lm_loss"]))
-        val_loss = float(np.mean(losses))
+        val_loss = float(self.dist.mean({"val_loss": np.mean(losses)})["val_loss"])
         return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
 
     # training
@@ -174,7 +184,10 @@ class Trainer:
         t = self.config.train
         tokens, domains = next(self.batches)
         lr = learning_rate(self.step, t.lr, t.min_lr, t.warmup_steps, t.steps)
-        loss, metrics, grad_norm = self.train_step.step((tokens[:, :-1], domains), (tokens[:, 1:],), lr)
+        start, end = self.dist.rows(t.batch_size)
+        loss, metrics, grad_norm = self.train_step.step((tokens[start:end, :-1], domains[start:end]),
+                                                        (tokens[start:end, 1:],), lr)
+        metrics = self.dist.mean(metrics)
         self.step += 1
         if math.isfinite(loss) and math.isfinite(grad_norm):
             self.bad_in_row = 0
@@ -191,11 +204,13 @@ class Trainer:
         returns a summary (also written to summary.yaml); plots are drawn at the end."""
         t = self.config.train
         last = t.steps if until is None else min(until, t.steps)
-        save_config(self.config, self.run_dir / "config.yaml")
-        metrics_log = MetricsLog(self.run_dir, resume_step=self.step or None, tensorboard=self.tensorboard)
+        if self.dist.is_main:
+            save_config(self.config, self.run_dir / "config.yaml")
+        metrics_log = MetricsLog(self.log_dir, resume_step=self.step or None,
+                                 tensorboard=self.tensorboard and self.dist.is_main)
         self.log(f"{self.config.backend} on {self.runtime.target}, {self.config.dtype}: "
                  f"{self.num_params:,} parameters, {len(self.model.moe_layers)} MoE layer(s), "
-                 f"steps {self.step}..{t.steps}")
+                 f"steps {self.step}..{t.steps}{self.dist.describe()}")
         if self.step >= t.steps:
             self.log(f"the run already reached train.steps={t.steps}: nothing to train "
                      f"(raise it with --set train.steps=N to continue)")
@@ -236,7 +251,7 @@ class Trainer:
             if bar is not None:
                 bar.close()
             metrics_log.close()
-        for name, path in plot_run(self.run_dir).items():
+        for name, path in (plot_run(self.run_dir) if self.dist.is_main else {}).items():
             self.log(f"plot {name}: {path}")
         return self._summary(rates, self.step - first_step)
 
@@ -277,11 +292,11 @@ class Trainer:
         """The run's totals; ``val_loss`` is every validation of the run (resumed or not),
         ``trained_steps`` and ``tokens_per_s`` (None without a good step) this call's."""
         from training.yaml_io import write_yaml_atomic
-        val_history = [r["val_loss"] for r in read_records(self.run_dir / "metrics.jsonl") if r["kind"] == "val"]
+        val_history = [r["val_loss"] for r in read_records(self.log_dir / "metrics.jsonl") if r["kind"] == "val"]
         summary = {"backend": self.config.backend, "device": self.runtime.target, "steps": self.step,
                    "trained_steps": trained, "skipped_steps": self.skipped, "elapsed_s": round(self.elapsed, 2),
                    "tokens_per_s": float(np.median(rates[1:] or rates)) if rates else None,
                    "val_loss": val_history, "parameters": self.num_params}
-        write_yaml_atomic(summary, self.run_dir / "summary.yaml")
+        write_yaml_atomic(summary, self.log_dir / "summary.yaml")
         return summary
 
