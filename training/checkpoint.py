@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from models.errors import ConfigError
@@ -98,7 +98,10 @@ def _write_atomic(final: Path, checkpoint: Checkpoint, extra: Dict[str, str]) ->
                 "dtype": checkpoint.dtype, "state": json.dumps(checkpoint.state), **extra}
     metadata["crc32"] = _crc32(metadata, tensors)
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as error:  # how safetensors reports I/O failures (a full disk)
+            raise OSError(f"{final.name}: {error}") from None
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, final)

@@ -1,9 +1,12 @@
 """Every edge of resume on the backend under test gets a clear answer: a finished run
 resumes to nothing (no TypeError from the summary), a checkpoint past ``train.steps``, of
 another model or of other data is one ConfigError naming the file, a damaged newest
-checkpoint is skipped by name for the previous one, and a checkpoint written by the other framework carries over with a log line."""
+checkpoint is skipped by name for the previous one, and a checkpoint written by the other
+framework carries over with a log line. A disk that fills up during a checkpoint write
+stops the run in one line with the previous checkpoint intact."""
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ from scripts.train import done_line
 from tests.support.train_fixtures import tiny_run_config, write_corpus
 from training.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint, save_checkpoint
 from training.config import config_from_dict
-from training.trainer import Trainer
+from training.trainer import Trainer, TrainingStopped
 
 class Runs:
     """A finished 4-step run (checkpoints at steps 2 and 4) and trainers over copies of it."""
@@ -100,3 +103,28 @@ def test_checkpoint_of_the_other_framework_carries_over(runs):
     assert trainer.step == 4
     for name, value in runs.finished.module.numpy_params().items():
         np.testing.assert_array_equal(trainer.module.numpy_params()[name], value, err_msg=name)
+
+
+@pytest.fixture
+def small_disk(runs):
+    """A tmpfs with room for about one and a half checkpoints, mounted as a run's checkpoint
+    directory (needs root; skipped elsewhere)."""
+    folder = checkpoint_dir(runs.root / "full_disk")
+    folder.mkdir(parents=True)
+    size = int(1.5 * list_checkpoints(checkpoint_dir(runs.root / "finished"))[-1].stat().st_size)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_full_disk_during_a_checkpoint_write_keeps_the_previous_one(runs, small_disk):
+    trainer = runs.trainer("full_disk")
+    with pytest.raises(TrainingStopped, match=r"^step 4: could not write a checkpoint in .*No space left on device.*"
+                                              r"the last good checkpoint is .*step_00000002\.safetensors"):
+        trainer.run()
+    assert [p.name for p in small_disk.iterdir()] == ["step_00000002.safetensors"]  # no partial file
+    assert load_checkpoint(small_disk / "step_00000002.safetensors").step == 2
