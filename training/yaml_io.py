@@ -1,4 +1,5 @@
-"""YAML reading and writing for configs: floats like ``3e-4`` read as numbers, files written atomically."""
+"""YAML reading and writing for configs: floats like ``3e-4`` read as numbers, files written
+atomically; UTF-8 text files read with one-line errors."""
 from __future__ import annotations
 
 import os
@@ -42,13 +43,18 @@ def read_yaml(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config: no such file: {str(path)!r}")
+    return parse_yaml(read_text(path, str(path)), str(path))
+
+
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of ``path``; undecodable or unreadable is one ConfigError line that
+    starts with ``what``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise ConfigError(f"{what} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
-    return parse_yaml(text, str(path))
+        raise ConfigError(f"{what}: cannot read ({err.strerror or err})") from None
 
 
 def write_yaml_atomic(data: Any, path: Path) -> None:

@@ -47,31 +47,33 @@ def test_bad_user_file_is_one_line_naming_it(tmp_path, name):
 
 @pytest.fixture
 def built(tmp_path):
-    """A corpus, its data built once (caches written), and the log of a rebuild helper."""
+    """A corpus's data config and its data built once (caches written)."""
     corpus = write_corpus(tmp_path / "corpus.txt", sentences=300)
     config = data_config(tmp_path, corpus)
     return config, build_data(config, seed=0)
 
 
-def rebuild(config: DataConfig):
+def damage(path: Path, fault: str) -> None:
+    """The faults any cache file can have: arbitrary bytes, or cut short."""
+    path.write_bytes(b"PK\x03\x04 not a zip" if fault == "garbage" else path.read_bytes()[:100])
+
+
+def assert_rebuilt(config: DataConfig, fresh, start: str, end: str = "") -> None:
+    """A new build logs a line from ``start`` to ``end`` and gives the fresh build's data."""
     lines = []
-    return build_data(config, seed=0, log=lines.append), lines
-
-
-def assert_same_data(a, b) -> None:
-    np.testing.assert_array_equal(a.tokens, b.tokens)
-    np.testing.assert_array_equal(a.train_starts, b.train_starts)
-    assert a.tokenizer.name == b.tokenizer.name and a.dataset == b.dataset
+    data = build_data(config, seed=0, log=lines.append)
+    assert any(line.startswith(start) and line.endswith(end) for line in lines), lines
+    np.testing.assert_array_equal(data.tokens, fresh.tokens)
+    np.testing.assert_array_equal(data.train_starts, fresh.train_starts)
+    assert data.tokenizer.name == fresh.tokenizer.name and data.dataset == fresh.dataset
 
 
 @pytest.mark.parametrize("fault", ["garbage", "truncated", "other_vocab", "no_eos"])
 def test_bad_cached_tokenizer_is_named_and_rebuilt(built, fault):
     config, fresh = built
     path, = Path(config.cache_dir, "tokenizers").glob("*.json")
-    if fault == "garbage":
-        path.write_bytes(b"\x00not json")
-    elif fault == "truncated":
-        path.write_bytes(path.read_bytes()[:200])
+    if fault in ("garbage", "truncated"):
+        damage(path, fault)
     elif fault == "other_vocab":  # a larger vocabulary than data.vocab_size under the same name
         train_bpe([Path(config.files[0]).read_text()], 1000).save(str(path))
     else:
@@ -79,20 +81,15 @@ def test_bad_cached_tokenizer_is_named_and_rebuilt(built, fault):
         saved["added_tokens"] = []
         del saved["model"]["vocab"][EOS]
         path.write_text(json.dumps(saved))
-    data, lines = rebuild(config)
-    assert any(line.startswith(f"data: cached tokenizer {path} ") and line.endswith(": training it again")
-               for line in lines), lines
-    assert_same_data(data, fresh)
+    assert_rebuilt(config, fresh, f"data: cached tokenizer {path} ", ": training it again")
 
 
 @pytest.mark.parametrize("fault", ["garbage", "truncated", "ids_out_of_range", "lengths_differ"])
 def test_damaged_token_cache_is_named_and_rebuilt(built, fault):
     config, fresh = built
     path, = Path(config.cache_dir, "tokens").glob("*/*.npz")
-    if fault == "garbage":
-        path.write_bytes(b"PK\x03\x04 not a zip")
-    elif fault == "truncated":
-        path.write_bytes(path.read_bytes()[:100])
+    if fault in ("garbage", "truncated"):
+        damage(path, fault)
     else:
         with np.load(path) as saved:
             arrays = dict(saved)
@@ -101,7 +98,5 @@ def test_damaged_token_cache_is_named_and_rebuilt(built, fault):
         else:
             arrays["domains"] = arrays["domains"][:-5]
         np.savez(path, **arrays)
-    data, lines = rebuild(config)
-    assert any(line.startswith(f"data: token cache {path} is damaged (") for line in lines), lines
-    assert_same_data(data, fresh)
-    assert rebuild(config)[0].summary["cached_sources"] == [config.files[0]]  # the rebuilt cache is used
+    assert_rebuilt(config, fresh, f"data: token cache {path} is damaged (")
+    assert build_data(config, seed=0).summary["cached_sources"] == [config.files[0]]  # the rebuilt cache is used

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterable, List
 
 from models.errors import ConfigError
+from training.yaml_io import read_text
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,7 @@ def read_user_file(name: str) -> List[Document]:
     path = Path(name)
     if not path.is_file():
         raise ConfigError(f"data.files: no such file: {name!r}")
-    try:
-        content = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"data.files: {name!r} is not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise ConfigError(f"data.files: cannot read {name!r} ({err.strerror or err})") from None
+    content = read_text(path, f"data.files: {name!r}")
     if path.suffix == ".txt":
         return [Document(content, path.stem)] if content else []
     documents = []
