@@ -28,6 +28,7 @@ from models.params import init_params
 from models.routers.base import Router
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
+from parallel.process_groups import launched_world
 from training.checkpoint import Checkpoint, checkpoint_dir, latest_checkpoint, newest_loadable
 from training.config import RunConfig, save_config
 from training.data.pipeline import build_data
@@ -75,7 +76,9 @@ class Trainer:
         except OSError as error:
             raise ConfigError(f"run_dir={str(self.run_dir)!r}: cannot write there ({error.strerror or error})") from None
         t = config.train
-        self.runtime = Runtime(config.backend, config.device, t.graph_mode)
+        # many processes: MindSpore runs PyNative (the all-to-all's split sizes are read on the host)
+        single = (launched_world(config.backend) or 1) == 1
+        self.runtime = Runtime(config.backend, config.device, t.graph_mode and single)
         self.dist = Distributed.start(config.backend, self.runtime.device, config.parallel, self.runtime.ops)
         self.log_dir = self.run_dir if self.dist.is_main else self.run_dir / "logs" / f"rank{self.dist.rank}"
         if self.dist.world > 1:

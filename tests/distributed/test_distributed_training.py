@@ -1,0 +1,155 @@
+"""Training on several processes (scripts/run_cpu.sh: torchrun + gloo, msrun on MindSpore's
+CPU backend) equals training in one process on the same global batch: final weights after
+the same steps, with gradient clipping active, at several expert-parallel sizes; a
+checkpoint saved at EP=2 resumes at EP=1 and EP=4 onto the uninterrupted run; a rank
+killed mid-step ends the job non-zero, naming ranks, well within the timeout.
+
+Tolerance: float32 weights after 6 AdamW steps, summed in another order across ranks:
+rtol 2e-4, atol 2e-5 (measured differences are ~1e-6)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.distributed.launch import ROOT
+from tests.support.train_fixtures import tiny_run_config, write_corpus
+from training.checkpoint import latest_checkpoint, load_checkpoint
+
+RTOL, ATOL = 2e-4, 2e-5
+CLIP = {"grad_clip": 0.05}  # small enough that every step is clipped
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "text.txt")
+
+
+def write_config(path: Path, corpus: Path, backend: str, run_dir: Path, **sections) -> Path:
+    train = {**CLIP, "batch_size": 8, "steps": 6, **sections.pop("train", {})}
+    raw = tiny_run_config(run_dir, corpus, backend, train=train, **sections)
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def train_single(config: Path, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--config", str(config),
+                             "--no-progress", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def train_launched(nproc: int, log_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "run_cpu.sh"), "-n", str(nproc), "--log-dir",
+                             str(log_dir), "--timeout", "500", *args, "--no-progress"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, f"logs in {log_dir}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def final_model(run_dir: Path) -> dict:
+    return load_checkpoint(latest_checkpoint(Path(run_dir) / "checkpoints")).model
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def torch_reference(tmp_path_factory, corpus):
+    root = tmp_path_factory.mktemp("torch_single")
+    train_single(write_config(root / "c.yaml", corpus, "torch", root / "run"))
+    return final_model(root / "run")
+
+
+@pytest.mark.parametrize("world, ep", [(2, 2), (4, 4), (4, 2)])
+def test_torch_training_equals_single_process(tmp_path, corpus, torch_reference, world, ep):
+    config = write_config(tmp_path / "c.yaml", corpus, "torch", tmp_path / "run", parallel={"expert_parallel": ep})
+    train_launched(world, tmp_path / "logs", "--config", str(config))
+    shards = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_00000006.*"))
+    assert len(shards) == 1 + (ep if ep > 1 else 0), shards
+    assert_same_weights(final_model(tmp_path / "run"), torch_reference)
+
+
+def test_mindspore_training_equals_single_process(tmp_path, corpus):
+    single = write_config(tmp_path / "single.yaml", corpus, "mindspore", tmp_path / "single", train={"steps": 4})
+    train_single(single)
+    config = write_config(tmp_path / "c.yaml", corpus, "mindspore", tmp_path / "run",
+                          train={"steps": 4}, parallel={"expert_parallel": 2})
+    train_launched(2, tmp_path / "logs", "--config", str(config))
+    assert_same_weights(final_model(tmp_path / "run"), final_model(tmp_path / "single"))
+
+
+def test_checkpoint_at_ep2_resumes_at_ep1_and_ep4(tmp_path, corpus, torch_reference):
+    """A 6-step run at EP=2 checkpoints at steps 2, 4, 6; its step-4 checkpoint (main file and
+    expert shards) resumes to step 6 at EP=1 (one process) and at EP=4."""
+    first = write_config(tmp_path / "c.yaml", corpus, "torch", tmp_path / "ep2", parallel={"expert_parallel": 2})
+    train_launched(2, tmp_path / "logs2", "--config", str(first))
+    for name, launch in (("ep1", None), ("ep4", 4)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "checkpoints").mkdir()
+        for f in (tmp_path / "ep2" / "checkpoints").glob("step_00000004*"):
+            (run / "checkpoints" / f.name).write_bytes(f.read_bytes())
+        saved = yaml.safe_load((tmp_path / "ep2" / "config.yaml").read_text())
+        saved["run_dir"] = str(run)
+        saved["parallel"]["expert_parallel"] = launch or 1
+        (run / "config.yaml").write_text(yaml.safe_dump(saved))
+        if launch is None:
+            train_single(run / "config.yaml", "--resume", str(run))
+        else:
+            train_launched(launch, tmp_path / f"logs_{name}", "--resume", str(run))
+        assert_same_weights(final_model(run), torch_reference)
+
+
+def rank_pid(run_dir: Path, rank: int):
+    """The pid of the training process of ``rank`` whose command line names ``run_dir``."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if "train.py" in cmdline and str(run_dir) in cmdline and f"RANK={rank}".encode() in environ:
+            return int(proc.name)
+    return None
+
+
+def test_a_killed_rank_ends_the_job_within_the_timeout(tmp_path, corpus):
+    timeout = 30
+    config = write_config(tmp_path / "c.yaml", corpus, "torch", tmp_path / "run",
+                          parallel={"expert_parallel": 2, "timeout_s": timeout},
+                          train={"steps": 100000, "checkpoint_every": 0})
+    cmd = ["bash", str(ROOT / "scripts" / "run_cpu.sh"), "-n", "2", "--log-dir", str(tmp_path / "logs"),
+           "--config", str(config), "--set", f"run_dir={tmp_path / 'run'}", "--no-progress"]
+    job = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    log = tmp_path / "run" / "logs" / "rank1.log"
+    while time.monotonic() < deadline and not (log.is_file() and "steps 0.." in log.read_text()):
+        time.sleep(0.5)
+    time.sleep(2)  # now inside the training loop
+    victim = rank_pid(tmp_path / "run", 1)
+    assert victim is not None, "rank 1 was not found running"
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    try:
+        output, _ = job.communicate(timeout=timeout + 60)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        pytest.fail("the job did not end after a rank was killed")
+    assert job.returncode != 0
+    assert time.monotonic() - killed < timeout + 30
+    assert "rank 0" in output and ("rank: 1" in output or "rank 1" in output), output[-2000:]
