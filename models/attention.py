@@ -16,11 +16,13 @@ from models.rotary import apply_rope, rope_tables
 MASKED = -1e9
 
 
-def causal_bias(F, seq_len: int):
-    """[S, S] float32 added to the scores: 0 where query m may attend to key n (n <= m),
-    -1e9 elsewhere (an added constant: its gradient is free, unlike a select's)."""
+def causal_bias(F, seq_len: int, past: int = 0):
+    """[S, past + S] float32 added to the scores: 0 where query m (at position past + m) may
+    attend to key n (n <= past + m), -1e9 elsewhere (an added constant: its gradient is free,
+    unlike a select's). ``past``: positions already held in a KV cache."""
     position = F.arange(seq_len, F.index_dtype)
-    allowed = F.expand_dims(position, 1) >= F.expand_dims(position, 0)
+    key = F.arange(past + seq_len, F.index_dtype) if past else position
+    allowed = F.expand_dims(position + past if past else position, 1) >= F.expand_dims(key, 0)
     return F.where(allowed, F.zeros((), F.float32), F.zeros((), F.float32) + MASKED)
 
 
@@ -64,6 +66,12 @@ class Attention:
 
     def attend(self, F, params: dict, x, rope, bias):
         """x [B, S, d], rope = rope_tables(...), bias = causal_bias(...) -> [B, S, d]."""
+        return self.attend_cached(F, params, x, rope, bias, None)[0]
+
+    def attend_cached(self, F, params: dict, x, rope, bias, past):
+        """``attend`` after P earlier positions: past = (k, v), each [B, P, Hkv, D] (keys
+        rotated), or None (P = 0); rope for positions P..P+S-1, bias = causal_bias(F, S, P)
+        -> (out [B, S, d], (k, v) of all P + S positions: the next call's ``past``)."""
         batch, seq, _ = x.shape
         heads, kv_heads, dim, p = self.num_heads, self.num_kv_heads, self.head_dim, self.prefix
         group = heads // kv_heads
@@ -71,11 +79,14 @@ class Attention:
         q = apply_rope(F, F.reshape(F.linear(x, params[p + "q_proj.weight"]), (batch, seq, heads, dim)), cos, sin)
         k = apply_rope(F, F.reshape(F.linear(x, params[p + "k_proj.weight"]), (batch, seq, kv_heads, dim)), cos, sin)
         v = F.reshape(F.linear(x, params[p + "v_proj.weight"]), (batch, seq, kv_heads, dim))
+        if past is not None:
+            k, v = F.concat([past[0], k], 1), F.concat([past[1], v], 1)
+        keys = k.shape[1]
         q = F.reshape(q * (dim ** -0.5), (batch, seq, kv_heads, group, dim))
         q = F.reshape(F.transpose(q, (0, 2, 3, 1, 4)), (batch, kv_heads, group * seq, dim))
         scores = F.matmul(q, F.transpose(k, (0, 2, 3, 1)))
-        scores = F.reshape(F.cast(scores, F.float32), (batch, kv_heads, group, seq, seq)) + bias
-        probs = F.cast(F.reshape(F.softmax(scores, -1), (batch, kv_heads, group * seq, seq)), x.dtype)
+        scores = F.reshape(F.cast(scores, F.float32), (batch, kv_heads, group, seq, keys)) + bias
+        probs = F.cast(F.reshape(F.softmax(scores, -1), (batch, kv_heads, group * seq, keys)), x.dtype)
         out = F.matmul(probs, F.transpose(v, (0, 2, 1, 3)))
         out = F.transpose(F.reshape(out, (batch, kv_heads, group, seq, dim)), (0, 3, 1, 2, 4))
-        return F.linear(F.reshape(out, (batch, seq, heads * dim)), params[p + "o_proj.weight"])
+        return F.linear(F.reshape(out, (batch, seq, heads * dim)), params[p + "o_proj.weight"]), (k, v)

@@ -44,14 +44,16 @@ class Block:
         return {**self.input_norm.param_specs(), **self.attention.param_specs(),
                 **self.ffn_norm.param_specs(), **self.ffn.param_specs()}
 
-    def forward(self, F, params: dict, h, rope, bias, token_ids, domain_ids, routing_noise):
-        """h [B, S, d] -> (h [B, S, d], MoE aux dict or None)."""
-        h = h + self.attention.attend(F, params, self.input_norm.forward(F, params, h), rope, bias)
+    def forward(self, F, params: dict, h, rope, bias, token_ids, domain_ids, routing_noise, past=None):
+        """h [B, S, d] -> (h [B, S, d], MoE aux dict or None, this block's KV cache: see
+        ``Attention.attend_cached``)."""
+        attended, kv = self.attention.attend_cached(F, params, self.input_norm.forward(F, params, h), rope, bias, past)
+        h = h + attended
         normed = self.ffn_norm.forward(F, params, h)
         if self.is_moe:
             y, aux = self.ffn.forward(F, params, normed, token_ids, domain_ids, routing_noise)
-            return h + y, aux
-        return h + self.ffn.forward(F, params, normed), None
+            return h + y, aux, kv
+        return h + self.ffn.forward(F, params, normed), None, kv
 
 
 class Transformer:
@@ -121,22 +123,45 @@ class Transformer:
     def forward(self, F, params: dict, tokens, domain_ids=None, routing_noise=None):
         """routing_noise: optional U[0, 1) values [L_moe, B, S, W] for stochastic routers
         (drawn inside each layer when None), so that runs reproduce across frameworks."""
+        logits, aux, _ = self.decode(F, params, tokens, None, domain_ids, routing_noise)
+        return logits, aux
+
+    def check_decode(self, tokens, cache) -> None:
+        """``check_inputs`` for ``decode``: also the cached positions against max_seq_len, and
+        the routers (autoregressive decoding needs causal routers)."""
+        self.check_inputs(tokens)
+        for layer in self.moe_layers[:1]:
+            layer.router.require_causal()
+        total = tokens.shape[1] + (cache[0][0].shape[1] if cache else 0)
+        if total > self.config.max_seq_len:
+            raise ConfigError(f"decoding position {total} exceeds model.max_seq_len={self.config.max_seq_len}")
+
+    def decode(self, F, params: dict, tokens, cache=None, domain_ids=None, routing_noise=None):
+        """``forward`` with a KV cache, for generation: tokens [B, S] at positions P..P+S-1
+        after the P positions that ``cache`` holds (None: P = 0) -> (logits, aux, new cache:
+        one (k, v) per block, each [B, P + S, Hkv, D]). Decoding one token at a time gives the
+        full forward's logits for routers that route each token on its own (dropless
+        dispatch: a capacity's drops depend on the batch)."""
         c = self.config
         batch, seq = tokens.shape
+        past = 0 if cache is None else cache[0][0].shape[1]
         ids = F.reshape(F.cast(tokens, F.index_dtype), (batch * seq,))
         embed = params["model.embed_tokens.weight"]
         h = F.reshape(F.gather_rows(embed, ids), (batch, seq, c.d_model))
-        rope = rope_tables(F, F.arange(seq, F.float32), c.head_dim, c.rope_theta)
-        bias = causal_bias(F, seq)
-        layer_auxes = ()
-        for block in self.blocks:
+        positions = F.arange(seq, F.float32)
+        rope = rope_tables(F, positions + past if past else positions, c.head_dim, c.rope_theta)
+        bias = causal_bias(F, seq, past)
+        layer_auxes, new_cache = (), ()
+        for i, block in enumerate(self.blocks):
             noise = None if routing_noise is None or not block.is_moe else routing_noise[len(layer_auxes)]
-            h, aux = block.forward(F, params, h, rope, bias, tokens, domain_ids, noise)
+            h, aux, kv = block.forward(F, params, h, rope, bias, tokens, domain_ids, noise,
+                                       None if cache is None else cache[i])
+            new_cache = new_cache + (kv,)
             if block.is_moe:
                 layer_auxes = layer_auxes + (aux,)
         h = self.final_norm.forward(F, params, h)
         logits = F.linear(h, embed if c.tie_embeddings else params["lm_head.weight"])
-        return logits, self.combine_aux(F, layer_auxes)
+        return logits, self.combine_aux(F, layer_auxes), new_cache
 
     def combine_aux(self, F, layer_auxes: tuple) -> dict:
         """Per-layer MoE aux dicts -> the model aux described in the class docstring."""

@@ -1,0 +1,80 @@
+"""KV-cached decoding on the backend under test: prefill plus one token at a time gives the
+full forward's logits (dense, top-k and AdaMoE models); seeded sampling repeats, greedy
+follows the argmax; expert choice and over-long decoding are refused in one line."""
+import numpy as np
+import pytest
+
+from models.errors import ConfigError
+from models.moe_config import MoEConfig
+from models.transformer import Transformer
+from models.transformer_config import TransformerConfig
+from tests.support.harness import numpy_weights
+from tests.support.model_runs import run_forward
+from training.generation import Decoder
+
+VOCAB = 64
+
+
+def tiny(moe_every: int = 1, router: str = "topk", **moe) -> TransformerConfig:
+    settings = {**dict(d_model=32, ffn_hidden=24, num_experts=4, top_k=2, router=router, expert_init_std=0.1), **moe}
+    return TransformerConfig(vocab_size=VOCAB, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_hidden=48,
+                             max_seq_len=16, init_std=0.1, moe_every=moe_every,
+                             moe=MoEConfig(**settings) if moe_every else None)
+
+
+def decoder(runner, config, seed=0):
+    model = Transformer(config)
+    values = numpy_weights(model, seed=seed)
+    return Decoder(model, runner.module(model, values)), model, values
+
+
+@pytest.mark.parametrize("config", [tiny(0), tiny(1), tiny(1, "adamoe", num_null_experts=4, top_k=3)],
+                         ids=["dense", "topk", "adamoe"])
+def test_cached_decoding_gives_full_forward_logits(runner, config):
+    dec, model, values = decoder(runner, config)
+    tokens = np.random.default_rng(0).integers(0, VOCAB, (2, 12)).astype(np.int32)
+    full, _ = run_forward(runner, model, values, tokens)
+    logits, _, cache = dec.step(tokens[:, :5])
+    steps = [logits]
+    for chunk in ((5, 6), (6, 9), (9, 10), (10, 11), (11, 12)):  # one token and a 3-token chunk
+        logits, _, cache = dec.step(tokens[:, chunk[0]:chunk[1]], cache)
+        steps.append(logits)
+    assert cache[0][0].shape[1] == 12
+    np.testing.assert_allclose(np.concatenate(steps, 1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_sampling_repeats_with_a_seed_and_greedy_follows_the_argmax(runner):
+    dec, model, values = decoder(runner, tiny(1, "adamoe", num_null_experts=4, top_k=3))
+    prompt = [[3, 9, 27], [5, 1, 2]]
+    first = dec.generate(prompt, 8, temperature=0.8, top_k=20, top_p=0.9, seed=7)
+    again = dec.generate(prompt, 8, temperature=0.8, top_k=20, top_p=0.9, seed=7)
+    np.testing.assert_array_equal(first.tokens, again.tokens)
+    assert first.tokens.shape == (2, 11) and first.tokens_per_s > 0
+    assert 0 <= first.mean_true_experts_per_token <= 3
+    greedy = dec.generate(prompt, 6, temperature=0).tokens
+    full, _ = run_forward(runner, model, values, greedy.astype(np.int32))
+    np.testing.assert_array_equal(greedy[:, 3:], full[:, 2:-1].argmax(-1))
+
+
+def test_routers_that_cannot_decode_and_long_decoding_are_refused(runner):
+    model = Transformer(tiny(1, "expert_choice"))
+    with pytest.raises(ConfigError, match="expert_choice.*not causal.*autoregressive decoding"):
+        Decoder(model, runner.module(model, numpy_weights(model, seed=0)))
+    dec, _, _ = decoder(runner, tiny(0))
+    _, _, cache = dec.step(np.zeros((1, 15), np.int32))
+    with pytest.raises(ConfigError, match="decoding position 17 exceeds model.max_seq_len=16"):
+        dec.step(np.zeros((1, 2), np.int32), cache)
+
+
+def test_generate_script_samples_from_an_hf_folder_and_refuses_a_foreign_tokenizer(runner, tmp_path, capsys):
+    from tokenizers import Tokenizer, models
+    from scripts.generate import main
+    from training.hf_checkpoint import save_hf_checkpoint
+    config = tiny(1)
+    save_hf_checkpoint(config, numpy_weights(Transformer(config), seed=0), tmp_path)
+    assert main([str(tmp_path), "--backend", runner.name, "--prompt-ids", "1,2,3", "--max-new-tokens", "4"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().split(",")) == 7 and "tokens/s" in err and "mean true experts per generated token" in err
+    Tokenizer(models.WordLevel({f"t{i}": i for i in range(100)}, unk_token="t0")).save(str(tmp_path / "tok.json"))
+    assert main([str(tmp_path), "--backend", runner.name, "--tokenizer", str(tmp_path / "tok.json")]) == 2
+    assert "tokenizer has 100 tokens but the model's vocab_size is 64" in capsys.readouterr().err
