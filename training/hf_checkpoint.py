@@ -210,16 +210,22 @@ def load_hf_checkpoint(path) -> Tuple[TransformerConfig, Dict[str, np.ndarray]]:
     return config, from_hf(weights)
 
 
+def check_params(config: TransformerConfig, params: Dict[str, np.ndarray], what: str) -> None:
+    """Every parameter ``config`` needs, with its shape (one line naming the first bad one)."""
+    for name, spec in Transformer(config).param_specs().items():
+        if name not in params:
+            raise ConfigError(f"{what}: the checkpoint lacks {name}")
+        if tuple(np.shape(params[name])) != spec.shape:
+            raise ConfigError(f"{what}: {name} has shape {list(np.shape(params[name]))}; "
+                              f"the config implies {list(spec.shape)}")
+
+
 def save_hf_checkpoint(config: TransformerConfig, params: Dict[str, np.ndarray], folder) -> Path:
     """Write config.json + model.safetensors (float32) that transformers' from_pretrained
     loads; refuses (one line) a config with no HF Llama/Mixtral equivalent."""
     hf = config_to_hf(config)
+    check_params(config, params, "save_hf_checkpoint")
     specs = Transformer(config).param_specs()
-    for name, spec in specs.items():
-        if name not in params:
-            raise ConfigError(f"params lack {name}")
-        if tuple(np.shape(params[name])) != spec.shape:
-            raise ConfigError(f"param {name} has shape {list(np.shape(params[name]))}; the config implies {list(spec.shape)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: np.ascontiguousarray(value, dtype=np.float32)
