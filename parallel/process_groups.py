@@ -54,6 +54,9 @@ def check_world(backend: str, expert_parallel: int, world_size: int) -> int:
     """The launcher's world size after checking it against the config (``parallel.world_size``
     0 accepts any); 1 outside a launcher."""
     launched = launched_world(backend) or 1
+    if launched == 1 and expert_parallel > 1:
+        raise ConfigError(f"parallel.expert_parallel={expert_parallel} needs that many processes; "
+                          f"start the run with scripts/run_cpu.sh, run_cuda.sh or run_ascend.sh")
     if world_size and world_size != launched:
         raise ConfigError(f"parallel.world_size={world_size} but the launcher started {launched} process(es)")
     if launched % expert_parallel:
@@ -68,9 +71,6 @@ def init_process_groups(backend: str, device: str, expert_parallel: int, timeout
     ``expert_parallel`` 1. ``device`` is the resolved torch device or MindSpore target."""
     launched = check_world(backend, expert_parallel, world_size)
     if launched == 1:
-        if expert_parallel > 1:
-            raise ConfigError(f"parallel.expert_parallel={expert_parallel} needs that many processes; "
-                              f"start the run with scripts/run_cpu.sh, run_cuda.sh or run_ascend.sh")
         return None
     if backend == "torch":
         return _torch_groups(device, expert_parallel, timeout_s)

@@ -2,7 +2,7 @@
 # The test command: sets up .venv on a fresh machine, then runs the framework-free tests,
 # tests/backend (written once) in one pytest process per backend (MindSpore has set-once
 # global state) and the cross-backend parity tests with MindSpore in PyNative and in
-# GRAPH_MODE. Fails if any run fails.
+# GRAPH_MODE, then the multi-process tests (torchrun and msrun launches). Fails if any run fails.
 # Extra arguments go to every pytest run (e.g. -x, -k adamoe).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +24,7 @@ run backend_torch     PYTHONPATH="$root" MOE_TEST_BACKEND=torch -- tests/backend
 run backend_mindspore PYTHONPATH="$root" MOE_TEST_BACKEND=mindspore MOE_MS_MODE=pynative -- tests/backend
 run parity_pynative PYTHONPATH="$root" MOE_MS_MODE=pynative -- tests/parity
 run parity_graph    PYTHONPATH="$root" MOE_MS_MODE=graph -- tests/parity
+run distributed     PYTHONPATH="$root" -- tests/distributed
 "$py" scripts/junit_total.py "$reports"/*.xml || status=1
 rm -rf "$reports" "$root"/rank_*
 exit $status

@@ -1,0 +1,94 @@
+"""Process layout, launcher checks and the expert-parallel regrouping, host side: every
+bad layout is one ConfigError line before any collective runs."""
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+
+from models.dispatch.expert_parallel import regroup_order
+from models.errors import ConfigError
+from parallel.layout import ParallelLayout
+from parallel.process_groups import check_world, init_process_groups
+from parallel.sharding import local_values
+from models.params import ParamSpec, constant_init
+from tests.distributed.launch import ROOT
+
+
+def test_groups_partition_the_world():
+    lay = ParallelLayout(world_size=8, rank=5, expert_parallel=4, local_world_size=4)
+    assert lay.ep_groups() == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert lay.edp_groups() == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    assert lay.ep_group() == [4, 5, 6, 7] and lay.edp_group() == [1, 5]
+    assert lay.ep_rank == 1 and lay.node == 1 and lay.num_nodes == 2
+    assert lay.local_experts(16) == (4, 8)
+    covered = sorted(r for g in lay.ep_groups() for r in g)
+    assert covered == list(range(8))
+
+
+def test_batch_rows_cover_the_global_batch_once():
+    rows = [ParallelLayout(4, r, 2).batch_rows(12) for r in range(4)]
+    assert rows == [(0, 3), (3, 6), (6, 9), (9, 12)]
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(world_size=6, rank=0, expert_parallel=4), "parallel.expert_parallel=4 must divide the world size 6"),
+    (dict(world_size=4, rank=4, expert_parallel=2), "rank 4 is outside"),
+    (dict(world_size=4, rank=0, expert_parallel=1, local_world_size=3), "ranks per node"),
+])
+def test_bad_layouts_are_one_line(kwargs, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        ParallelLayout(**kwargs)
+
+
+def test_experts_must_split_evenly_and_batches_too():
+    with pytest.raises(ConfigError, match="moe.num_experts=6 must be divisible by parallel.expert_parallel=4"):
+        ParallelLayout(4, 0, 4).local_experts(6)
+    with pytest.raises(ConfigError, match="train.batch_size=10 must be divisible by the world size 4"):
+        ParallelLayout(4, 0, 2).batch_rows(10)
+
+
+def test_launcher_world_is_checked_before_any_collective(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match="parallel.world_size=8 but the launcher started 4"):
+        check_world("torch", 2, 8)
+    with pytest.raises(ConfigError, match="parallel.expert_parallel=3 must divide the launcher's world size 4"):
+        check_world("torch", 3, 0)
+    monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(ConfigError, match="parallel.expert_parallel=2 needs that many processes"):
+        init_process_groups("torch", "cpu", 2, 10.0)
+    assert init_process_groups("torch", "cpu", 1, 10.0) is None
+
+
+def test_regroup_order_sorts_received_rows_by_local_expert():
+    """Rank 1 of 2 with 2 experts each: sources send [rows for e2, rows for e3]."""
+    counts = np.array([[5, 0, 2, 1],    # source 0 sends 2 rows to e2, 1 to e3
+                       [0, 3, 0, 4]])   # source 1 sends 0 to e2, 4 to e3
+    order = regroup_order(counts, rank=1, experts_per_rank=2)
+    # received: [s0 e2, s0 e2, s0 e3, s1 e3 x4] -> by expert: e2 rows 0, 1; e3 rows 2, 3, 4, 5, 6
+    np.testing.assert_array_equal(order, [0, 1, 2, 3, 4, 5, 6])
+    counts = np.array([[0, 0, 1, 2], [0, 0, 3, 0]])
+    # received: [s0 e2, s0 e3, s0 e3, s1 e2 x3] -> e2: 0, 3, 4, 5; e3: 1, 2
+    np.testing.assert_array_equal(regroup_order(counts, 1, 2), [0, 3, 4, 5, 1, 2])
+    assert regroup_order(np.zeros((2, 4), np.int64), 0, 2).size == 0
+
+
+def test_only_expert_stacks_are_sliced():
+    specs = {"experts.w": ParamSpec((4, 2), constant_init(0.0), expert_sharded=True),
+             "router.weight": ParamSpec((2, 4), constant_init(0.0))}
+    values = {"experts.w": np.arange(8.0).reshape(4, 2), "router.weight": np.ones((2, 4))}
+    local = local_values(values, specs, ep_size=2, ep_rank=1)
+    np.testing.assert_array_equal(local["experts.w"], [[4, 5], [6, 7]])
+    assert local["router.weight"].shape == (2, 4)
+
+
+def test_a_busy_master_port_is_one_line():
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(["bash", str(ROOT / "scripts" / "run_cpu.sh"), "-n", "2", "--master-port", str(port),
+                                 "--framework", "torch", "--config", "configs/quickstart.yaml"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and f"--master-port {port}" in result.stderr
