@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +101,7 @@ class Campaign:
         """Start, kill once (retrying a moment the run outlived), resume to the end, compare."""
         run_dir = self.workdir / f"trial_{index:02d}"
         for _ in range(5):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a run that outlived its moment starts over
             process = self.start(run_dir)
             killed_at = self.kill(process, run_dir, mode, rng)
             if killed_at is not None:
@@ -181,7 +183,8 @@ def main(argv=None) -> int:
               f"{'survived' if trial['survived'] else 'LOST ' + str(trial.get('note', ''))}", flush=True)
     survived = sum(bool(t["survived"]) for t in trials)
     print(f"survived: {survived}/{len(trials)} ({args.backend}, tolerance {rtol:g}, "
-          f"{sum(bool(t.get('mid_write')) for t in trials)} killed mid-write)")
+          f"{sum(bool(t.get('mid_write')) for t in trials)} killed mid-write, "
+          f"{sum(not t['killed'] for t in trials)} never caught running)")
     if args.json:
         args.json.write_text(json.dumps({"backend": args.backend, "rtol": rtol, "steps": args.steps,
                                          "survived": survived, "total": len(trials), "trials": trials}, indent=1))
