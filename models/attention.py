@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Dict
 
 from models.errors import ConfigError
-from models.params import ParamSpec, normal_init
+from models.params import Adaptable, ParamSpec, normal_init
 from models.rotary import apply_rope, rope_tables
 
 MASKED = -1e9
@@ -26,7 +26,7 @@ def causal_bias(F, seq_len: int, past: int = 0):
     return F.where(allowed, F.zeros((), F.float32), F.zeros((), F.float32) + MASKED)
 
 
-class Attention:
+class Attention(Adaptable):
     """Weights stored [out, in] like HF: ``q_proj`` [H*D, d], ``k_proj``/``v_proj``
     [Hkv*D, d], ``o_proj`` [d, H*D], all bias-free, names under ``prefix``
     (``model.layers.{i}.self_attn.``)."""
@@ -43,6 +43,7 @@ class Attention:
         self.rope_theta = rope_theta
         self.init_std = init_std
         self.prefix = prefix
+        self.adapters = {}
 
     def param_specs(self) -> Dict[str, ParamSpec]:
         init = normal_init(self.init_std)
@@ -73,12 +74,12 @@ class Attention:
         rotated), or None (P = 0); rope for positions P..P+S-1, bias = causal_bias(F, S, P)
         -> (out [B, S, d], (k, v) of all P + S positions: the next call's ``past``)."""
         batch, seq, _ = x.shape
-        heads, kv_heads, dim, p = self.num_heads, self.num_kv_heads, self.head_dim, self.prefix
+        heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
         group = heads // kv_heads
         cos, sin = rope
-        q = apply_rope(F, F.reshape(F.linear(x, params[p + "q_proj.weight"]), (batch, seq, heads, dim)), cos, sin)
-        k = apply_rope(F, F.reshape(F.linear(x, params[p + "k_proj.weight"]), (batch, seq, kv_heads, dim)), cos, sin)
-        v = F.reshape(F.linear(x, params[p + "v_proj.weight"]), (batch, seq, kv_heads, dim))
+        q = apply_rope(F, F.reshape(self.project(F, params, x, "q_proj"), (batch, seq, heads, dim)), cos, sin)
+        k = apply_rope(F, F.reshape(self.project(F, params, x, "k_proj"), (batch, seq, kv_heads, dim)), cos, sin)
+        v = F.reshape(self.project(F, params, x, "v_proj"), (batch, seq, kv_heads, dim))
         if past is not None:
             k, v = F.concat([past[0], k], 1), F.concat([past[1], v], 1)
         keys = k.shape[1]
@@ -89,4 +90,4 @@ class Attention:
         probs = F.cast(F.reshape(F.softmax(scores, -1), (batch, kv_heads, group * seq, keys)), x.dtype)
         out = F.matmul(probs, F.transpose(v, (0, 2, 1, 3)))
         out = F.transpose(F.reshape(out, (batch, kv_heads, group, seq, dim)), (0, 3, 1, 2, 4))
-        return F.linear(F.reshape(out, (batch, seq, heads * dim)), params[p + "o_proj.weight"]), (k, v)
+        return self.project(F, params, F.reshape(out, (batch, seq, heads * dim)), "o_proj"), (k, v)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-from models.params import ParamSpec, normal_init
+from models.params import Adaptable, ParamSpec, normal_init
 
 
 def ffn_matrices(ffn_type: str) -> int:
@@ -12,7 +12,7 @@ def ffn_matrices(ffn_type: str) -> int:
     return 3 if ffn_type == "swiglu" else 2
 
 
-class DenseFFN:
+class DenseFFN(Adaptable):
     """Weights stored [out, in] like HF: ``gate_proj`` (SwiGLU only) and ``up_proj`` [f, d],
     ``down_proj`` [d, f], names under ``prefix`` (``model.layers.{i}.mlp.``)."""
 
@@ -23,6 +23,7 @@ class DenseFFN:
         self.matrices = ffn_matrices(ffn_type)
         self.init_std = init_std
         self.prefix = prefix
+        self.adapters = {}
 
     def param_specs(self) -> Dict[str, ParamSpec]:
         init = normal_init(self.init_std)
@@ -39,7 +40,6 @@ class DenseFFN:
 
     def forward(self, F, params: dict, x):
         """x [..., d] -> [..., d]."""
-        p = self.prefix
-        up = F.linear(x, params[p + "up_proj.weight"])
-        hidden = F.silu(F.linear(x, params[p + "gate_proj.weight"])) * up if self.swiglu else F.gelu(up)
-        return F.linear(hidden, params[p + "down_proj.weight"])
+        up = self.project(F, params, x, "up_proj")
+        hidden = F.silu(self.project(F, params, x, "gate_proj")) * up if self.swiglu else F.gelu(up)
+        return self.project(F, params, hidden, "down_proj")

@@ -1,0 +1,58 @@
+"""LoRA-MoE adapters on a frozen transformer, on the backend under test: before training the
+logits are the base model's bit for bit (B = 0); training steps (top-k and AdaMoE routing)
+move only the adapters and their routers, and leave every base parameter bit for bit
+unchanged; AdaMoE tokens that pick null experts cost no adapter FLOPs."""
+import numpy as np
+import pytest
+
+from models.errors import ConfigError
+from models.lm_objective import lm_objective
+from models.lora_moe import LoRAMoEConfig, LoRAMoEModel
+from models.params import init_params
+from models.transformer import Transformer
+from models.transformer_config import TransformerConfig
+from tests.support.model_runs import run_forward
+
+BASE = TransformerConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_hidden=48,
+                         max_seq_len=16, init_std=0.1, moe_every=0)
+TOKENS = np.random.default_rng(0).integers(0, 64, (4, 12)).astype(np.int32)
+
+
+def train_step(runner, module):
+    if runner.name == "torch":
+        from backends.torch_train import TorchTrainStep
+        return TorchTrainStep(module, lm_objective, lr=1e-2, weight_decay=0.1)
+    from backends.mindspore_train import MindSporeTrainStep
+    return MindSporeTrainStep(module, lm_objective, lr=1e-2, weight_decay=0.1, jit=False)  # adapters run eagerly
+
+
+@pytest.mark.parametrize("lora", [LoRAMoEConfig(rank=4, num_experts=4, top_k=2),
+                                  LoRAMoEConfig(rank=4, num_experts=4, num_null_experts=4, top_k=3, router="adamoe",
+                                                targets=("q_proj", "v_proj", "down_proj"))],
+                         ids=["topk", "adamoe"])
+def test_only_adapters_train_and_the_base_stays_bitwise(runner, lora):
+    base_values = init_params(Transformer(BASE).param_specs(), seed=0)
+    model = LoRAMoEModel(BASE, lora)
+    values = {**init_params(model.param_specs(), seed=1), **base_values}
+    base_logits, _ = run_forward(runner, Transformer(BASE), base_values, TOKENS)
+    logits, aux = run_forward(runner, model, values, TOKENS)
+    np.testing.assert_array_equal(logits, base_logits)
+    assert 0 < aux["adapter_true_experts_per_token"] <= lora.top_k
+    module = runner.module(model, values)
+    step = train_step(runner, module)
+    losses = [step.step((TOKENS[:, :-1],), (TOKENS[:, 1:],), 1e-2)[0] for _ in range(4)]
+    assert losses[-1] < losses[0]
+    after = module.numpy_params()
+    for name, value in base_values.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+    moved = {name for name in after if not np.array_equal(after[name], values[name])}
+    assert moved == set(model.param_specs()) - set(base_values)  # every adapter and router weight moved
+
+
+def test_bad_adapter_settings_are_one_line():
+    with pytest.raises(ConfigError, match=r"lora.targets=\['w1'\]"):
+        LoRAMoEModel(BASE, LoRAMoEConfig(targets=("w1",)))
+    with pytest.raises(ConfigError, match="router 'adamoe' needs at least one null expert"):
+        LoRAMoEModel(BASE, LoRAMoEConfig(router="adamoe"))
+    with pytest.raises(ConfigError, match="'expert_choice' is not causal"):
+        LoRAMoEModel(BASE, LoRAMoEConfig(router="expert_choice"))
