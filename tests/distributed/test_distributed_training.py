@@ -22,6 +22,7 @@ import yaml
 from tests.distributed.launch import ROOT
 from tests.support.train_fixtures import tiny_run_config, write_corpus
 from training.checkpoint import latest_checkpoint, load_checkpoint
+from training.metrics_log import read_records
 
 RTOL, ATOL = 2e-4, 2e-5
 CLIP = {"grad_clip": 0.05}  # small enough that every step is clipped
@@ -67,10 +68,15 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def torch_reference(tmp_path_factory, corpus):
+def torch_reference_dir(tmp_path_factory, corpus):
     root = tmp_path_factory.mktemp("torch_single")
     train_single(write_config(root / "c.yaml", corpus, "torch", root / "run"))
-    return final_model(root / "run")
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def torch_reference(torch_reference_dir):
+    return final_model(torch_reference_dir)
 
 
 @pytest.mark.parametrize("world, ep", [(2, 2), (4, 4), (4, 2)])
@@ -80,6 +86,11 @@ def test_torch_training_equals_single_process(tmp_path, corpus, torch_reference,
     shards = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_00000006.*"))
     assert len(shards) == 1 + (ep if ep > 1 else 0), shards
     assert_same_weights(final_model(tmp_path / "run"), torch_reference)
+
+
+def test_clipping_was_active(torch_reference_dir):
+    norms = [r["grad_norm"] for r in read_records(torch_reference_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert norms and min(norms) > 2 * CLIP["grad_clip"]
 
 
 def test_mindspore_training_equals_single_process(tmp_path, corpus):
@@ -128,8 +139,11 @@ def rank_pid(run_dir: Path, rank: int):
     return None
 
 
-def test_a_killed_rank_ends_the_job_within_the_timeout(tmp_path, corpus):
-    timeout = 30
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stalled"])
+def test_a_lost_rank_ends_the_job_within_the_timeout(tmp_path, corpus, fault):
+    """A rank killed (its peers see the connection drop) or stalled (its peers' collective
+    times out after parallel.timeout_s) mid-training: the job exits non-zero in time."""
+    timeout = 15
     config = write_config(tmp_path / "c.yaml", corpus, "torch", tmp_path / "run",
                           parallel={"expert_parallel": 2, "timeout_s": timeout},
                           train={"steps": 100000, "checkpoint_every": 0})
@@ -143,13 +157,17 @@ def test_a_killed_rank_ends_the_job_within_the_timeout(tmp_path, corpus):
     time.sleep(2)  # now inside the training loop
     victim = rank_pid(tmp_path / "run", 1)
     assert victim is not None, "rank 1 was not found running"
-    os.kill(victim, signal.SIGKILL)
+    os.kill(victim, fault)
     killed = time.monotonic()
     try:
-        output, _ = job.communicate(timeout=timeout + 60)
+        output, _ = job.communicate(timeout=timeout + 90)
     except subprocess.TimeoutExpired:
+        os.kill(victim, signal.SIGKILL)
         job.kill()
-        pytest.fail("the job did not end after a rank was killed")
+        pytest.fail("the job did not end after a rank was lost")
+    finally:
+        if fault == signal.SIGSTOP and rank_pid(tmp_path / "run", 1):
+            os.kill(victim, signal.SIGKILL)
     assert job.returncode != 0
-    assert time.monotonic() - killed < timeout + 30
+    assert time.monotonic() - killed < timeout + 60  # + the launcher's grace before it SIGKILLs a stopped rank
     assert "rank 0" in output and ("rank: 1" in output or "rank 1" in output), output[-2000:]
