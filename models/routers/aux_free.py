@@ -19,7 +19,7 @@ import numpy as np
 
 from models.errors import ConfigError
 from models.params import ParamSpec, constant_init
-from models.routers.base import LinearGateRouter
+from models.routers.base import LinearGateRouter, finite_number
 from models.routers.registry import register_router
 
 SCORES = ("sigmoid", "softmax")
@@ -41,8 +41,8 @@ class AuxFreeRouter(LinearGateRouter):
         if o.score not in SCORES:
             raise ConfigError(f"moe.router_options.score={o.score!r}: valid scores are {', '.join(SCORES)}")
         u = o.bias_update_speed
-        if isinstance(u, bool) or not isinstance(u, (int, float)) or u < 0:
-            raise ConfigError(f"moe.router_options.bias_update_speed={u!r}: must be a number >= 0")
+        if not finite_number(u) or u < 0:
+            raise ConfigError(f"moe.router_options.bias_update_speed={u!r}: must be a finite number >= 0")
         if config.num_null_experts:
             raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router 'aux_free' has no null experts")
 

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from models.errors import ConfigError
 from models.losses import router_z_loss
 from models.routers.assignment_solvers import SOLVERS, balanced_assignment
-from models.routers.base import LinearGateRouter, require_top1
+from models.routers.base import LinearGateRouter, finite_number, require_top1
 from models.routers.registry import register_router
 from models.routers.sampling import check_routing_noise, fill_slots, places_in_expert, routing_uniforms
 
@@ -114,9 +114,9 @@ class BalancedRouter(LinearGateRouter):
             raise ConfigError(f"moe.router_options.solver={o.solver!r}: valid solvers are {', '.join(SOLVERS)}")
         if isinstance(o.exact_max_tokens, bool) or not isinstance(o.exact_max_tokens, int) or o.exact_max_tokens < 0:
             raise ConfigError(f"moe.router_options.exact_max_tokens={o.exact_max_tokens!r}: must be an integer >= 0")
-        if isinstance(o.sinkhorn_temperature, bool) or not isinstance(o.sinkhorn_temperature, (int, float)) \
-                or o.sinkhorn_temperature <= 0:
-            raise ConfigError(f"moe.router_options.sinkhorn_temperature={o.sinkhorn_temperature!r}: must be > 0")
+        if not finite_number(o.sinkhorn_temperature) or o.sinkhorn_temperature <= 0:
+            raise ConfigError(f"moe.router_options.sinkhorn_temperature={o.sinkhorn_temperature!r}: "
+                              "must be a finite number > 0")
         if isinstance(o.sinkhorn_iterations, bool) or not isinstance(o.sinkhorn_iterations, int) \
                 or o.sinkhorn_iterations < 1:
             raise ConfigError(f"moe.router_options.sinkhorn_iterations={o.sinkhorn_iterations!r}: "

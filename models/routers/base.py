@@ -1,6 +1,7 @@
 """What every router provides, and the pieces most learned routers share."""
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from typing import Any, Dict
@@ -129,6 +130,11 @@ class LinearGateRouter(Router):
 
     def loss_coefs(self) -> Dict[str, float]:
         return {"balance": self.config.balance_loss_coef, "z": self.config.z_loss_coef}
+
+
+def finite_number(value: Any) -> bool:
+    """A real int or float (not bool), neither NaN nor +-inf: router options use it in their checks."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def require_top1(config: MoEConfig, router: str) -> None:

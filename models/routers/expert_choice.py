@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from models.errors import ConfigError
-from models.routers.base import LinearGateRouter
+from models.routers.base import LinearGateRouter, finite_number
 from models.routers.registry import register_router
 
 
@@ -33,8 +33,9 @@ class ExpertChoiceRouter(LinearGateRouter):
     def __init__(self, config, prefix: str = "router.") -> None:
         super().__init__(config, prefix)
         c = self.options.capacity_factor
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or c <= 0:
-            raise ConfigError(f"moe.router_options.capacity_factor={c!r}: router 'expert_choice' needs a number > 0")
+        if not finite_number(c) or c <= 0:
+            raise ConfigError(f"moe.router_options.capacity_factor={c!r}: router 'expert_choice' needs a finite "
+                              "number > 0")
         if config.num_null_experts:
             raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router 'expert_choice' "
                               "has no null experts")

@@ -31,7 +31,7 @@ import numpy as np
 from models.capacity_bound import MeasuredCapacityFactor, device_capacity, device_capacity_in_tokens
 from models.errors import ConfigError
 from models.locality import DIVERGENCES, locality_loss
-from models.routers.base import Router
+from models.routers.base import Router, finite_number
 from parallel.topology import Topology
 
 DEFAULT_LOCALITY_COEF = 0.03  # smallest mu at the plateau of scripts/locality_experiment.py
@@ -48,10 +48,6 @@ class LocalityOptions:
     locality_epsilon: float = 0.01
     capacity_policy: str = "bound"
     bound_unit: str = "factor"
-
-
-def finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def grap_logits(F, x, num_experts: int):

@@ -36,8 +36,8 @@ from models.errors import ConfigError
 from models.locality import own_node_share
 from models.losses import switch_balance_loss
 from models.params import ParamSpec, constant_init, truncated_normal_init
-from models.routers.locality_router import (NORM_FLOOR, LocalityOptions, LocalityRouter, finite_number,
-                                            grap_affinity, grap_logits)
+from models.routers.base import finite_number
+from models.routers.locality_router import NORM_FLOOR, LocalityOptions, LocalityRouter, grap_affinity, grap_logits
 from models.routers.registry import register_router
 
 GATES = ("grap_relu", "learned", "grap")

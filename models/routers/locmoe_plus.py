@@ -32,7 +32,8 @@ from models.capacity_bound import large_d_capacity_bound
 from models.errors import ConfigError
 from models.locality import own_node_share
 from models.losses import batch_total
-from models.routers.locality_router import LocalityOptions, LocalityRouter, finite_number, grap_affinity, grap_logits
+from models.routers.base import finite_number
+from models.routers.locality_router import LocalityOptions, LocalityRouter, grap_affinity, grap_logits
 from models.routers.registry import register_router
 
 EMPTY_SCORE = -2.0  # below any cosine: marks tokens that did not choose the expert
