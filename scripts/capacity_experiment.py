@@ -13,21 +13,26 @@ fraction and the held-out MSE, each the mean over ``--seeds`` runs. With
 ``--thresholds``, a second table sweeps LocMoE+'s token-choice threshold (top_k = n, cf 1):
 experts chosen per token, tokens per expert, drops and MSE.
 
-    PYTHONPATH=. .venv/bin/python scripts/capacity_experiment.py --backend torch
+    .venv/bin/python scripts/capacity_experiment.py --backend torch
 """
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Dict
 
 import numpy as np
 
-from backends.train_step import make_train_step
-from models.capacity_bound import capacity_bound, device_capacity, device_capacity_in_tokens, large_d_capacity_bound
-from models.moe_config import MoEConfig
-from models.moe_layer import MoELayer
-from models.params import init_params
-from scripts.locality_experiment import build_module
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from backends.train_step import make_train_step  # noqa: E402
+from models.capacity_bound import (capacity_bound, device_capacity, device_capacity_in_tokens,  # noqa: E402
+                                   large_d_capacity_bound)
+from models.moe_config import MoEConfig  # noqa: E402
+from models.moe_layer import MoELayer  # noqa: E402
+from models.params import init_params  # noqa: E402
+from scripts.locality_experiment import build_module  # noqa: E402
 
 D_MODEL, EXPERTS, ROWS, SEQ = 32, 4, 4, 32
 CASES = [("switch", None, None), ("locmoe", "factor", None), ("locmoe", "bound", "factor"),

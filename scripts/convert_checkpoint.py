@@ -32,9 +32,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="run directory with a checkpoint")
     parser.add_argument("target", type=Path, help="new run directory")
-    parser.add_argument("--backend", required=True, choices=("torch", "mindspore"))
+    parser.add_argument("--backend", required=True, choices=("torch", "mindspore"), help="backend of the new run")
     parser.add_argument("--check", action="store_true", help="compare validation losses on both backends")
-    parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest relative difference --check accepts (default 1e-4)")
     args = parser.parse_args(argv)
     try:
         path = convert_run(args.source, args.target, args.backend)

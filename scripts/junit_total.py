@@ -1,12 +1,27 @@
-"""Sum pytest JUnit XML reports into one closing line: 'total: N passed, N failed, N skipped'."""
+"""Sum pytest JUnit XML reports into one closing line: 'total: N passed, N failed, N skipped'.
+
+    python scripts/junit_total.py REPORT.xml [REPORT.xml ...]
+
+Exit codes: 0 all passed, 1 a test failed or none passed, 2 a report is missing or not
+JUnit XML (one line on stderr naming it).
+"""
+import argparse
 import sys
 import xml.etree.ElementTree as ET
 
 
-def main(paths: list) -> int:
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("reports", nargs="+", help="pytest --junitxml files")
+    args = parser.parse_args(argv)
     passed = failed = skipped = 0
-    for path in paths:
-        for suite in ET.parse(path).getroot().iter("testsuite"):
+    for path in args.reports:
+        try:
+            root = ET.parse(path).getroot()
+        except (OSError, ET.ParseError) as error:
+            print(f"error: {path}: cannot read a JUnit report ({error})", file=sys.stderr)
+            return 2
+        for suite in root.iter("testsuite"):
             tests, errors = int(suite.get("tests", 0)), int(suite.get("errors", 0))
             fails, skips = int(suite.get("failures", 0)), int(suite.get("skipped", 0))
             passed += tests - errors - fails - skips
@@ -17,4 +32,4 @@ def main(paths: list) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

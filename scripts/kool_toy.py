@@ -20,21 +20,25 @@ datapoints whose most probable expert is their cluster's, solved = share of seed
 success >= 0.95, loss = held-out loss routing every datapoint to its most probable expert
 (no capacity), train = mean training task loss over the last 10% of steps.
 
-    PYTHONPATH=. .venv/bin/python scripts/kool_toy.py --backend torch --json /tmp/kool_toy.json
+    .venv/bin/python scripts/kool_toy.py --backend torch --json /tmp/kool_toy.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 
-from backends.train_step import make_train_step
-from models.moe_config import MoEConfig
-from models.moe_layer import MoELayer
-from models.params import init_params
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from backends.train_step import make_train_step  # noqa: E402
+from models.moe_config import MoEConfig  # noqa: E402
+from models.moe_layer import MoELayer  # noqa: E402
+from models.params import init_params  # noqa: E402
 
 METHODS = {
     "skip": dict(router="skip", top_k=1),

@@ -8,20 +8,24 @@ token lives (with i.i.d. tokens on every node no shared gate could localise anyt
 Prints, for each divergence and mu, the own-node share, the task MSE and the unweighted
 locality and balance losses on held-out batches, each the mean over ``--seeds`` runs.
 
-    PYTHONPATH=. .venv/bin/python scripts/locality_experiment.py --backend torch
-    PYTHONPATH=. .venv/bin/python scripts/locality_experiment.py --backend mindspore --mu 0 0.1
+    .venv/bin/python scripts/locality_experiment.py --backend torch
+    .venv/bin/python scripts/locality_experiment.py --backend mindspore --mu 0 0.1
 """
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Dict, Sequence
 
 import numpy as np
 
-from backends.train_step import make_train_step
-from models.moe_config import MoEConfig
-from models.moe_layer import MoELayer
-from models.params import init_params
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from backends.train_step import make_train_step  # noqa: E402
+from models.moe_config import MoEConfig  # noqa: E402
+from models.moe_layer import MoELayer  # noqa: E402
+from models.params import init_params  # noqa: E402
 
 D_MODEL, EXPERTS, ROWS, SEQ = 16, 4, 4, 16
 TOPOLOGY = {"nodes": 2, "devices_per_node": 2}

