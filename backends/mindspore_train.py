@@ -34,7 +34,8 @@ def global_norm(grads):
 
 
 class MindSporeTrainStep:
-    """Same contract as ``backends.torch_train.TorchTrainStep`` (see backends/train_step.py).
+    """Same contract as ``backends.torch_train.TorchTrainStep`` (see backends/train_step.py),
+    float32 master weights for a bfloat16/float16 model included.
     ``jit=False`` runs the step uncompiled (PyNative) for debugging. In a multi-process run
     (``parallel``) the forward and backward run uncompiled (the expert-parallel all-to-all
     reads its split sizes on the host); gradients are averaged between them and the
@@ -50,11 +51,17 @@ class MindSporeTrainStep:
         self.skipped = 0
         self.metric_names: Tuple[str, ...] = ()
         weights = list(module.trainable_params())
-        groups = [{"params": [p for p in weights if decays(p.shape)], "weight_decay": float(weight_decay)},
-                  {"params": [p for p in weights if not decays(p.shape)], "weight_decay": 0.0}]
+        self.weights = [p for p in weights if decays(p.shape)] + [p for p in weights if not decays(p.shape)]
+        self.order = tuple(p.name for p in self.weights)
+        mixed = any(p.dtype != ms.float32 for p in self.weights)
+        self.master = ms.ParameterTuple([ms.Parameter(ops.cast(p, ms.float32), name="master." + p.name)
+                                         for p in self.weights]) if mixed else None
+        targets = list(self.master) if mixed else self.weights
+        groups = [{"params": [t for t, p in zip(targets, self.weights) if decays(p.shape)],
+                   "weight_decay": float(weight_decay)},
+                  {"params": [t for t, p in zip(targets, self.weights) if not decays(p.shape)], "weight_decay": 0.0}]
         self.optimizer = AdamW([g for g in groups if g["params"]], lr=float(lr),
                                betas=tuple(float(b) for b in betas), eps=float(eps))
-        self.order = tuple(p.name for p in self.optimizer.parameters)
         self.sync = None if parallel is None else GradientSync(parallel, self.order, module.specs)
         self.jit = jit and parallel is None
         self._compiled = None
@@ -64,13 +71,13 @@ class MindSporeTrainStep:
         Tensors go in as separate arguments (a tuple argument would be a compile-time
         constant and recompile every call)."""
         module, objective, F, optimizer = self.module, self.objective, self.F, self.optimizer
-        names = self.metric_names
+        names, weights, master = self.metric_names, tuple(self.weights), self.master
 
         def loss_fn(*tensors):
             loss, metrics = objective(F, module(*tensors[:num_inputs]), *tensors[num_inputs:])
             return loss, tuple(metrics[k] for k in names)
 
-        grad_fn = ms.value_and_grad(loss_fn, None, optimizer.parameters, has_aux=True)
+        grad_fn = ms.value_and_grad(loss_fn, None, weights, has_aux=True)
 
         def gradients(*tensors):
             (loss, metrics), grads = grad_fn(*tensors)
@@ -79,7 +86,11 @@ class MindSporeTrainStep:
         def update(lr, scale, *grads):
             for rate in optimizer.lrs:
                 ops.assign(rate, lr)
-            return optimizer(tuple(g * ops.cast(scale, g.dtype) for g in grads))
+            done = optimizer(tuple(ops.cast(g, ms.float32) * scale for g in grads))
+            if master is not None:  # the model's low-precision weights follow the float32 masters
+                for weight, value in zip(weights, master):
+                    ops.assign(weight, ops.cast(value, weight.dtype))
+            return done
 
         if self.jit:
             return ms.jit(gradients), ms.jit(update), ms.jit(loss_fn)
@@ -145,6 +156,19 @@ class MindSporeTrainStep:
         self.module.set_train(False)
         loss, metrics = self._compiled[2](*tensors)
         return float(loss.asnumpy()), self._metrics(metrics)
+
+    def master_weights(self) -> Dict[str, np.ndarray]:
+        """The float32 weights AdamW updates, by parameter name: the master copies of a
+        bfloat16/float16 model (what a checkpoint must keep), {} for a float32 model."""
+        if self.master is None:
+            return {}
+        return {name: value.asnumpy().copy() for name, value in zip(self.order, self.master)}
+
+    def load_master_weights(self, values: Dict[str, np.ndarray]) -> None:
+        """Set the master copies (in place) from float32 ``values``; nothing for float32."""
+        if self.master is not None:
+            for name, value in zip(self.order, self.master):
+                value.copy_(ms.Tensor(np.asarray(values[name], np.float32), ms.float32))
 
     def optimizer_state(self) -> Dict[str, np.ndarray]:
         """AdamW moments and step count as numpy copies, named as ``backends.train_step`` says."""

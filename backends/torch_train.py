@@ -19,6 +19,9 @@ class TorchTrainStep:
     two or more axes) after global-norm clipping (g <- g * min(1, clip / (||g|| + 1e-6)),
     no clipping when ``grad_clip`` is 0). A step whose loss or gradient norm is NaN/Inf
     changes nothing (weights, moments and step count) and is counted in ``skipped``.
+    A bfloat16/float16 model trains with float32 master weights: gradients are cast to
+    float32, clipped and applied by AdamW (float32 moments) to the masters, whose values
+    are then copied into the model.
     With ``parallel`` (a ``parallel.process_groups.ParallelRun``) gradients, their norm and the
     loss are those of the global batch (``parallel.gradient_sync``), the same on every rank."""
 
@@ -31,13 +34,17 @@ class TorchTrainStep:
         self.skipped = 0
         named = {name: p for name, p in module.params().items() if p.requires_grad}
         self.names = tuple(named)
-        groups = [{"params": [p for n, p in named.items() if decays(p.shape)], "weight_decay": float(weight_decay)},
-                  {"params": [p for n, p in named.items() if not decays(p.shape)], "weight_decay": 0.0}]
         self.order = tuple([n for n, p in named.items() if decays(p.shape)] +
                            [n for n, p in named.items() if not decays(p.shape)])
+        self.params = [named[n] for n in self.order]
+        mixed = any(p.dtype != torch.float32 for p in self.params)
+        self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params] if mixed else None
+        self.targets = self.master or self.params
+        decayed = sum(1 for n in self.order if decays(named[n].shape))
+        groups = [{"params": self.targets[:decayed], "weight_decay": float(weight_decay)},
+                  {"params": self.targets[decayed:], "weight_decay": 0.0}]
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=float(lr),
                                            betas=tuple(float(b) for b in betas), eps=float(eps))
-        self.params = [named[n] for n in self.order]
         self.sync = None if parallel is None else GradientSync(parallel, self.order, module.specs)
 
     def _tensor(self, value):
@@ -59,24 +66,30 @@ class TorchTrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         loss, metrics = self.objective(self.F, self.module(*inputs), *targets)
         loss.backward()
+        grads = [torch.zeros_like(t) if p.grad is None else p.grad.to(t.dtype) for p, t in zip(self.params, self.targets)]
         if self.sync is None:
-            grads = [p.grad for p in self.params if p.grad is not None]
             norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         else:
-            grads = self.sync.average(self.F, [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params])
-            for p, g in zip(self.params, grads):
-                p.grad = g
+            grads = self.sync.average(self.F, grads)
             norm, loss = self.sync.global_norm(self.F, grads), self.sync.batch_mean(self.F, loss.detach())
+        for target, g in zip(self.targets, grads):
+            target.grad = g
         loss_value, norm_value = float(loss.detach()), float(norm)
         if math.isfinite(loss_value) and math.isfinite(norm_value):
             if self.grad_clip > 0:
-                torch.nn.utils.clip_grads_with_norm_(self.params, self.grad_clip, norm)
+                torch.nn.utils.clip_grads_with_norm_(self.targets, self.grad_clip, norm)
             for group in self.optimizer.param_groups:
                 group["lr"] = float(lr)
             self.optimizer.step()
+            if self.master is not None:  # the model's low-precision weights follow the float32 masters
+                with torch.no_grad():
+                    for p, m in zip(self.params, self.master):
+                        p.copy_(m)
         else:
             self.skipped += 1
         self.optimizer.zero_grad(set_to_none=True)
+        for p in self.params:
+            p.grad = None
         return loss_value, self._metrics(metrics), norm_value
 
     def invalidate(self) -> None:
@@ -90,11 +103,25 @@ class TorchTrainStep:
             loss, metrics = self.objective(self.F, self.module(*inputs), *(self._tensor(t) for t in targets))
         return float(loss), self._metrics(metrics)
 
+    def master_weights(self) -> Dict[str, np.ndarray]:
+        """The float32 weights AdamW updates, by parameter name: the master copies of a
+        bfloat16/float16 model (what a checkpoint must keep), {} for a float32 model."""
+        if self.master is None:
+            return {}
+        return {name: m.detach().cpu().numpy().copy() for name, m in zip(self.order, self.master)}
+
+    def load_master_weights(self, values: Dict[str, np.ndarray]) -> None:
+        """Set the master copies from float32 ``values``; nothing for a float32 model."""
+        if self.master is not None:
+            with torch.no_grad():
+                for name, m in zip(self.order, self.master):
+                    m.copy_(torch.as_tensor(np.asarray(values[name], np.float32)))
+
     def optimizer_state(self) -> Dict[str, np.ndarray]:
         """AdamW moments and step count as numpy copies, named as ``backends.train_step`` says."""
         step = 0
         out = {}
-        for name, p in zip(self.order, self.params):
+        for name, p in zip(self.order, self.targets):
             state = self.optimizer.state.get(p, {})
             if state:
                 step = int(state["step"])

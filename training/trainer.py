@@ -127,7 +127,9 @@ class Trainer:
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Weights, optimizer state, random generators, data position and counters."""
-        self.module.load_numpy(self.dist.local(checkpoint.model, self.specs))
+        weights = self.dist.local(checkpoint.model, self.specs)
+        self.module.load_numpy(weights)
+        self.train_step.load_master_weights(weights)
         self.train_step.load_optimizer_state(self.dist.local(checkpoint.optimizer, self.specs))
         self.runtime.set_rng_state(checkpoint.rng)
         state = checkpoint.state
@@ -138,7 +140,8 @@ class Trainer:
     def checkpoint(self) -> Checkpoint:
         state = {"data": self.batches.state_dict(), "bad_in_row": self.bad_in_row, "skipped": self.skipped,
                  "elapsed_s": self.elapsed}
-        return Checkpoint(step=self.step, model=self.module.numpy_params(),
+        weights = {**self.module.numpy_params(), **self.train_step.master_weights()}  # float32 masters win
+        return Checkpoint(step=self.step, model=weights,
                           optimizer=self.train_step.optimizer_state(), rng=self.runtime.rng_state(),
                           state=state, backend=self.config.backend, dtype=self.config.dtype)
 
