@@ -105,6 +105,7 @@ class MoELayer:
             requested = true_assignment_count(F, routing["expert_index"], c.num_experts)
             expert_rows = F.sum(tokens_per_expert)
         aux = routing_metrics(F, num_tokens, requested, tokens_per_expert, expert_rows, self.experts.flops_per_row)
+        aux.update(self.experts.traffic_metrics(F))
         total = F.zeros((), F.float32)
         coefs = self.router.loss_coefs()
         for name, value in routing["losses"].items():

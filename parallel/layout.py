@@ -101,13 +101,15 @@ class ExpertParallel:
     data-parallel run), this rank's place in it, and opaque group handles for the backend's
     collectives (``F.all_to_all``, ``F.all_gather``, ``F.all_reduce``). ``batch_group`` spans
     the ``batch_ranks`` data-parallel ranks: router statistics are reduced over it, so the
-    losses are those of the global batch."""
+    losses are those of the global batch. ``nodes``: the node of each rank of the EP group
+    (for the traffic counters: bytes that cross nodes)."""
 
     size: int
     rank: int
     group: Any
     batch_group: Any
     batch_ranks: int
+    nodes: Tuple[int, ...] = ()
 
     def local_range(self, num_experts: int) -> Tuple[int, int]:
         per_rank = num_experts // self.size

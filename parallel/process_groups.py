@@ -34,7 +34,8 @@ class ParallelRun:
         """What the MoE layers of this rank need (see ``parallel.layout.ExpertParallel``)."""
         lay = self.layout
         return ExpertParallel(size=lay.expert_parallel, rank=lay.ep_rank, group=self.groups["ep"],
-                              batch_group=self.groups["world"], batch_ranks=lay.world_size)
+                              batch_group=self.groups["world"], batch_ranks=lay.world_size,
+                              nodes=tuple(r // lay.local_world_size for r in lay.ep_group()))
 
     @property
     def is_main(self) -> bool:

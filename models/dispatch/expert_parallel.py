@@ -23,6 +23,8 @@ import numpy as np
 from models.experts import Experts
 from parallel.layout import ExpertParallel
 
+TRAFFIC = ("a2a_sent_rows", "a2a_needed_rows", "a2a_cross_node_rows")
+
 
 def regroup_order(counts: np.ndarray, rank: int, experts_per_rank: int) -> np.ndarray:
     """Rows received from every source rank (source-major, then local expert) -> the order
@@ -45,6 +47,26 @@ class ExpertParallelExperts:
         self.parallel = parallel
         self.num_experts = experts.config.num_experts
         self.per_rank = self.num_experts // parallel.size
+        self.traffic = dict.fromkeys(TRAFFIC, 0)
+
+    def _count(self, rows_to, needed_to) -> None:
+        """Add one dispatch and its combine (the same rows back) to the traffic counters:
+        rows sent to the other ranks, those crossing nodes, and the rows the assignments
+        needed (``needed_to``; padding is the difference)."""
+        me, nodes = self.parallel.rank, self.parallel.nodes or (0,) * self.parallel.size
+        for j, (rows, needed) in enumerate(zip(rows_to, needed_to)):
+            if j != me:
+                self.traffic["a2a_sent_rows"] += 2 * int(rows)
+                self.traffic["a2a_needed_rows"] += 2 * int(needed)
+                self.traffic["a2a_cross_node_rows"] += 2 * int(rows) * (nodes[j] != nodes[me])
+
+    def traffic_metrics(self, F) -> dict:
+        """This forward's all-to-all rows (dispatch + combine, to other ranks; backward moves
+        as many again) as float32 scalars, then the counters restart. Bytes = rows * d *
+        element size."""
+        out = {key: F.tensor(np.float32(value)) for key, value in self.traffic.items()}
+        self.traffic = dict.fromkeys(TRAFFIC, 0)
+        return out
 
     @property
     def flops_per_row(self) -> int:
@@ -58,6 +80,7 @@ class ExpertParallelExperts:
         num_experts, capacity, d = x.shape
         ep, local = self.parallel.size, self.per_rank
         counts = [local * capacity] * ep
+        self._count(counts, counts)  # fixed buffers: padding is not known on the host
         received = F.all_to_all(F.reshape(x, (num_experts * capacity, d)), counts, counts, self.parallel.group)
         by_expert = F.transpose(F.reshape(received, (ep, local, capacity, d)), (1, 0, 2, 3))
         out = self.experts.batched(F, params, F.reshape(by_expert, (local, ep * capacity, d)))
@@ -74,6 +97,7 @@ class ExpertParallelExperts:
         by_rank = counts.reshape(ep, ep, local).sum(-1)  # [source, destination]
         send, recv = by_rank[me].tolist(), by_rank[:, me].tolist()
         sent = int(sum(send))
+        self._count(send, send)  # dropless: every row sent is an assignment, no padding
         received = F.all_to_all(x, send, recv, self.parallel.group)  # the first ``sent`` rows: true experts
         order = regroup_order(counts, me, local)
         local_counts = F.tensor(counts[:, me * local:(me + 1) * local].sum(0), F.index_dtype)

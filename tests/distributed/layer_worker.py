@@ -78,6 +78,8 @@ def main() -> int:
         saved[f"{name}.aux_loss"] = mine["aux"]["loss"]
         saved[f"{name}.tokens_per_expert"] = mine["aux"]["tokens_per_expert"]
         saved[f"{name}.dispatch"] = np.asarray(config.dispatch)
+        for key in ("a2a_sent_rows", "a2a_needed_rows", "a2a_cross_node_rows"):
+            saved[f"{name}.{key}"] = mine["aux"].get(key, np.float32(0))
         for key, value in mine["grads"].items():
             saved[f"{name}.grad.{key}"] = value
         saved[f"ref.{name}.y"] = ref["y"]

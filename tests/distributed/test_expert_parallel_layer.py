@@ -80,3 +80,24 @@ def test_capacity_is_never_exceeded(ranks):
         tokens = rank["capacity.y"].shape[0]
         capacity = int(np.ceil(1.0 * tokens * 2 / 8))
         assert rank["capacity.tokens_per_expert"].max() <= capacity
+
+
+def test_traffic_counters_equal_the_routing(ranks):
+    """Dropless EP sends exactly the assignments whose expert lives on another rank (there
+    and back), no padding; capacity EP sends whole buffers. One node: nothing crosses."""
+    ep = int(ranks[0]["ep"])
+    for r, rank in enumerate(ranks):
+        if ep == 1:
+            continue
+        mine = r % ep
+        for name in case_names(rank):
+            load = rank[f"{name}.tokens_per_expert"]
+            per_rank = load.shape[0] // ep
+            if str(rank[f"{name}.dispatch"]) == "dropless":
+                others = load.sum() - load[mine * per_rank:(mine + 1) * per_rank].sum()
+                assert rank[f"{name}.a2a_sent_rows"] == rank[f"{name}.a2a_needed_rows"] == 2 * others, name
+            else:
+                capacity = rank["capacity.y"].shape[0] * 2 // 8 if name == "capacity" else None
+                if capacity is not None:
+                    assert rank[f"{name}.a2a_sent_rows"] == 2 * (ep - 1) * per_rank * capacity
+            assert rank[f"{name}.a2a_cross_node_rows"] == 0
