@@ -84,7 +84,7 @@ class Trainer:
         if self.dist.world > 1:
             self.log = log = rank_log(self.run_dir, self.dist.rank, log)
             self.progress = self.progress and self.dist.is_main
-        self.runtime.seed(config.seed)
+        self.runtime.seed(config.seed + self.dist.rank)  # stochastic routers: independent noise per rank
         self.data = self.dist.main_first(lambda: build_data(config.data, seed=config.seed, log=log))
         self.model = Transformer(transformer_config(config, self.data.tokenizer.vocab_size), self.dist.expert_parallel)
         self.specs = self.model.param_specs()
