@@ -10,9 +10,9 @@ train.steps resumes to nothing and exits 0.
 Multi-process runs: start this script with scripts/run_cpu.sh, run_cuda.sh or
 run_ascend.sh (torchrun / msrun); the config's ``parallel`` section sets the expert-parallel
 size and the collectives' timeout.
-Exit codes: 0 done, 2 bad config or input (one line on stderr), 3 stopped: NaN/Inf steps,
-or a file of the run could not be written (one line on stderr), 4 a multi-process run lost
-a rank (a collective failed or timed out; one line naming this rank).
+Exit codes: 0 done, 2 bad config or input, or a module missing (one line on stderr), 3
+stopped: NaN/Inf steps, or a file of the run could not be written (one line on stderr), 4 a
+multi-process run lost a rank (a collective failed or timed out; one line naming this rank).
 """
 from __future__ import annotations
 
@@ -85,6 +85,10 @@ def main(argv=None) -> int:
         summary = trainer.run()
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:  # a Python without the setup (e.g. not .venv/bin/python)
+        print(f"error: {sys.executable} has no module {error.name!r}: bash scripts/setup_env.sh installs "
+              f"what the run needs into .venv; run .venv/bin/python scripts/train.py", file=sys.stderr)
         return 2
     except (TrainingStopped, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -74,3 +74,15 @@ def test_resume_and_run_dir_edges_are_one_line(tmp_path, case, named):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], result.stderr
+
+
+def test_a_missing_module_is_one_line_naming_it():
+    """A Python without the project's dependencies (say, not .venv/bin/python) is told which
+    module is missing and how to install it, not shown an UnboundLocalError traceback."""
+    run_script = ("import runpy, sys; sys.modules['safetensors'] = None; "
+                  f"sys.argv = ['train.py', '--config', {QUICKSTART!r}, '--backend', 'torch']; "
+                  "runpy.run_path('scripts/train.py', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", run_script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'safetensors'" in lines[0] and "setup_env.sh" in lines[0], result.stderr
