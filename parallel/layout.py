@@ -74,6 +74,25 @@ class ParallelLayout:
     def edp_group(self) -> List[int]:
         return self.edp_groups()[self.ep_rank]
 
+    def ep_ranks_per_node(self) -> int:
+        """g: ranks of one EP group on each node it spans (EP groups cover whole nodes, or
+        sit inside one node)."""
+        ep, local = self.expert_parallel, self.local_world_size
+        if ep % local and local % ep:
+            raise ConfigError(f"parallel.all_to_all=hierarchical: an expert-parallel group of {ep} ranks must "
+                              f"cover whole nodes of {local} ranks or fit inside one")
+        return min(ep, local)
+
+    def ep_node_groups(self) -> List[List[int]]:
+        """Every (EP group, node) set of ranks, in order: the hierarchical exchange's phase A."""
+        g = self.ep_ranks_per_node()
+        return [group[k:k + g] for group in self.ep_groups() for k in range(0, len(group), g)]
+
+    def ep_rail_groups(self) -> List[List[int]]:
+        """Every (EP group, local index) set of ranks across its nodes: phase B."""
+        g = self.ep_ranks_per_node()
+        return [group[j::g] for group in self.ep_groups() for j in range(g)]
+
     def local_experts(self, num_experts: int, section: str = "moe.num_experts") -> Tuple[int, int]:
         """This rank's experts: the half-open range (first, end)."""
         check_experts(num_experts, self.expert_parallel, section)
@@ -102,7 +121,8 @@ class ExpertParallel:
     collectives (``F.all_to_all``, ``F.all_gather``, ``F.all_reduce``). ``batch_group`` spans
     the ``batch_ranks`` data-parallel ranks: router statistics are reduced over it, so the
     losses are those of the global batch. ``nodes``: the node of each rank of the EP group
-    (for the traffic counters: bytes that cross nodes)."""
+    (for the traffic counters: bytes that cross nodes); ``hierarchy``: a
+    ``parallel.all_to_all.Hierarchy`` for the hierarchical all-to-all, None for flat."""
 
     size: int
     rank: int
@@ -110,6 +130,7 @@ class ExpertParallel:
     batch_group: Any
     batch_ranks: int
     nodes: Tuple[int, ...] = ()
+    hierarchy: Any = None
 
     def local_range(self, num_experts: int) -> Tuple[int, int]:
         per_rank = num_experts // self.size

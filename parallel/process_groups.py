@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any, Dict, Optional
 
 from models.errors import ConfigError
+from parallel.all_to_all import Hierarchy
 from parallel.layout import ExpertParallel, ParallelLayout
 
 
@@ -33,9 +34,12 @@ class ParallelRun:
     def expert_parallel(self) -> ExpertParallel:
         """What the MoE layers of this rank need (see ``parallel.layout.ExpertParallel``)."""
         lay = self.layout
+        hierarchy = None
+        if "rail" in self.groups:
+            hierarchy = Hierarchy(lay.ep_ranks_per_node(), self.groups["node"], self.groups["rail"])
         return ExpertParallel(size=lay.expert_parallel, rank=lay.ep_rank, group=self.groups["ep"],
                               batch_group=self.groups["world"], batch_ranks=lay.world_size,
-                              nodes=tuple(r // lay.local_world_size for r in lay.ep_group()))
+                              nodes=tuple(r // lay.local_world_size for r in lay.ep_group()), hierarchy=hierarchy)
 
     @property
     def is_main(self) -> bool:
@@ -67,18 +71,27 @@ def check_world(backend: str, expert_parallel: int, world_size: int) -> int:
 
 
 def init_process_groups(backend: str, device: str, expert_parallel: int, timeout_s: float,
-                        world_size: int = 0) -> Optional[ParallelRun]:
+                        world_size: int = 0, all_to_all: str = "flat") -> Optional[ParallelRun]:
     """Join the launcher's job and make the groups; None for a single process with
-    ``expert_parallel`` 1. ``device`` is the resolved torch device or MindSpore target."""
+    ``expert_parallel`` 1. ``device`` is the resolved torch device or MindSpore target;
+    ``all_to_all``: ``flat`` or ``hierarchical`` (adds the node and rail groups)."""
     launched = check_world(backend, expert_parallel, world_size)
     if launched == 1:
         return None
     if backend == "torch":
-        return _torch_groups(device, expert_parallel, timeout_s)
-    return _mindspore_groups(expert_parallel)
+        return _torch_groups(device, expert_parallel, timeout_s, all_to_all == "hierarchical")
+    return _mindspore_groups(expert_parallel, all_to_all == "hierarchical")
 
 
-def _torch_groups(device: str, expert_parallel: int, timeout_s: float) -> ParallelRun:
+def _group_sets(layout: ParallelLayout, hierarchical: bool):
+    """(kind, every group of that kind) for the groups this run needs."""
+    kinds = [("ep", layout.ep_groups()), ("edp", layout.edp_groups())]
+    if hierarchical:
+        kinds += [("node", layout.ep_node_groups()), ("rail", layout.ep_rail_groups())]
+    return kinds
+
+
+def _torch_groups(device: str, expert_parallel: int, timeout_s: float, hierarchical: bool) -> ParallelRun:
     import torch.distributed as dist
     layout = ParallelLayout(int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]), expert_parallel,
                             int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])))
@@ -92,7 +105,7 @@ def _torch_groups(device: str, expert_parallel: int, timeout_s: float) -> Parall
     except Exception as error:
         raise ConfigError(f"rank {layout.rank}: torch.distributed could not start ({_first_line(error)})") from None
     groups = {"world": dist.group.WORLD}
-    for kind, all_groups in (("ep", layout.ep_groups()), ("edp", layout.edp_groups())):
+    for kind, all_groups in _group_sets(layout, hierarchical):
         for ranks in all_groups:  # every rank creates every group, in the same order
             handle = dist.new_group(ranks, timeout=timeout)
             if layout.rank in ranks:
@@ -100,7 +113,7 @@ def _torch_groups(device: str, expert_parallel: int, timeout_s: float) -> Parall
     return ParallelRun("torch", layout, groups)
 
 
-def _mindspore_groups(expert_parallel: int) -> ParallelRun:
+def _mindspore_groups(expert_parallel: int, hierarchical: bool) -> ParallelRun:
     from mindspore.communication import GlobalComm, create_group, get_group_size, get_local_rank_size, get_rank, init
     try:
         init()
@@ -108,7 +121,8 @@ def _mindspore_groups(expert_parallel: int) -> ParallelRun:
         raise ConfigError(f"MindSpore communication could not start ({_first_line(error)})") from None
     layout = ParallelLayout(get_group_size(), get_rank(), expert_parallel, get_local_rank_size())
     groups = {"world": GlobalComm.WORLD_COMM_GROUP}
-    for kind, ranks in (("ep", layout.ep_group()), ("edp", layout.edp_group())):
+    for kind, all_groups in _group_sets(layout, hierarchical):
+        ranks = next(group for group in all_groups if layout.rank in group)
         name = f"{kind}_{'_'.join(map(str, ranks))}"
         if len(ranks) == layout.world_size:
             name = GlobalComm.WORLD_COMM_GROUP

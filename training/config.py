@@ -26,6 +26,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 TOKENIZERS = ("bpe", "gpt2")
 GPT2_VOCAB_SIZE = 50257
 USER_FILE_SUFFIXES = (".txt", ".jsonl")
+ALL_TO_ALL = ("flat", "hierarchical")
 
 
 @dataclass
@@ -94,11 +95,14 @@ class ParallelConfig:
     that split each MoE layer's experts (data parallelism fills the rest of the world);
     ``world_size`` 0 accepts what the launcher started, N refuses anything else;
     ``timeout_s``: every collective gives up after this long (a dead or stalled rank ends
-    the job instead of hanging it)."""
+    the job instead of hanging it); ``all_to_all``: ``flat`` (one exchange over the EP
+    group) or ``hierarchical`` (inside nodes first, then one aggregated message per node
+    pair and rail: ``parallel.all_to_all``)."""
 
     expert_parallel: int = setting(1, integer(1))
     world_size: int = setting(0, integer(0))
     timeout_s: float = setting(300.0, number(0.0, low_open=True))
+    all_to_all: str = setting("flat", one_of(*ALL_TO_ALL))
 
 
 @dataclass

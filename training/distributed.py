@@ -37,7 +37,7 @@ class Distributed:
     def start(cls, backend: str, device: str, parallel, F) -> "Distributed":
         """Join the launcher's job (``parallel``: the config's ParallelConfig)."""
         return cls(init_process_groups(backend, device, parallel.expert_parallel, parallel.timeout_s,
-                                       parallel.world_size), F)
+                                       parallel.world_size, parallel.all_to_all), F)
 
     @property
     def rank(self) -> int:
@@ -59,8 +59,8 @@ class Distributed:
         if self.run is None:
             return ""
         lay = self.run.layout
-        return (f"; {lay.world_size} ranks on {lay.num_nodes} node(s), expert parallel {lay.expert_parallel}, "
-                f"data parallel {lay.world_size}")
+        return (f"; {lay.world_size} ranks on {lay.num_nodes} node(s), expert parallel {lay.expert_parallel} "
+                f"({'hierarchical' if 'rail' in self.run.groups else 'flat'} all-to-all), data parallel {lay.world_size}")
 
     # data
     def rows(self, batch_size: int) -> Tuple[int, int]:

@@ -3,7 +3,8 @@ moved to them and back by all-to-all. Written once on the op vocabulary (``F.all
 ``F.all_gather``); ``parallel/`` makes the groups.
 
 ``ExpertParallelExperts`` has the interface of ``models.experts.Experts`` (``batched``,
-``grouped``), so the capacity, slot and dropless dispatch modes run unchanged on top of it:
+``grouped``), so the capacity, slot and dropless dispatch modes run unchanged on top of it
+(the exchange itself, flat or hierarchical, is ``parallel.all_to_all``):
 
 - capacity and slot modes hand over fixed buffers [E, C, d] (C = this rank's capacity per
   expert: every source rank sends at most C tokens to each expert, so a rank's expert e
@@ -21,9 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from models.experts import Experts
+from parallel.all_to_all import flat_all_to_all, hierarchical_all_to_all, traffic
 from parallel.layout import ExpertParallel
-
-TRAFFIC = ("a2a_sent_rows", "a2a_needed_rows", "a2a_cross_node_rows")
 
 
 def regroup_order(counts: np.ndarray, rank: int, experts_per_rank: int) -> np.ndarray:
@@ -47,25 +47,27 @@ class ExpertParallelExperts:
         self.parallel = parallel
         self.num_experts = experts.config.num_experts
         self.per_rank = self.num_experts // parallel.size
-        self.traffic = dict.fromkeys(TRAFFIC, 0)
+        self.traffic: dict = {}
 
-    def _count(self, rows_to, needed_to) -> None:
-        """Add one dispatch and its combine (the same rows back) to the traffic counters:
-        rows sent to the other ranks, those crossing nodes, and the rows the assignments
-        needed (``needed_to``; padding is the difference)."""
-        me, nodes = self.parallel.rank, self.parallel.nodes or (0,) * self.parallel.size
-        for j, (rows, needed) in enumerate(zip(rows_to, needed_to)):
-            if j != me:
-                self.traffic["a2a_sent_rows"] += 2 * int(rows)
-                self.traffic["a2a_needed_rows"] += 2 * int(needed)
-                self.traffic["a2a_cross_node_rows"] += 2 * int(rows) * (nodes[j] != nodes[me])
+    def _exchange(self, F, x, counts: np.ndarray):
+        """Rows to their ranks (``counts`` [source, destination] over the EP group), flat or
+        hierarchical (``parallel.all_to_all``), with the traffic counted: rows sent to other
+        ranks and of those across nodes; for dropless dispatch also the rows the
+        assignments needed (the direct cross-rank rows: no padding, no forwarding hop)."""
+        p = self.parallel
+        sent, across = traffic(counts, p.rank, p.nodes or (0,) * p.size, p.hierarchy)
+        self.traffic["a2a_sent_rows"] = self.traffic.get("a2a_sent_rows", 0) + sent
+        self.traffic["a2a_cross_node_rows"] = self.traffic.get("a2a_cross_node_rows", 0) + across
+        if p.hierarchy is None:
+            return flat_all_to_all(F, x, counts, p.rank, p.group)
+        return hierarchical_all_to_all(F, x, counts, p.rank, p.hierarchy)
 
     def traffic_metrics(self, F) -> dict:
-        """This forward's all-to-all rows (dispatch + combine, to other ranks; backward moves
-        as many again) as float32 scalars, then the counters restart. Bytes = rows * d *
-        element size."""
-        out = {key: F.tensor(np.float32(value)) for key, value in self.traffic.items()}
-        self.traffic = dict.fromkeys(TRAFFIC, 0)
+        """This forward's all-to-all rows (dispatch and combine, sent to other ranks;
+        backward moves as many again) as float32 scalars, then the counters restart.
+        Bytes = rows * d * element size."""
+        out = {key: F.tensor(np.float32(value)) for key, value in sorted(self.traffic.items())}
+        self.traffic = {}
         return out
 
     @property
@@ -79,13 +81,12 @@ class ExpertParallelExperts:
         """x [E, C, d] (every expert's buffer on this rank) -> [E, C, d]."""
         num_experts, capacity, d = x.shape
         ep, local = self.parallel.size, self.per_rank
-        counts = [local * capacity] * ep
-        self._count(counts, counts)  # fixed buffers: padding is not known on the host
-        received = F.all_to_all(F.reshape(x, (num_experts * capacity, d)), counts, counts, self.parallel.group)
+        counts = np.full((ep, ep), local * capacity, np.int64)  # fixed buffers, padding included
+        received = self._exchange(F, F.reshape(x, (num_experts * capacity, d)), counts)
         by_expert = F.transpose(F.reshape(received, (ep, local, capacity, d)), (1, 0, 2, 3))
         out = self.experts.batched(F, params, F.reshape(by_expert, (local, ep * capacity, d)))
         by_source = F.transpose(F.reshape(out, (local, ep, capacity, d)), (1, 0, 2, 3))
-        back = F.all_to_all(F.reshape(by_source, (num_experts * capacity, d)), counts, counts, self.parallel.group)
+        back = self._exchange(F, F.reshape(by_source, (num_experts * capacity, d)), counts)
         return F.reshape(back, (num_experts, capacity, d))
 
     def grouped(self, F, params: dict, x, tokens_per_expert):
@@ -95,14 +96,14 @@ class ExpertParallelExperts:
         counts = F.to_numpy(F.all_gather(F.reshape(tokens_per_expert, (1, self.num_experts)), self.parallel.group))
         counts = counts.astype(np.int64)  # [ep source ranks, E]
         by_rank = counts.reshape(ep, ep, local).sum(-1)  # [source, destination]
-        send, recv = by_rank[me].tolist(), by_rank[:, me].tolist()
-        sent = int(sum(send))
-        self._count(send, send)  # dropless: every row sent is an assignment, no padding
-        received = F.all_to_all(x, send, recv, self.parallel.group)  # the first ``sent`` rows: true experts
+        sent = int(by_rank[me].sum())
+        needed = sent + int(by_rank[:, me].sum()) - 2 * int(by_rank[me, me])  # dispatch + combine, off-rank
+        self.traffic["a2a_needed_rows"] = self.traffic.get("a2a_needed_rows", 0) + needed
+        received = self._exchange(F, x, by_rank)  # the first ``sent`` rows of x: true experts
         order = regroup_order(counts, me, local)
         local_counts = F.tensor(counts[:, me * local:(me + 1) * local].sum(0), F.index_dtype)
         out = self.experts.grouped(F, params, _permute(F, received, order), local_counts)
-        back = F.all_to_all(_permute(F, out, np.argsort(order)), recv, send, self.parallel.group)
+        back = self._exchange(F, _permute(F, out, np.argsort(order)), by_rank.T)
         return F.concat([back, F.zeros((x.shape[0] - sent, x.shape[1]), x.dtype)], 0)
 
 

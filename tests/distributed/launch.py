@@ -29,3 +29,33 @@ def rank_files(out_dir: Path, world: int) -> List[Dict[str, np.ndarray]]:
     missing = [f.name for f in files if not f.is_file()]
     assert not missing, f"ranks wrote no result: {missing}"
     return [dict(np.load(f)) for f in files]
+
+
+def launch_nodes(framework: str, nodes: int, per_node: int, script: Path, args: List[str], log_dir: Path,
+                 timeout: int = 400) -> None:
+    """Run ``script args`` as a ``nodes`` x ``per_node`` job on this machine: one
+    scripts/launch.sh per node (node ranks 0..nodes-1) on loopback, as on a real cluster."""
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    jobs = [subprocess.Popen(["bash", str(ROOT / "scripts" / "launch.sh"), "--nnodes", str(nodes),
+                              "--nproc-per-node", str(per_node), "--node-rank", str(k), "--master-port", str(port),
+                              "--framework", framework, "--log-dir", str(log_dir / f"node{k}"),
+                              "--timeout", str(timeout), "--script", str(script), *args],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for k in range(nodes)]
+    outputs = [job.communicate(timeout=timeout + 60)[0] for job in jobs]
+    failed = [k for k, job in enumerate(jobs) if job.returncode != 0 and not _second_scheduler(framework, k, log_dir)]
+    assert not failed, f"{framework} {nodes}x{per_node} {script.name}: nodes {failed} failed; logs in {log_dir}\n" + \
+        "\n".join(outputs[k][-2000:] for k in failed)
+
+
+def _second_scheduler(framework: str, node: int, log_dir: Path) -> bool:
+    """On one machine every msrun finds the master address local and starts a scheduler;
+    on nodes > 0 that second scheduler cannot bind the master port and msrun exits non-zero
+    although its workers joined node 0's scheduler (on a real cluster it starts none)."""
+    if framework != "mindspore" or node == 0:
+        return False
+    log = log_dir / f"node{node}" / "scheduler.log"
+    return log.is_file() and "Address already in use" in log.read_text(errors="replace")

@@ -2,7 +2,7 @@
 parallelism on its own slice of a global batch and saves its outputs and gradients, plus
 the single-process reference on the whole batch, to OUT/rank<r>.npz.
 
-    worker.py BACKEND OUT_DIR EXPERT_PARALLEL
+    layer_worker.py BACKEND OUT_DIR EXPERT_PARALLEL [flat|hierarchical]
 
 The reference's router loss coefficients are W times the config's: each rank's loss is
 sum(y_r * cot_r) + aux_r["loss"], and the W ranks' router losses average to the global
@@ -54,8 +54,9 @@ def cases(world: int):
 
 def main() -> int:
     backend, out_dir, ep = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    all_to_all = sys.argv[4] if len(sys.argv) > 4 else "flat"
     runner = make_runner(backend, "pynative")
-    run = init_process_groups(backend, "cpu", ep, timeout_s=120)
+    run = init_process_groups(backend, "cpu", ep, timeout_s=120, all_to_all=all_to_all)
     lay = run.layout
     saved = {}
     for name, config, x, override in cases(lay.world_size):
@@ -88,7 +89,8 @@ def main() -> int:
         for key, value in ref["grads"].items():
             saved[f"ref.{name}.grad.{key}"] = value
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(out_dir / f"rank{lay.rank}.npz", world=lay.world_size, ep=ep, rank=lay.rank, **saved)
+    np.savez(out_dir / f"rank{lay.rank}.npz", world=lay.world_size, ep=ep, rank=lay.rank,
+             ranks_per_node=lay.local_world_size, all_to_all=all_to_all, **saved)
     return 0
 
 
