@@ -36,7 +36,8 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 @dataclass
 class LoRAMoEConfig:
-    """Adapters on the ``targets`` projections of every block (attention and dense FFN)."""
+    """Adapters on the ``targets`` projections (attention and dense FFN) of every block, or of
+    the last ``last_layers`` blocks (the backward pass then stops there: cheaper)."""
 
     rank: int = 8
     alpha: float = 16.0
@@ -45,6 +46,7 @@ class LoRAMoEConfig:
     top_k: int = 2
     router: str = "topk"
     targets: Tuple[str, ...] = TARGETS
+    last_layers: int = 0  # adapt only the last N blocks (0: every block)
     balance_loss_coef: float = 1e-2
     z_loss_coef: float = 0.0
 
@@ -52,6 +54,8 @@ class LoRAMoEConfig:
         for key in ("rank", "num_experts", "top_k"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ConfigError(f"lora.{key}={getattr(self, key)!r}: must be a positive integer")
+        if not isinstance(self.last_layers, int) or self.last_layers < 0:
+            raise ConfigError(f"lora.last_layers={self.last_layers!r}: must be an integer >= 0 (0: every block)")
         unknown = sorted(set(self.targets) - set(TARGETS))
         if unknown or not self.targets:
             raise ConfigError(f"lora.targets={list(self.targets)!r}: choose from {', '.join(TARGETS)}")
@@ -109,7 +113,7 @@ class LoRAMoEModel:
         self.config, self.lora = config, lora.validate()
         shapes = {name: spec.shape for name, spec in self.base.param_specs().items()}
         self.adapters = []
-        for block in self.base.blocks:
+        for block in self.base.blocks[-lora.last_layers if lora.last_layers else 0:]:
             for component in (block.attention, block.ffn):
                 for name in lora.targets:
                     weight = component.prefix + name + ".weight"

@@ -57,6 +57,9 @@ def load_source(source: Path, tokenizer_path):
             tokens = Tokens(text.encode, text.decode, text.vocab_size, text.eos_id)
         vocab = tokens.vocab_size if tokens else from_tokenizers(tokenizer_path).vocab_size
         return transformer_config(run, vocab), checkpoint.model, tokens
+    if not (source / "config.json").is_file() and source.suffix != ".gguf":
+        raise ConfigError(f"{source}: not a run directory (config.yaml), an HF checkpoint folder (config.json) "
+                          "or a .gguf file")
     from training.hf_checkpoint import load_hf_checkpoint
     config, params = load_hf_checkpoint(source)
     if tokenizer_path is None and source.suffix == ".gguf":

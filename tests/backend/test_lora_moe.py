@@ -28,7 +28,7 @@ def train_step(runner, module):
 
 @pytest.mark.parametrize("lora", [LoRAMoEConfig(rank=4, num_experts=4, top_k=2),
                                   LoRAMoEConfig(rank=4, num_experts=4, num_null_experts=4, top_k=3, router="adamoe",
-                                                targets=("q_proj", "v_proj", "down_proj"))],
+                                                targets=("q_proj", "v_proj", "down_proj"), last_layers=1)],
                          ids=["topk", "adamoe"])
 def test_only_adapters_train_and_the_base_stays_bitwise(runner, lora):
     base_values = init_params(Transformer(BASE).param_specs(), seed=0)
