@@ -24,5 +24,6 @@ setup(
         "mindspore": ["mindspore==2.10.0"],
         "npu": ["torch==2.13.0", "torch_npu"],
         "dev": ["pytest>=7", "hypothesis>=6"],
+        "hf": ["transformers==5.23.0", "gguf==0.19.0", "accelerate==1.15.0"],  # conversion and pretrained experiments
     },
 )
