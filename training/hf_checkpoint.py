@@ -52,6 +52,11 @@ def config_from_hf(hf: Dict[str, Any]) -> TransformerConfig:
         raise ConfigError(f"config.json model_type={kind!r} is not supported: {REFUSED[kind]}")
     if kind not in ARCHITECTURES:
         raise ConfigError(f"config.json model_type={kind!r}: supported model types are {', '.join(ARCHITECTURES)}")
+    required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+    required += ("num_local_experts", "num_experts_per_tok") if kind == "mixtral" else ()
+    for key in required:
+        if not isinstance(hf.get(key), int) or isinstance(hf.get(key), bool):
+            raise ConfigError(f"config.json {key}={hf.get(key)!r}: a {kind} config needs an integer here")
     for key, allowed in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False),
                          ("sliding_window", None)):
         if hf.get(key, allowed) != allowed:
@@ -133,10 +138,20 @@ def read_tensor(path: Path, entry: dict, data_start: int) -> np.ndarray:
     return raw.view(np.dtype(DTYPES[entry["dtype"]]).newbyteorder("<")).reshape(entry["shape"]).astype(np.float32)
 
 
+def read_json(path: Path) -> Dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: not readable JSON ({str(error).splitlines()[0]})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return value
+
+
 def tensor_files(folder: Path) -> Dict[str, Path]:
     """HF tensor name -> the safetensors file that holds it (sharded or not)."""
     if (folder / INDEX).exists():
-        weight_map = json.loads((folder / INDEX).read_text())["weight_map"]
+        weight_map = read_json(folder / INDEX).get("weight_map", {})
         missing = sorted({file for file in weight_map.values() if not (folder / file).exists()})
         if missing:
             raise ConfigError(f"{folder / INDEX} names shard {missing[0]}, which is missing")
@@ -198,7 +213,7 @@ def load_hf_checkpoint(path) -> Tuple[TransformerConfig, Dict[str, np.ndarray]]:
         return from_hf_weights(*load_gguf(path), str(path))
     if not (path / "config.json").is_file():
         raise ConfigError(f"{path} has no config.json: expected an HF checkpoint folder or a .gguf file")
-    config = config_from_hf(json.loads((path / "config.json").read_text()))
+    config = config_from_hf(read_json(path / "config.json"))
     files = tensor_files(path)
     headers = {file: read_header(file) for file in set(files.values())}
     entries = {name: headers[file][0].get(name) for name, file in files.items()}

@@ -55,6 +55,7 @@ def test_export_round_trips(mixtral):
     ({"model_type": "gpt2"}, "model_type='gpt2': supported model types are llama, mixtral"),
     ({"model_type": "qwen2_moe"}, "model_type='qwen2_moe' is not supported: its shared expert"),
     ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
+    ({"num_local_experts": None}, "num_local_experts=None: a mixtral config needs an integer here"),
     ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, "rope type 'yarn'"),
     ({"intermediate_size": 12}, "tensor model.layers.0.block_sparse_moe.experts.0.w3.weight has shape [8, 16]; "
                                 "config.json implies [12, 16]"),
@@ -81,6 +82,10 @@ def test_missing_and_unexpected_tensors_are_named(mixtral):
 def test_missing_files_are_named(tmp_path, mixtral):
     with pytest.raises(ConfigError, match="has no config.json"):
         load_hf_checkpoint(tmp_path / "nowhere")
+    (mixtral / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="config.json: not readable JSON"):
+        load_hf_checkpoint(mixtral)
+    save_hf_checkpoint(tiny(), init_params(Transformer(tiny()).param_specs(), seed=0), mixtral)
     (mixtral / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"lm_head.weight": "shard-2.safetensors"}}))
     with pytest.raises(ConfigError, match="names shard shard-2.safetensors, which is missing"):
         load_hf_checkpoint(mixtral)
