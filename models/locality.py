@@ -33,38 +33,59 @@ DIVERGENCES = ("forward", "reverse")
 TINY = 1e-30
 
 
-def locality_loss(F, probs, topology: Topology, divergence: str = "forward", epsilon: float = 0.01):
-    """probs [T, n] float32 (rows sum to 1) -> scalar L_loc (without mu)."""
-    num_tokens = probs.shape[0]
+def node_divergence(F, d_c, topology: Topology, node: int, divergence: str = "forward", epsilon: float = 0.01):
+    """The divergence between node ``node``'s mean router distribution d_c [n] and D_l^node."""
     n, m = topology.num_experts, topology.experts_per_node
-    local_weight = math.log((1.0 - epsilon) / m + epsilon / n) if divergence == "forward" else 0.0
-    remote_weight = math.log(epsilon / n) if divergence == "forward" else 0.0
+    d_c = F.clip(d_c, TINY, 1.0)
+    first, last = topology.node_experts(node)
+    if divergence == "forward":
+        local_weight = math.log((1.0 - epsilon) / m + epsilon / n)
+        remote_weight = math.log(epsilon / n)
+        local_mass = F.sum(d_c[first:last])
+        remote_mass = F.sum(d_c) - local_mass
+        return F.sum(d_c * F.log(d_c)) - local_weight * local_mass - remote_weight * remote_mass
+    return -math.log(m) - F.mean(F.log(d_c[first:last]))
+
+
+def locality_loss(F, probs, topology: Topology, divergence: str = "forward", epsilon: float = 0.01):
+    """probs [T, n] float32 (rows sum to 1) -> scalar L_loc (without mu), the batch's tokens
+    on the topology's virtual nodes."""
+    num_tokens = probs.shape[0]
     total = F.zeros((), F.float32)
     nodes = 0
     for node, (start, end) in enumerate(topology.node_token_ranges(num_tokens)):
         if end == start:
             continue
-        d_c = F.clip(F.mean(probs[start:end], 0), TINY, 1.0)
-        first, last = topology.node_experts(node)
-        if divergence == "forward":
-            local_mass = F.sum(d_c[first:last])
-            remote_mass = F.sum(d_c) - local_mass
-            kl = F.sum(d_c * F.log(d_c)) - local_weight * local_mass - remote_weight * remote_mass
-        else:
-            kl = -math.log(m) - F.mean(F.log(d_c[first:last]))
-        total = total + kl
+        total = total + node_divergence(F, F.mean(probs[start:end], 0), topology, node, divergence, epsilon)
         nodes += 1
     return total / max(nodes, 1)
 
 
-def own_node_share(F, assignment, topology: Topology):
-    """Share of (token, expert) assignments whose expert lives on the token's home node.
-    assignment [T, n] float32 (1 where token t is sent to expert i) -> scalar, no gradient."""
+def rank_locality_loss(F, probs, topology: Topology, node: int, node_group, node_ranks: int,
+                       divergence: str = "forward", epsilon: float = 0.01):
+    """L_loc term of one rank of a multi-process run, whose tokens probs [T, n] all live on
+    ``node``: D_c is the node's mean over its ``node_ranks`` ranks (all-reduced over
+    ``node_group``, no gradient) plus this rank's part with its gradient at full weight. The
+    ranks' losses average to the single-process L_loc over the same tokens, and their
+    data-parallel averaged gradients to its gradient."""
+    mine = F.mean(probs, 0)
+    d_c = mine
+    if node_ranks > 1:
+        d_c = F.all_reduce(F.stop_gradient(mine), node_group) * (1.0 / node_ranks) + (mine - F.stop_gradient(mine))
+    return node_divergence(F, d_c, topology, node, divergence, epsilon)
+
+
+def own_node_share(F, assignment, topology: Topology, node=None):
+    """Share of (token, expert) assignments whose expert lives on the token's home node:
+    the virtual nodes' token chunks, or every token on ``node`` (one rank of a multi-process
+    run). assignment [T, n] float32 (1 where token t is sent to expert i) -> scalar, no gradient."""
     assignment = F.stop_gradient(assignment)
     num_tokens = assignment.shape[0]
+    ranges = topology.node_token_ranges(num_tokens) if node is None else [
+        (0, num_tokens) if j == node else (0, 0) for j in range(topology.num_nodes)]
     local = F.zeros((), F.float32)
-    for node, (start, end) in enumerate(topology.node_token_ranges(num_tokens)):
+    for j, (start, end) in enumerate(ranges):
         if end > start:
-            first, last = topology.node_experts(node)
+            first, last = topology.node_experts(j)
             local = local + F.sum(assignment[start:end, first:last])
     return local / F.maximum(F.sum(assignment), F.ones((), F.float32))

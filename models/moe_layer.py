@@ -56,6 +56,7 @@ class MoELayer:
         if parallel is not None and parallel.size > 1:
             check_experts(config.num_experts, parallel.size)
             self.experts = ExpertParallelExperts(self.experts, parallel)
+            self.router.bind_parallel(parallel)
 
     def param_specs(self) -> Dict[str, ParamSpec]:
         return {**self.router.param_specs(), **self.experts.param_specs()}

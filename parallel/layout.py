@@ -74,11 +74,16 @@ class ParallelLayout:
     def edp_group(self) -> List[int]:
         return self.edp_groups()[self.ep_rank]
 
+    @property
+    def node_aligned(self) -> bool:
+        """Every EP group covers whole nodes or sits inside one."""
+        return not (self.expert_parallel % self.local_world_size and self.local_world_size % self.expert_parallel)
+
     def ep_ranks_per_node(self) -> int:
         """g: ranks of one EP group on each node it spans (EP groups cover whole nodes, or
         sit inside one node)."""
         ep, local = self.expert_parallel, self.local_world_size
-        if ep % local and local % ep:
+        if not self.node_aligned:
             raise ConfigError(f"parallel.all_to_all=hierarchical: an expert-parallel group of {ep} ranks must "
                               f"cover whole nodes of {local} ranks or fit inside one")
         return min(ep, local)
@@ -121,7 +126,8 @@ class ExpertParallel:
     collectives (``F.all_to_all``, ``F.all_gather``, ``F.all_reduce``). ``batch_group`` spans
     the ``batch_ranks`` data-parallel ranks: router statistics are reduced over it, so the
     losses are those of the global batch. ``nodes``: the node of each rank of the EP group
-    (for the traffic counters: bytes that cross nodes); ``hierarchy``: a
+    (for the traffic counters: bytes that cross nodes); ``node_group``: this rank's EP
+    ranks on its node (None when it is alone there); ``hierarchy``: a
     ``parallel.all_to_all.Hierarchy`` for the hierarchical all-to-all, None for flat."""
 
     size: int
@@ -130,6 +136,7 @@ class ExpertParallel:
     batch_group: Any
     batch_ranks: int
     nodes: Tuple[int, ...] = ()
+    node_group: Any = None
     hierarchy: Any = None
 
     def local_range(self, num_experts: int) -> Tuple[int, int]:

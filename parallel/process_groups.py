@@ -39,7 +39,8 @@ class ParallelRun:
             hierarchy = Hierarchy(lay.ep_ranks_per_node(), self.groups["node"], self.groups["rail"])
         return ExpertParallel(size=lay.expert_parallel, rank=lay.ep_rank, group=self.groups["ep"],
                               batch_group=self.groups["world"], batch_ranks=lay.world_size,
-                              nodes=tuple(r // lay.local_world_size for r in lay.ep_group()), hierarchy=hierarchy)
+                              nodes=tuple(r // lay.local_world_size for r in lay.ep_group()),
+                              node_group=self.groups.get("node"), hierarchy=hierarchy)
 
     @property
     def is_main(self) -> bool:
@@ -86,8 +87,10 @@ def init_process_groups(backend: str, device: str, expert_parallel: int, timeout
 def _group_sets(layout: ParallelLayout, hierarchical: bool):
     """(kind, every group of that kind) for the groups this run needs."""
     kinds = [("ep", layout.ep_groups()), ("edp", layout.edp_groups())]
+    if layout.expert_parallel > 1 and (layout.node_aligned or hierarchical):
+        kinds.append(("node", layout.ep_node_groups()))
     if hierarchical:
-        kinds += [("node", layout.ep_node_groups()), ("rail", layout.ep_rail_groups())]
+        kinds.append(("rail", layout.ep_rail_groups()))
     return kinds
 
 

@@ -112,6 +112,10 @@ class Router(ABC):
         docstring); none by default."""
         return {}
 
+    def bind_parallel(self, parallel) -> None:
+        """Called once by a multi-process MoE layer with its ``parallel.layout.ExpertParallel``
+        (routers that read the cluster's layout, e.g. LocMoE's topology, override it)."""
+
     def static_key(self) -> tuple:
         """Host-side values compiled into the step as constants; () by default."""
         return ()

@@ -19,6 +19,10 @@ Router options (``moe.router_options``):
 
 Routers of this family add to the layer's aux (no gradient): ``own_node_share`` (with a
 topology) and the measured cosine their capacity bound reads (``measured_key``).
+
+In a multi-process run (``bind_parallel``) the topology is the launcher's real placement
+and the locality loss, own-node share and capacity are those of the same tokens on virtual
+nodes in one process (tests/distributed checks it).
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ import numpy as np
 
 from models.capacity_bound import MeasuredCapacityFactor, device_capacity, device_capacity_in_tokens
 from models.errors import ConfigError
-from models.locality import DIVERGENCES, locality_loss
+from models.locality import DIVERGENCES, locality_loss, own_node_share, rank_locality_loss
 from models.routers.base import Router, finite_number
 from parallel.topology import Topology
 
@@ -98,8 +102,43 @@ class LocalityRouter(Router):
         if o.bound_unit not in BOUND_UNITS:
             raise ConfigError(f"{section}.bound_unit={o.bound_unit!r}: valid values are {', '.join(BOUND_UNITS)}")
         self.num_devices = 1 if self.topology is None else self.topology.num_devices
+        self.rank = None  # multi-process: this rank's ExpertParallel (see bind_parallel)
         self.capacity_state = MeasuredCapacityFactor(config.capacity_factor, self.bound,
                                                      self.configured_delta(), self.refresh_every())
+
+    def bind_parallel(self, parallel) -> None:
+        """A multi-process run: the topology is the launcher's (the EP group's nodes and ranks
+        per node; a configured one must agree), and every token of this rank lives on its
+        node and device. Everything else stays as with virtual nodes in one process."""
+        nodes = sorted(set(parallel.nodes))
+        if any(parallel.nodes.count(node) * len(nodes) != parallel.size for node in nodes):
+            raise ConfigError(f"moe.router={self.name!r} needs the {parallel.size} expert-parallel ranks spread "
+                              f"evenly over their nodes (launcher placed them on nodes {list(parallel.nodes)})")
+        real = Topology(self.config.num_experts, len(nodes), parallel.size // len(nodes))
+        if self.topology is not None and self.topology != real:
+            raise ConfigError(f"moe.router_options.topology={self.options.topology}: the launcher placed the "
+                              f"{parallel.size} expert-parallel ranks on {real.num_nodes} node(s) of "
+                              f"{real.devices_per_node}; set it to match or leave it out")
+        if self.topology is None and self.options.locality_coef is None:
+            self.locality_coef = DEFAULT_LOCALITY_COEF
+        self.topology, self.num_devices, self.rank = real, real.num_devices, parallel
+        self.node = nodes.index(parallel.nodes[parallel.rank])
+
+    def device_ranges(self, num_tokens: int):
+        """(start, end) of every device's tokens in this batch: the virtual devices' chunks,
+        or, on one rank of a multi-process run, all of them on this rank's device."""
+        if self.rank is not None or self.topology is None:
+            return [(0, num_tokens)]
+        return self.topology.device_token_ranges(num_tokens)
+
+    def batch_tokens(self, num_tokens: int) -> int:
+        """Tokens of the expert-parallel batch the capacity ec = ceil(T cf / (ep n)) reads:
+        this batch, or the EP group's (every rank holds as many) in a multi-process run."""
+        return num_tokens * (self.num_devices if self.rank is not None else 1)
+
+    def node_share(self, F, assignment):
+        """Share of assignments that stay on their token's node (aux ``own_node_share``)."""
+        return own_node_share(F, assignment, self.topology, self.node if self.rank is not None else None)
 
     def check_grap(self, section: str) -> None:
         d, n = self.config.d_model, self.config.num_experts
@@ -139,7 +178,10 @@ class LocalityRouter(Router):
     def locality(self, F, probs):
         """L_loc over the topology (call only when ``locality_coef`` > 0). probs [T, n] -> scalar."""
         o = self.options
-        return locality_loss(F, probs, self.topology, o.locality_divergence, o.locality_epsilon)
+        if self.rank is None:
+            return locality_loss(F, probs, self.topology, o.locality_divergence, o.locality_epsilon)
+        return rank_locality_loss(F, probs, self.topology, self.node, self.rank.node_group,
+                                  self.topology.devices_per_node, o.locality_divergence, o.locality_epsilon)
 
     def static_key(self) -> tuple:
         """The capacity factor: it sets the slot shapes that a compiled step bakes in."""

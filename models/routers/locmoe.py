@@ -33,7 +33,6 @@ from typing import Dict, Optional
 from models.capacity_bound import capacity_bound
 from models.dispatch.device_slots import device_capacity_slots
 from models.errors import ConfigError
-from models.locality import own_node_share
 from models.losses import switch_balance_loss
 from models.params import ParamSpec, constant_init, truncated_normal_init
 from models.routers.base import finite_number
@@ -112,12 +111,12 @@ class LocMoERouter(LocalityRouter):
         if self.locality_coef > 0:
             losses["locality"] = self.locality(F, probs)
         if self.topology is not None:
-            stats["own_node_share"] = own_node_share(F, assignment, self.topology)
+            stats["own_node_share"] = self.node_share(F, assignment)
         if c.dispatch != "capacity":
             return {"logits": logits, "probs": probs, "expert_index": index, "expert_weight": weight,
                     "losses": losses, "stats": stats}
-        ranges = [(0, num_tokens)] if self.topology is None else self.topology.device_token_ranges(num_tokens)
+        ranges = self.device_ranges(num_tokens)
         slot_token, slot_weight = device_capacity_slots(F, index[:, 0], weight[:, 0], c.num_experts, ranges,
-                                                        self.capacity_per_device(num_tokens))
+                                                        self.capacity_per_device(self.batch_tokens(num_tokens)))
         return {"logits": logits, "probs": probs, "slot_token": slot_token, "slot_weight": slot_weight,
                 "requested_assignments": F.ones((), F.float32) * num_tokens, "losses": losses, "stats": stats}

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 from models.capacity_bound import large_d_capacity_bound
 from models.errors import ConfigError
-from models.locality import own_node_share
 from models.losses import batch_total
 from models.routers.base import finite_number
 from models.routers.locality_router import LocalityOptions, LocalityRouter, grap_affinity, grap_logits
@@ -72,7 +71,8 @@ class LocMoEPlusRouter(LocalityRouter):
 
     def capacity(self, num_tokens: int) -> int:
         """C: slots per expert for a batch of ``num_tokens``."""
-        return min(num_tokens, self.num_devices * self.capacity_per_device(num_tokens))
+        devices = len(self.device_ranges(num_tokens))
+        return min(num_tokens, devices * self.capacity_per_device(self.batch_tokens(num_tokens)))
 
     def token_choice(self, F, affinity):
         """TCR: affinity [T, n] -> chosen [T, n] float32 (1 = the token chose the expert)."""
@@ -110,6 +110,6 @@ class LocMoEPlusRouter(LocalityRouter):
         if self.locality_coef > 0:
             losses["locality"] = self.locality(F, probs)
         if self.topology is not None:
-            stats["own_node_share"] = own_node_share(F, chosen, self.topology)
+            stats["own_node_share"] = self.node_share(F, chosen)
         return {"logits": logits, "probs": probs, "slot_token": slot_token, "slot_weight": slot_weight,
                 "requested_assignments": F.sum(chosen), "losses": losses, "stats": stats}

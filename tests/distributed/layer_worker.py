@@ -30,7 +30,7 @@ from tests.support.harness import make_runner  # noqa: E402
 D, TOKENS = 8, 12
 
 
-def cases(world: int):
+def cases(world: int, ep: int, ranks_per_node: int):
     """(name, config, x [W, T, d], values override) for every case."""
     rng = np.random.default_rng(0)
     base = MoEConfig(d_model=D, ffn_hidden=16, num_experts=8, top_k=2, router="topk", dispatch="dropless")
@@ -50,6 +50,13 @@ def cases(world: int):
     true_gate = (1.0 + rng.uniform(0, 0.1, (D, 8))).astype(np.float32)
     null_gate = (-1.0 + rng.uniform(0, 0.1, (D, 4))).astype(np.float32)
     yield "silent_rank", ada, signed, {"router.weight": true_gate, "router.null_weight": null_gate}
+    if world == ep:  # LocMoE: the launcher's nodes as the configured virtual topology; reference = global batch
+        per_node = min(ep, ranks_per_node)
+        topology = {"nodes": ep // per_node, "devices_per_node": per_node}
+        loc = replace(base, router="locmoe", top_k=1, router_options={"topology": topology, "locality_coef": 0.5})
+        yield "locmoe_dropless", loc, x, {"router.bias": rng.uniform(-0.1, 0.1, 8).astype(np.float32)}
+        yield "locmoe_capacity", replace(loc, dispatch="capacity", router_options={
+            **loc.router_options, "capacity_policy": "factor"}), x, {}
 
 
 def main() -> int:
@@ -59,7 +66,7 @@ def main() -> int:
     run = init_process_groups(backend, "cpu", ep, timeout_s=120, all_to_all=all_to_all)
     lay = run.layout
     saved = {}
-    for name, config, x, override in cases(lay.world_size):
+    for name, config, x, override in cases(lay.world_size, ep, lay.local_world_size):
         print(f"rank {lay.rank}: case {name}", flush=True)
         full = MoELayer(config)
         values = {**init_params(full.param_specs(), 1), **override}
@@ -67,9 +74,14 @@ def main() -> int:
         layer = MoELayer(config, parallel=run.expert_parallel())
         mine = runner.forward_backward(layer, local_values(values, full.param_specs(), ep, lay.ep_rank),
                                        x[lay.rank], cot[lay.rank])
-        scaled = replace(config, balance_loss_coef=config.balance_loss_coef * lay.world_size,
-                         z_loss_coef=config.z_loss_coef * lay.world_size)
-        if config.dispatch == "capacity":  # capacity per source rank: the reference runs each rank's tokens alone
+        w = lay.world_size
+        options = dict(config.router_options)
+        if "locality_coef" in options:
+            options["locality_coef"] *= w
+        scaled = replace(config, balance_loss_coef=config.balance_loss_coef * w, z_loss_coef=config.z_loss_coef * w,
+                         router_options=options)
+        global_reference = config.dispatch == "dropless" or config.router == "locmoe"
+        if not global_reference:  # capacity per source rank: the reference runs each rank's tokens alone
             ref = runner.forward_backward(MoELayer(config), values, x[lay.rank], cot[lay.rank])
         else:
             ref = runner.forward_backward(MoELayer(scaled), values,
@@ -79,6 +91,9 @@ def main() -> int:
         saved[f"{name}.aux_loss"] = mine["aux"]["loss"]
         saved[f"{name}.tokens_per_expert"] = mine["aux"]["tokens_per_expert"]
         saved[f"{name}.dispatch"] = np.asarray(config.dispatch)
+        saved[f"{name}.reference"] = np.asarray("global" if global_reference else "per_rank")
+        saved[f"{name}.own_node_share"] = mine["aux"].get("own_node_share", np.float32(-1))
+        saved[f"ref.{name}.own_node_share"] = ref["aux"].get("own_node_share", np.float32(-1))
         for key in ("a2a_sent_rows", "a2a_needed_rows", "a2a_cross_node_rows"):
             saved[f"{name}.{key}"] = mine["aux"].get(key, np.float32(0))
         for key, value in mine["grads"].items():

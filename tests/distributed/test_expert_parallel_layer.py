@@ -45,7 +45,7 @@ def test_outputs_and_input_gradients_equal_single_process(ranks):
     for name in case_names(ranks[0]):
         for r, rank in enumerate(ranks):
             ref_y, ref_dx = rank[f"ref.{name}.y"], rank[f"ref.{name}.grad_x"]
-            if str(rank[f"{name}.dispatch"]) == "dropless":
+            if str(rank[f"{name}.reference"]) == "global":
                 tokens = ref_y.shape[0] // world
                 ref_y, ref_dx = ref_y[r * tokens:(r + 1) * tokens], ref_dx[r * tokens:(r + 1) * tokens]
                 close(rank[f"{name}.grad_x"], ref_dx, f"{name} rank {r} grad_x")
@@ -57,7 +57,7 @@ def test_weight_gradients_and_router_loss_equal_single_process(ranks):
     reference's rows; replicated weights: summed over all ranks."""
     world, ep = len(ranks), int(ranks[0]["ep"])
     for name in case_names(ranks[0]):
-        if str(ranks[0][f"{name}.dispatch"]) != "dropless":
+        if str(ranks[0][f"{name}.reference"]) != "global":
             continue
         ref = ranks[0]
         close(np.mean([rank[f"{name}.aux_loss"] for rank in ranks]), ref[f"ref.{name}.aux_loss"] / world,
@@ -72,6 +72,20 @@ def test_weight_gradients_and_router_loss_equal_single_process(ranks):
                     close(summed, full[j * per_rank:(j + 1) * per_rank], f"{name} {param} experts of EP rank {j}")
             else:
                 close(sum(rank[key] for rank in ranks), full, f"{name} {param}")
+
+
+def test_locmoe_on_the_real_topology_equals_virtual_nodes(ranks):
+    """LocMoE reads the launcher's placement: its locality loss (in the router loss and
+    gradients above), capacity per source device and own-node share equal the single-process
+    run with the same placement as virtual nodes."""
+    names = [n for n in case_names(ranks[0]) if n.startswith("locmoe")]
+    if len(ranks) != int(ranks[0]["ep"]):
+        assert not names
+        return
+    assert names
+    for name in names:
+        share = np.mean([rank[f"{name}.own_node_share"] for rank in ranks])
+        close(share, ranks[0][f"ref.{name}.own_node_share"], f"{name} own_node_share")
 
 
 def test_edge_cases_do_what_they_claim(ranks):
