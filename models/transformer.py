@@ -22,7 +22,7 @@ from models.params import ParamSpec, normal_init
 from models.rotary import rope_tables
 from models.transformer_config import TransformerConfig
 
-SUMMED = ("loss", "expert_flops", "a2a_sent_rows", "a2a_needed_rows", "a2a_cross_node_rows")
+SUMMED = ("loss", "expert_flops", "a2a_sent_rows", "a2a_needed_rows", "a2a_cross_node_rows")  # over MoE layers
 
 
 class Block:

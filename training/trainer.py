@@ -32,12 +32,13 @@ from parallel.process_groups import launched_world
 from training.checkpoint import Checkpoint, checkpoint_dir, latest_checkpoint, newest_loadable
 from training.config import RunConfig, save_config
 from training.data.pipeline import build_data
-from training.distributed import Distributed, rank_log
+from training.distributed import Distributed, rank_log, traffic_bytes
 from training.metrics_log import MetricsLog, read_records
 from training.plots import plot_run
 from training.schedule import learning_rate
 
 ADAM_EPS = 1e-8
+ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 class TrainingStopped(RuntimeError):
@@ -194,6 +195,7 @@ class Trainer:
         loss, metrics, grad_norm = self.train_step.step((tokens[start:end, :-1], domains[start:end]),
                                                         (tokens[start:end, 1:],), lr)
         metrics = self.dist.mean(metrics)
+        metrics.update(traffic_bytes(metrics, self.config.model.d_model, ELEMENT_BYTES[self.config.dtype], self.dist.world))
         self.step += 1
         if math.isfinite(loss) and math.isfinite(grad_norm):
             self.bad_in_row = 0

@@ -65,7 +65,8 @@ class ExpertParallelExperts:
     def traffic_metrics(self, F) -> dict:
         """This forward's all-to-all rows (dispatch and combine, sent to other ranks;
         backward moves as many again) as float32 scalars, then the counters restart.
-        Bytes = rows * d * element size."""
+        Bytes = rows * d * element size. Dropless also gives ``a2a_own_node_share``: the share
+        of this rank's assignments whose expert lives on its node."""
         out = {key: F.tensor(np.float32(value)) for key, value in sorted(self.traffic.items())}
         self.traffic = {}
         return out
@@ -99,6 +100,9 @@ class ExpertParallelExperts:
         sent = int(by_rank[me].sum())
         needed = sent + int(by_rank[:, me].sum()) - 2 * int(by_rank[me, me])  # dispatch + combine, off-rank
         self.traffic["a2a_needed_rows"] = self.traffic.get("a2a_needed_rows", 0) + needed
+        nodes = np.asarray(self.parallel.nodes or (0,) * ep)
+        on_node = int(by_rank[me, nodes == nodes[me]].sum())
+        self.traffic["a2a_own_node_share"] = on_node / sent if sent else 1.0
         received = self._exchange(F, x, by_rank)  # the first ``sent`` rows of x: true experts
         order = regroup_order(counts, me, local)
         local_counts = F.tensor(counts[:, me * local:(me + 1) * local].sum(0), F.index_dtype)
