@@ -56,10 +56,10 @@ def launched_world(backend: str) -> Optional[int]:
     return None if value is None else int(value)
 
 
-def check_world(backend: str, expert_parallel: int, world_size: int) -> int:
-    """The launcher's world size after checking it against the config (``parallel.world_size``
-    0 accepts any); 1 outside a launcher."""
-    launched = launched_world(backend) or 1
+def check_world(backend: str, expert_parallel: int, world_size: int, launched: Optional[int] = None) -> int:
+    """The launcher's world size (``launched``, else read from the environment; 1 outside a
+    launcher) after checking it against the config (``parallel.world_size`` 0 accepts any)."""
+    launched = launched or launched_world(backend) or 1
     if launched == 1 and expert_parallel > 1:
         raise ConfigError(f"parallel.expert_parallel={expert_parallel} needs that many processes; "
                           f"start the run with scripts/run_cpu.sh, run_cuda.sh or run_ascend.sh")

@@ -47,8 +47,8 @@ done
 py="$root/.venv/bin/python"
 [ -x "$py" ] || die "no $root/.venv: run bash scripts/setup_env.sh first"
 export PATH="$root/.venv/bin:$PATH" PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-if [ -z "$framework" ]; then
-  framework="$("$py" "$root/scripts/train.py" --print-backend "$@")" || exit 2
+if [ -z "$framework" ]; then  # train.py: the config's backend, after checking it against the world to start
+  framework="$(MOE_LAUNCH_WORLD=$((nnodes * nproc)) "$py" "$root/scripts/train.py" --print-backend "$@")" || exit 2
 fi
 case "$framework" in torch|mindspore) ;; *) die "--framework=$framework: expected torch or mindspore" ;; esac
 if [ "$port" = 0 ]; then

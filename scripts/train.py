@@ -37,7 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--print-backend", action="store_true",
-                        help="check the config, print its backend and exit (used by the launch scripts)")
+                        help="check the config (and the world $MOE_LAUNCH_WORLD a launcher is about to start), "
+                             "print its backend and exit (used by the launch scripts)")
     return parser.parse_args(argv)
 
 
@@ -77,6 +78,7 @@ def main(argv=None) -> int:
     try:
         config = resolve_config(args)
         if args.print_backend:
+            check_launch(config)
             print(config.backend)
             return 0
         os.environ.setdefault("HCCL_EXEC_TIMEOUT", str(max(1, int(config.parallel.timeout_s))))
@@ -102,6 +104,17 @@ def main(argv=None) -> int:
         return 4
     print(done_line(summary, config.run_dir))
     return 0
+
+
+def check_launch(config) -> None:
+    """The layout checks a launch script can make before it starts any process: the world
+    it is about to start ($MOE_LAUNCH_WORLD) against the config."""
+    world = int(os.environ.get("MOE_LAUNCH_WORLD", "0"))
+    if world:
+        from parallel.layout import ParallelLayout
+        from parallel.process_groups import check_world
+        check_world(config.backend, config.parallel.expert_parallel, config.parallel.world_size, world)
+        ParallelLayout(world, 0, config.parallel.expert_parallel).batch_rows(config.train.batch_size)
 
 
 def launched_rank():

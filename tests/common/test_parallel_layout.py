@@ -92,3 +92,16 @@ def test_a_busy_master_port_is_one_line():
                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and f"--master-port {port}" in result.stderr
+
+
+@pytest.mark.parametrize("nproc, setting, fragment", [
+    (3, "parallel.expert_parallel=2", "parallel.expert_parallel=2 must divide the launcher's world size 3"),
+    (2, "train.batch_size=5", "train.batch_size=5 must be divisible by the world size 2"),
+    (2, "parallel.world_size=4", "parallel.world_size=4 but the launcher started 2"),
+])
+def test_the_launcher_refuses_a_bad_world_before_starting(nproc, setting, fragment):
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "run_cpu.sh"), "-n", str(nproc), "--config",
+                             "configs/quickstart.yaml", "--set", setting], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and fragment in result.stderr, result.stderr
