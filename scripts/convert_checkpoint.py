@@ -1,9 +1,9 @@
 """Move a run's newest checkpoint to the other backend.
 
-    python scripts/convert_checkpoint.py RUN_DIR NEW_RUN_DIR --backend mindspore [--check]
+    .venv/bin/python scripts/convert_checkpoint.py RUN_DIR NEW_RUN_DIR --backend mindspore [--check]
 
 NEW_RUN_DIR gets the config (backend changed), the checkpoint and the metrics so far;
-continue it with ``python scripts/train.py --resume NEW_RUN_DIR``. ``--check`` computes
+continue it with ``.venv/bin/python scripts/train.py --resume NEW_RUN_DIR``. ``--check`` computes
 the validation loss from the checkpoint on both backends and fails (exit 1) when they
 differ by more than ``--tolerance`` (relative; default 1e-4).
 Exit codes: 0 done, 1 check failed, 2 bad arguments (one line on stderr).
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         path = convert_run(args.source, args.target, args.backend)
-        print(f"converted: {path} (continue with: python scripts/train.py --resume {args.target})")
+        print(f"converted: {path} (continue with: {sys.executable} scripts/train.py --resume {args.target})")
         if not args.check:
             return 0
         before, after = validation_loss(args.source), validation_loss(args.target)
