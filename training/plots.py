@@ -47,11 +47,12 @@ def plot_run(run_dir: Path) -> Dict[str, Path]:
         load = np.asarray(loads, dtype=np.float64)  # [T, L, E]
         share = load / np.maximum(load.sum(-1, keepdims=True), 1e-9)
         layers = share.shape[1]
+        half = (steps[-1] - steps[0]) / (2 * (len(steps) - 1)) if len(steps) > 1 else 0.5  # column centred on its step
         fig, axes = plt.subplots(layers, 1, figsize=(8, 1.2 + 1.6 * layers), squeeze=False)
         for i in range(layers):
             ax = axes[i, 0]
             image = ax.imshow(share[:, i, :].T, aspect="auto", cmap="viridis", interpolation="nearest",
-                              extent=(steps[0], steps[-1], share.shape[2] - 0.5, -0.5))
+                              extent=(steps[0] - half, steps[-1] + half, share.shape[2] - 0.5, -0.5))
             ax.set_ylabel(f"MoE layer {i}\nexpert")
             fig.colorbar(image, ax=ax, label="load share")
         axes[-1, 0].set_xlabel("step")

@@ -1,5 +1,6 @@
 """Metrics JSONL + TensorBoard and the end-of-run plots."""
 import json
+import warnings
 
 import numpy as np
 
@@ -41,6 +42,13 @@ def test_plots_are_written(tmp_path):
     assert set(written) == {"loss_curves", "expert_load", "true_experts"}
     for path in written.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_a_run_with_one_logged_step_plots_without_warnings(tmp_path):
+    write_run(tmp_path, [1])  # shorter than train.log_every: matplotlib warned of a singular x range
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert set(plot_run(tmp_path)) == {"loss_curves", "expert_load", "true_experts"}
 
 
 def test_dense_run_plots_only_losses(tmp_path):
