@@ -223,7 +223,7 @@ class MindSporeOps:
         return ops.stop_gradient(_collective(ops.AllReduce, group)(x))
 
     def all_gather(self, x, group):
-        return ops.stop_gradient(_collective(ops.AllGather, group)(x))
+        return ops.stop_gradient(_all_gather(x, group))
 
     def all_to_all(self, x, send_counts, recv_counts, group):
         return _RowExchange(tuple(int(c) for c in send_counts), tuple(int(c) for c in recv_counts), group)(x)
@@ -240,6 +240,19 @@ def _collective(kind, group: str, **options):
     return _COLLECTIVES[key]
 
 
+def _all_gather(x, group: str):
+    """AllGather; on MindSpore's CPU backend, whose AllGather takes only the world group, a
+    sub-group's gather is an AllReduce (float32, exact for counts below 2^24) of a zero
+    buffer holding x in this rank's block."""
+    from mindspore.communication import GlobalComm, get_group_size, get_rank
+    if ms.get_context("device_target") != "CPU" or group == GlobalComm.WORLD_COMM_GROUP:
+        return _collective(ops.AllGather, group)(x)
+    size, me = get_group_size(group), get_rank(group)
+    own_block = ms.Tensor(np.eye(size, dtype=np.float32)[me].reshape((size,) + (1,) * x.ndim))
+    total = _collective(ops.AllReduce, group)(ops.expand_dims(ops.cast(x, ms.float32), 0) * own_block)
+    return ops.cast(ops.reshape(total, (size * x.shape[0],) + tuple(x.shape[1:])), x.dtype)  # CPU AllReduce: floats
+
+
 def exchange_rows(x, send_counts, recv_counts, group: str):
     """x [sum(send), m] -> [sum(recv), m]: ``AlltoAllV`` where the device has it (Ascend, GPU),
     else ``all_to_all_stand_in``."""
@@ -254,8 +267,8 @@ def exchange_rows(x, send_counts, recv_counts, group: str):
 
 
 def all_to_all_stand_in(x, send_counts, recv_counts, group: str):
-    """A stand-in for all-to-all on MindSpore's CPU backend, which has none (AllReduce,
-    AllGather and Broadcast only): the count matrix is all-gathered, every rank writes its
+    """A stand-in for all-to-all on MindSpore's CPU backend, which has none (AllReduce on any
+    group, AllGather on the world group only): the count matrix is all-gathered, every rank writes its
     rows into its own [G, R, m] block of a zero [G, G, R, m] buffer (R = the largest count
     any rank sends any rank), AllReduce sums the buffers, and each rank reads the rows sent
     to it. It moves G^2 R m values instead of the rows themselves: for tests on CPU only,
@@ -263,7 +276,7 @@ def all_to_all_stand_in(x, send_counts, recv_counts, group: str):
     from mindspore.communication import get_group_size, get_rank
     size, me = get_group_size(group), get_rank(group)
     width = x.shape[1]
-    counts = _collective(ops.AllGather, group)(ms.Tensor(np.asarray(send_counts, np.int32))).asnumpy()
+    counts = _all_gather(ms.Tensor(np.asarray(send_counts, np.int32)), group).asnumpy()
     rows = max(int(counts.max()), 1)
     place = np.concatenate([j * rows + np.arange(n) for j, n in enumerate(send_counts)]).astype(np.int32)
     mine = (ops.unsorted_segment_sum(x, ms.Tensor(place), size * rows) if place.size

@@ -122,7 +122,9 @@ def _mindspore_groups(expert_parallel: int, hierarchical: bool) -> ParallelRun:
         init()
     except Exception as error:
         raise ConfigError(f"MindSpore communication could not start ({_first_line(error)})") from None
-    layout = ParallelLayout(get_group_size(), get_rank(), expert_parallel, get_local_rank_size())
+    # MindSpore counts a node's ranks by host name; the launch script says what it started per node
+    local = int(os.environ.get("MOE_LOCAL_WORLD_SIZE", 0)) or get_local_rank_size()
+    layout = ParallelLayout(get_group_size(), get_rank(), expert_parallel, local)
     groups = {"world": GlobalComm.WORLD_COMM_GROUP}
     for kind, all_groups in _group_sets(layout, hierarchical):
         ranks = next(group for group in all_groups if layout.rank in group)

@@ -53,9 +53,10 @@ def launch_nodes(framework: str, nodes: int, per_node: int, script: Path, args: 
 
 def _second_scheduler(framework: str, node: int, log_dir: Path) -> bool:
     """On one machine every msrun finds the master address local and starts a scheduler;
-    on nodes > 0 that second scheduler cannot bind the master port and msrun exits non-zero
-    although its workers joined node 0's scheduler (on a real cluster it starts none)."""
-    if framework != "mindspore" or node == 0:
+    the one that loses the race for the master port fails and its msrun exits non-zero
+    although its workers joined the other scheduler (on a real cluster only node 0 starts
+    one). The ranks' results are checked all the same."""
+    if framework != "mindspore":
         return False
     log = log_dir / f"node{node}" / "scheduler.log"
     return log.is_file() and "Address already in use" in log.read_text(errors="replace")
