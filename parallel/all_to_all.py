@@ -33,7 +33,7 @@ class Hierarchy:
     rail_group: Any
 
 
-def _prefix_or_gather(F, x, order: np.ndarray):
+def permute_rows(F, x, order: np.ndarray):
     """Rows of x in ``order``; x itself when the order is x's own first rows (an empty or
     identity permutation keeps x's gradient path, and MindSpore cannot differentiate an
     empty gather)."""
@@ -69,12 +69,12 @@ def hierarchical_all_to_all(F, x, counts: np.ndarray, me: int, hierarchy: Hierar
     by_rank = counts.reshape(nodes, g, nodes, g)  # [source node, source local, dest node, dest local]
     # phase A, inside node a: my rows [dest node b, dest local j] regrouped j-major, to local rank j
     mine = by_rank[a, i]  # [b, j]
-    rows = _prefix_or_gather(F, x, _blocks(mine, (1, 0)))
+    rows = permute_rows(F, x, _blocks(mine, (1, 0)))
     if g > 1:
         rows = F.all_to_all(rows, mine.sum(0).tolist(), by_rank[a, :, :, i].sum(1).tolist(), hierarchy.node_group)
     # now: rows from each local source i' of node a for rail i, each block ordered by dest node b
     gathered = by_rank[a, :, :, i]  # [i', b]
-    rows = _prefix_or_gather(F, rows, _blocks(gathered, (1, 0)))  # -> [b][i']
+    rows = permute_rows(F, rows, _blocks(gathered, (1, 0)))  # -> [b][i']
     if nodes > 1:
         rows = F.all_to_all(rows, gathered.sum(0).tolist(), by_rank[:, :, a, i].sum(1).tolist(), hierarchy.rail_group)
     return rows  # [source node c][source local i'] = source rank order

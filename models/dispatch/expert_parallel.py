@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.experts import Experts
-from parallel.all_to_all import flat_all_to_all, hierarchical_all_to_all, traffic
+from parallel.all_to_all import flat_all_to_all, hierarchical_all_to_all, permute_rows, traffic
 from parallel.layout import ExpertParallel
 
 
@@ -106,11 +106,7 @@ class ExpertParallelExperts:
         received = self._exchange(F, x, by_rank)  # the first ``sent`` rows of x: true experts
         order = regroup_order(counts, me, local)
         local_counts = F.tensor(counts[:, me * local:(me + 1) * local].sum(0), F.index_dtype)
-        out = self.experts.grouped(F, params, _permute(F, received, order), local_counts)
-        back = self._exchange(F, _permute(F, out, np.argsort(order)), by_rank.T)
+        out = self.experts.grouped(F, params, permute_rows(F, received, order), local_counts)
+        back = self._exchange(F, permute_rows(F, out, np.argsort(order)), by_rank.T)
         return F.concat([back, F.zeros((x.shape[0] - sent, x.shape[1]), x.dtype)], 0)
 
-
-def _permute(F, x, order: np.ndarray):
-    """Rows of x in ``order`` (host permutation); an empty x stays as it is."""
-    return F.gather_rows(x, F.tensor(order, F.index_dtype)) if order.size else x
