@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Dict
 
 from models.errors import ConfigError
-from models.params import Adaptable, ParamSpec, normal_init
+from models.params import Adaptable, ParamSpec, constant_init, normal_init
 from models.rotary import apply_rope, rope_tables
 
 MASKED = -1e9
@@ -28,11 +28,12 @@ def causal_bias(F, seq_len: int, past: int = 0):
 
 class Attention(Adaptable):
     """Weights stored [out, in] like HF: ``q_proj`` [H*D, d], ``k_proj``/``v_proj``
-    [Hkv*D, d], ``o_proj`` [d, H*D], all bias-free, names under ``prefix``
-    (``model.layers.{i}.self_attn.``)."""
+    [Hkv*D, d], ``o_proj`` [d, H*D], names under ``prefix`` (``model.layers.{i}.self_attn.``);
+    bias-free (Llama) or, with ``qkv_bias``, biases ``{q,k,v}_proj.bias`` on the query, key
+    and value projections only (Qwen2), initialised to zero."""
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, rope_theta: float,
-                 init_std: float, prefix: str) -> None:
+                 init_std: float, prefix: str, qkv_bias: bool = False) -> None:
         if d_model % num_heads or num_heads % num_kv_heads or (d_model // num_heads) % 2:
             raise ConfigError(f"attention: d_model={d_model}, num_heads={num_heads}, num_kv_heads={num_kv_heads} "
                               "need num_heads | d_model, num_kv_heads | num_heads and an even head size")
@@ -43,15 +44,24 @@ class Attention(Adaptable):
         self.rope_theta = rope_theta
         self.init_std = init_std
         self.prefix = prefix
+        self.biased = ("q_proj", "k_proj", "v_proj") if qkv_bias else ()
         self.adapters = {}
 
     def param_specs(self) -> Dict[str, ParamSpec]:
         init = normal_init(self.init_std)
         q, kv, p = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.prefix
-        return {p + "q_proj.weight": ParamSpec((q, self.d_model), init),
-                p + "k_proj.weight": ParamSpec((kv, self.d_model), init),
-                p + "v_proj.weight": ParamSpec((kv, self.d_model), init),
-                p + "o_proj.weight": ParamSpec((self.d_model, q), init)}
+        specs = {p + "q_proj.weight": ParamSpec((q, self.d_model), init),
+                 p + "k_proj.weight": ParamSpec((kv, self.d_model), init),
+                 p + "v_proj.weight": ParamSpec((kv, self.d_model), init),
+                 p + "o_proj.weight": ParamSpec((self.d_model, q), init)}
+        for name in self.biased:
+            specs[p + name + ".bias"] = ParamSpec((specs[p + name + ".weight"].shape[0],), constant_init(0.0))
+        return specs
+
+    def project(self, F, params: dict, x, name: str):
+        """``Adaptable.project`` plus the projection's bias, if it has one."""
+        y = super().project(F, params, x, name)
+        return y + params[self.prefix + name + ".bias"] if name in self.biased else y
 
     def check_inputs(self, x, positions) -> None:
         shape = tuple(x.shape)

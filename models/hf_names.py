@@ -1,66 +1,109 @@
-"""Our parameter dict <-> the HF Llama/Mixtral per-expert layout (numpy arrays).
+"""Our parameter dict <-> the HF Llama, Mixtral and Qwen2(-MoE) layouts (numpy arrays).
 
 Our names already are HF's wherever the layout matches: ``model.embed_tokens.weight``,
-``model.layers.{i}.self_attn.{q,k,v,o}_proj.weight``, ``model.layers.{i}.input_layernorm.weight``,
-``model.layers.{i}.post_attention_layernorm.weight``, ``model.layers.{i}.mlp.{gate,up,down}_proj.weight``,
-``model.norm.weight``, ``lm_head.weight`` (absent when tied), with linear weights stored
-[out, in] as HF does. Two things differ, inside ``model.layers.{i}.block_sparse_moe.``:
+``model.layers.{i}.self_attn.{q,k,v,o}_proj.weight`` (and Qwen2's ``{q,k,v}_proj.bias``),
+``model.layers.{i}.input_layernorm.weight``, ``model.layers.{i}.post_attention_layernorm.weight``,
+``model.layers.{i}.mlp.{gate,up,down}_proj.weight``, ``model.norm.weight``, ``lm_head.weight``
+(absent when tied), with linear weights stored [out, in] as HF does. Inside our MoE block
+``model.layers.{i}.block_sparse_moe.`` two things differ:
 
 - ``router.weight`` [d, E] (x @ W) <-> HF ``gate.weight`` [E, d];
 - stacked experts ``experts.w_gate`` [E, d, f], ``experts.w_up`` [E, d, f],
-  ``experts.w_down`` [E, f, d] <-> HF per-expert ``experts.{j}.w1.weight`` [f, d] (gate),
-  ``experts.{j}.w3.weight`` [f, d] (up), ``experts.{j}.w2.weight`` [d, f] (down).
-  GELU experts have no gate and map to w3/w2 only (HF Mixtral has no GELU experts).
+  ``experts.w_down`` [E, f, d] <-> HF per-expert [out, in] weights, named by ``style``:
+  Mixtral ``block_sparse_moe.experts.{j}.{w1,w3,w2}.weight`` (gate, up, down) or Qwen2-MoE
+  ``mlp.experts.{j}.{gate,up,down}_proj.weight``. GELU experts have no gate.
 
-Any other name (e.g. AdaMoE's ``router.null_weight``) has no HF counterpart and passes
-through unchanged, so ``from_hf(to_hf(p)) == p`` for every model.
+Qwen2-MoE keeps the whole MoE block under ``mlp.`` (its shared expert too:
+``mlp.shared_expert.*``, ``mlp.shared_expert_gate.weight``, our names under
+``block_sparse_moe.``). ``from_hf`` reads either style, and also the fused experts that
+transformers 5 holds in memory (``mlp.experts.gate_up_proj`` [E, 2f, d], gate rows first, and
+``mlp.experts.down_proj`` [E, d, f]: what a GGUF file loads as). Any other name (e.g.
+AdaMoE's ``router.null_weight``) only changes prefix, so ``from_hf(to_hf(p, s)) == p``.
 """
 from __future__ import annotations
 
 import re
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 
 from models.errors import ConfigError
 
-MOE = r"(?P<moe>.*\.block_sparse_moe\.)"
-OURS_EXPERT = re.compile(MOE + r"experts\.(?P<ours>w_gate|w_up|w_down)$")
-HF_EXPERT = re.compile(MOE + r"experts\.(?P<j>\d+)\.(?P<hf>w1|w2|w3)\.weight$")
-OURS_ROUTER = re.compile(MOE + r"router\.weight$")
-HF_ROUTER = re.compile(MOE + r"gate\.weight$")
-TO_HF = {"w_gate": "w1", "w_down": "w2", "w_up": "w3"}
-FROM_HF = {hf: ours for ours, hf in TO_HF.items()}
+OURS_MOE = re.compile(r"(?P<layer>.*\.)block_sparse_moe\.(?P<rest>.+)$")
+HF_MOE = re.compile(r"(?P<layer>.*\.)(?P<block>block_sparse_moe|mlp)\.(?P<rest>.+)$")
+DENSE_MLP = re.compile(r"(gate|up|down)_proj\.")  # a dense FFN's weights under mlp.
+OURS_EXPERT = re.compile(r"experts\.(?P<ours>w_gate|w_up|w_down)$")
+HF_EXPERT = re.compile(r"experts\.(?P<j>\d+)\.(?P<hf>w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$")
+HF_FUSED = re.compile(r"experts\.(?P<fused>gate_up_proj|down_proj)$")
+STYLES = {"mixtral": ("block_sparse_moe.", {"w_gate": "w1", "w_down": "w2", "w_up": "w3"}),
+          "qwen2_moe": ("mlp.", {"w_gate": "gate_proj", "w_down": "down_proj", "w_up": "up_proj"})}
+FROM_HF = {hf: ours for _, names in STYLES.values() for ours, hf in names.items()}
 
 
-def to_hf(params: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Our params -> HF Llama/Mixtral names and layout."""
+def check_style(style: str) -> Tuple[str, Dict[str, str]]:
+    if style not in STYLES:
+        raise ConfigError(f"HF MoE layout {style!r}: valid layouts are {', '.join(STYLES)}")
+    return STYLES[style]
+
+
+def hf_name(name: str, style: str, expert: int = 0) -> str:
+    """The HF name of our parameter ``name`` (of slice ``expert`` for a stacked expert weight)."""
+    block, names = check_style(style)
+    moe = OURS_MOE.match(name)
+    if not moe:
+        return name
+    prefix, rest = moe["layer"] + block, moe["rest"]
+    stacked = OURS_EXPERT.match(rest)
+    if stacked:
+        return f"{prefix}experts.{expert}.{names[stacked['ours']]}.weight"
+    return prefix + ("gate.weight" if rest == "router.weight" else rest)
+
+
+def layout(name: str) -> str:
+    """How our parameter maps to HF tensors: ``stacked`` (one [out, in] per expert),
+    ``transposed`` (the router) or ``same``."""
+    moe = OURS_MOE.match(name)
+    if moe and OURS_EXPERT.match(moe["rest"]):
+        return "stacked"
+    return "transposed" if moe and moe["rest"] == "router.weight" else "same"
+
+
+def to_hf(params: Dict[str, np.ndarray], style: str = "mixtral") -> Dict[str, np.ndarray]:
+    """Our params -> HF names and layout (``style``: mixtral or qwen2_moe)."""
     out = {}
     for name, value in params.items():
-        value = np.asarray(value)
-        expert, router = OURS_EXPERT.match(name), OURS_ROUTER.match(name)
-        if expert:
+        value, kind = np.asarray(value), layout(name)
+        if kind == "stacked":
             for j in range(value.shape[0]):
-                out[f"{expert['moe']}experts.{j}.{TO_HF[expert['ours']]}.weight"] = value[j].T.copy()
-        elif router:
-            out[router["moe"] + "gate.weight"] = value.T.copy()
+                out[hf_name(name, style, j)] = value[j].T.copy()
         else:
-            out[name] = value
+            out[hf_name(name, style)] = value.T.copy() if kind == "transposed" else value
     return out
 
 
 def from_hf(hf: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """HF Llama/Mixtral names and layout -> our params (experts stacked in index order)."""
+    """HF Llama/Mixtral/Qwen2-MoE names and layout (per-expert or fused) -> our params
+    (experts stacked in index order)."""
     out, experts = {}, {}
     for name, value in hf.items():
-        value = np.asarray(value)
-        expert, router = HF_EXPERT.match(name), HF_ROUTER.match(name)
-        if expert:
-            experts.setdefault(expert["moe"] + "experts." + FROM_HF[expert["hf"]], {})[int(expert["j"])] = value.T
-        elif router:
-            out[router["moe"] + "router.weight"] = value.T.copy()
-        else:
+        value, moe = np.asarray(value), HF_MOE.match(name)
+        if not moe or (moe["block"] == "mlp" and DENSE_MLP.match(moe["rest"])):
             out[name] = value
+            continue
+        prefix, rest = moe["layer"] + "block_sparse_moe.", moe["rest"]
+        expert, fused = HF_EXPERT.match(rest), HF_FUSED.match(rest)
+        if expert:
+            experts.setdefault(prefix + "experts." + FROM_HF[expert["hf"]], {})[int(expert["j"])] = value.T
+        elif fused and fused["fused"] == "gate_up_proj":
+            hidden = value.shape[1] // 2
+            out[prefix + "experts.w_gate"] = np.ascontiguousarray(value[:, :hidden].transpose(0, 2, 1))
+            out[prefix + "experts.w_up"] = np.ascontiguousarray(value[:, hidden:].transpose(0, 2, 1))
+        elif fused:
+            out[prefix + "experts.w_down"] = np.ascontiguousarray(value.transpose(0, 2, 1))
+        elif rest == "gate.weight":
+            out[prefix + "router.weight"] = value.T.copy()
+        else:
+            out[prefix + rest] = value
     for name, per_expert in experts.items():
         if sorted(per_expert) != list(range(len(per_expert))):
             raise ConfigError(f"checkpoint has experts {sorted(per_expert)} for {name}; expected 0..{len(per_expert) - 1}")
@@ -68,16 +111,13 @@ def from_hf(hf: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return out
 
 
-def hf_shapes(shapes: Dict[str, tuple]) -> Dict[str, tuple]:
+def hf_shapes(shapes: Dict[str, tuple], style: str = "mixtral") -> Dict[str, tuple]:
     """Our parameter shapes -> the HF names and shapes ``to_hf`` would produce (no arrays)."""
     out = {}
     for name, shape in shapes.items():
-        expert, router = OURS_EXPERT.match(name), OURS_ROUTER.match(name)
-        if expert:
-            for j in range(shape[0]):
-                out[f"{expert['moe']}experts.{j}.{TO_HF[expert['ours']]}.weight"] = tuple(shape[1:][::-1])
-        elif router:
-            out[router["moe"] + "gate.weight"] = tuple(shape[::-1])
+        kind = layout(name)
+        if kind == "stacked":
+            out.update({hf_name(name, style, j): tuple(shape[1:][::-1]) for j in range(shape[0])})
         else:
-            out[name] = tuple(shape)
+            out[hf_name(name, style)] = tuple(shape[::-1]) if kind == "transposed" else tuple(shape)
     return out

@@ -22,7 +22,12 @@ class MoEConfig:
     whatever k. The AdaMoE authors' code and HF's ``load_balancing_loss_func`` sum the
     per-slot losses over the k slots (k times ours, k when balanced): a coefficient quoted in
     that convention is multiplied by k here (AdaMoE's Mixtral run, 1e-4 with k = 4: 4e-4).
-    Top-1 routers (Switch, LocMoE) are the same in both."""
+    Top-1 routers (Switch, LocMoE) are the same in both.
+
+    ``shared_expert_hidden`` > 0 adds a shared expert that every token passes through (an FFN
+    of that width and ``expert_type``, outside routing; DeepSeekMoE, Qwen2-MoE): y = routed +
+    shared(x), or with ``shared_expert_gate`` y = routed + sigmoid(x w_s^T) * shared(x)
+    (Qwen2-MoE's gate, w_s [1, d]). 0: none."""
 
     d_model: int = 512
     ffn_hidden: int = 2048
@@ -39,6 +44,8 @@ class MoEConfig:
     z_loss_coef: float = 1e-3
     router_init_std: float = 0.0
     expert_init_std: float = 0.02
+    shared_expert_hidden: int = 0
+    shared_expert_gate: bool = False
     router_options: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -61,6 +68,14 @@ class MoEConfig:
             positive_int(key)
         if not isinstance(self.num_null_experts, int) or self.num_null_experts < 0:
             raise ConfigError(f"{section}.num_null_experts={self.num_null_experts!r}: must be an integer >= 0")
+        if not isinstance(self.shared_expert_hidden, int) or isinstance(self.shared_expert_hidden, bool) \
+                or self.shared_expert_hidden < 0:
+            raise ConfigError(f"{section}.shared_expert_hidden={self.shared_expert_hidden!r}: "
+                              "must be an integer >= 0 (0: no shared expert)")
+        if not isinstance(self.shared_expert_gate, bool):
+            raise ConfigError(f"{section}.shared_expert_gate={self.shared_expert_gate!r}: must be true or false")
+        if self.shared_expert_gate and not self.shared_expert_hidden:
+            raise ConfigError(f"{section}.shared_expert_gate=True needs a shared expert (shared_expert_hidden > 0)")
         if self.top_k > self.num_slots:
             raise ConfigError(
                 f"{section}.top_k={self.top_k} exceeds num_experts + num_null_experts = {self.num_slots}")

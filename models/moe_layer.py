@@ -19,6 +19,7 @@ from models.metrics import routing_metrics, true_assignment_count
 from models.moe_config import MoEConfig
 from models.params import ParamSpec
 from models.routers import router_class
+from models.shared_expert import SharedExpert
 from parallel.layout import ExpertParallel, check_experts
 
 
@@ -27,8 +28,10 @@ class MoELayer:
 
     y is the experts' weighted sum only (no residual): a token whose every assignment was
     dropped, or that chose only null experts, gets y = 0 and so passes through the
-    block's residual unchanged. ``aux`` holds ``loss`` (the weighted sum of router losses,
-    to add to the task loss), each unweighted loss as ``<name>_loss``, the metrics of
+    block's residual unchanged. With ``moe.shared_expert_hidden`` > 0 the shared expert's
+    output is added after the combine (``models.shared_expert``; its FLOPs count in
+    ``expert_flops``). ``aux`` holds ``loss`` (the weighted sum of router losses, to add to
+    the task loss), each unweighted loss as ``<name>_loss``, the metrics of
     ``models.metrics.routing_metrics``, and the router's own scalar ``stats`` (if it returns
     any, e.g. LocMoE's ``own_node_share``), without gradient.
 
@@ -53,13 +56,15 @@ class MoELayer:
         self.router = router_class(config.router)(config, prefix + "router.")
         self.router.layer_index = layer_index
         self.experts = Experts(config, prefix + "experts.")
+        self.shared_expert = SharedExpert(config, prefix) if config.shared_expert_hidden else None
         if parallel is not None and parallel.size > 1:
             check_experts(config.num_experts, parallel.size)
             self.experts = ExpertParallelExperts(self.experts, parallel)
             self.router.bind_parallel(parallel)
 
     def param_specs(self) -> Dict[str, ParamSpec]:
-        return {**self.router.param_specs(), **self.experts.param_specs()}
+        shared = self.shared_expert.param_specs() if self.shared_expert is not None else {}
+        return {**self.router.param_specs(), **self.experts.param_specs(), **shared}
 
     def check_inputs(self, x, token_ids=None, domain_ids=None, routing_noise=None) -> None:
         """Shape checks, run by the shells before any (compiled) compute."""
@@ -106,6 +111,9 @@ class MoELayer:
             requested = true_assignment_count(F, routing["expert_index"], c.num_experts)
             expert_rows = F.sum(tokens_per_expert)
         aux = routing_metrics(F, num_tokens, requested, tokens_per_expert, expert_rows, self.experts.flops_per_row)
+        if self.shared_expert is not None:
+            y = y + self.shared_expert.forward(F, params, tokens)
+            aux["expert_flops"] = aux["expert_flops"] + float(num_tokens * self.shared_expert.flops_per_token)
         aux.update(self.experts.traffic_metrics(F))
         total = F.zeros((), F.float32)
         coefs = self.router.loss_coefs()

@@ -14,7 +14,8 @@ FFN_TYPES = EXPERT_TYPES
 class TransformerConfig:
     """A Llama/Mixtral-style decoder. ``ffn_hidden``/``ffn_type`` size the dense FFN blocks;
     every ``moe_every``-th block (blocks moe_every-1, 2*moe_every-1, ...) uses an MoE FFN
-    described by ``moe`` instead; ``moe_every = 0`` makes every block dense."""
+    described by ``moe`` instead; ``moe_every = 0`` makes every block dense. ``qkv_bias``:
+    biases on the attention's query, key and value projections (Qwen2), none on its output."""
 
     vocab_size: int = 32000
     d_model: int = 512
@@ -27,6 +28,7 @@ class TransformerConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
+    qkv_bias: bool = False
     init_std: float = 0.02
     moe_every: int = 1
     moe: Optional[MoEConfig] = None
@@ -62,7 +64,8 @@ class TransformerConfig:
             value = getattr(self, key)
             need(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, key,
                  "must be a number > 0")
-        need(isinstance(self.tie_embeddings, bool), "tie_embeddings", "must be true or false")
+        for key in ("tie_embeddings", "qkv_bias"):
+            need(isinstance(getattr(self, key), bool), key, "must be true or false")
         need(is_int(self.moe_every) and 0 <= self.moe_every <= self.num_layers, "moe_every",
              f"must be an integer from 0 (dense) to num_layers={self.num_layers}")
         if self.moe_every > 0:

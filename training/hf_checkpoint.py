@@ -1,5 +1,6 @@
-"""HF checkpoints in and out: Llama and Mixtral ``config.json`` + safetensors (one file or
-sharded with ``model.safetensors.index.json``), and GGUF files through transformers.
+"""HF checkpoints in and out: Llama, Mixtral, Qwen2 and Qwen2-MoE ``config.json`` +
+safetensors (one file or sharded with ``model.safetensors.index.json``), and GGUF files
+through transformers.
 
     config, params = load_hf_checkpoint("path/to/folder")        # or ".../model.gguf"
     save_hf_checkpoint(config, params, "path/to/out")             # transformers loads it
@@ -30,9 +31,17 @@ INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32,
           "U8": np.uint8, "BOOL": np.bool_}
-REFUSED = {"qwen2_moe": "its shared expert (mlp.shared_expert, mlp.shared_expert_gate) and q/k/v biases "
-                        "have no counterpart in models/transformer.py"}
-ARCHITECTURES = {"llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM"}
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                 "qwen2_moe": "Qwen2MoeForCausalLM"}
+SIZE_KEYS = {"mixtral": ("num_local_experts", "num_experts_per_tok"),
+             "qwen2_moe": ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
+                           "shared_expert_intermediate_size")}
+QWEN = ("qwen2", "qwen2_moe")
+
+
+def style(model_type: str) -> str:
+    """The MoE tensor layout of an HF model type (``models.hf_names``)."""
+    return "qwen2_moe" if model_type == "qwen2_moe" else "mixtral"
 
 
 def rope_theta(hf: Dict[str, Any]) -> float:
@@ -45,70 +54,108 @@ def rope_theta(hf: Dict[str, Any]) -> float:
     return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
 
 
+def check_settings(hf: Dict[str, Any], kind: str) -> None:
+    """Settings our transformer does not implement, one line naming the key."""
+    fixed = [("hidden_act", "silu"), ("mlp_bias", False), ("mlp_only_layers", [])]
+    fixed += [("use_sliding_window", False)] if kind in QWEN else [("attention_bias", False), ("sliding_window", None)]
+    for key, allowed in fixed:
+        if hf.get(key, allowed) != allowed:
+            raise ConfigError(f"config.json {key}={hf[key]!r}: our transformer implements only {allowed!r}")
+    layer_types = hf.get("layer_types") or []
+    if any(layer != "full_attention" for layer in layer_types):
+        raise ConfigError(f"config.json layer_types={layer_types!r}: only full_attention layers are implemented")
+    step = hf.get("decoder_sparse_step", 1)
+    if kind == "qwen2_moe" and not (isinstance(step, int) and 1 <= step <= hf["num_hidden_layers"]):
+        raise ConfigError(f"config.json decoder_sparse_step={step!r}: must be an integer from 1 to num_hidden_layers")
+
+
 def config_from_hf(hf: Dict[str, Any]) -> TransformerConfig:
-    """An HF Llama/Mixtral config dict -> our TransformerConfig (one-line error naming the key)."""
+    """An HF Llama/Mixtral/Qwen2/Qwen2-MoE config dict -> our TransformerConfig (one-line
+    error naming the key)."""
     kind = hf.get("model_type")
-    if kind in REFUSED:
-        raise ConfigError(f"config.json model_type={kind!r} is not supported: {REFUSED[kind]}")
     if kind not in ARCHITECTURES:
         raise ConfigError(f"config.json model_type={kind!r}: supported model types are {', '.join(ARCHITECTURES)}")
     required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
-    required += ("num_local_experts", "num_experts_per_tok") if kind == "mixtral" else ()
-    for key in required:
+    for key in required + SIZE_KEYS.get(kind, ()):
         if not isinstance(hf.get(key), int) or isinstance(hf.get(key), bool):
             raise ConfigError(f"config.json {key}={hf.get(key)!r}: a {kind} config needs an integer here")
-    for key, allowed in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False),
-                         ("sliding_window", None)):
-        if hf.get(key, allowed) != allowed:
-            raise ConfigError(f"config.json {key}={hf[key]!r}: our transformer implements only {allowed!r}")
+    check_settings(hf, kind)
     heads = hf["num_attention_heads"]
     if hf.get("head_dim") not in (None, hf["hidden_size"] // heads):
         raise ConfigError(f"config.json head_dim={hf['head_dim']}: must be hidden_size / num_attention_heads "
                           f"= {hf['hidden_size'] // heads}")
     moe = None
-    if kind == "mixtral":
-        k = hf["num_experts_per_tok"]
-        moe = MoEConfig(d_model=hf["hidden_size"], ffn_hidden=hf["intermediate_size"],
-                        num_experts=hf["num_local_experts"], top_k=k, router="topk", renormalize=True,
+    if kind in SIZE_KEYS:
+        k, qwen = hf["num_experts_per_tok"], kind == "qwen2_moe"
+        moe = MoEConfig(d_model=hf["hidden_size"],
+                        ffn_hidden=hf["moe_intermediate_size" if qwen else "intermediate_size"],
+                        num_experts=hf["num_experts" if qwen else "num_local_experts"], top_k=k, router="topk",
+                        renormalize=bool(hf.get("norm_topk_prob", False)) if qwen else True,
+                        shared_expert_hidden=hf["shared_expert_intermediate_size"] if qwen else 0,
+                        shared_expert_gate=qwen,
                         balance_loss_coef=hf.get("router_aux_loss_coef", 0.0) * k, z_loss_coef=0.0)
     return TransformerConfig(vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
                              num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads,
                              ffn_hidden=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
                              rope_theta=rope_theta(hf), norm_eps=hf.get("rms_norm_eps", 1e-6),
                              tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+                             qkv_bias=kind == "qwen2" or bool(hf.get("qkv_bias", kind == "qwen2_moe")),
                              init_std=hf.get("initializer_range", 0.02),
-                             moe_every=1 if moe else 0, moe=moe).validate("config.json")
+                             moe_every=hf.get("decoder_sparse_step", 1) if moe else 0, moe=moe).validate("config.json")
+
+
+def export_type(config: TransformerConfig) -> str:
+    """The HF model type that expresses ``config`` (one line naming the first key that none does):
+    Llama (dense), Qwen2 (dense with q/k/v biases), Mixtral (top-k in every block) or
+    Qwen2-MoE (top-k with a gated shared expert, q/k/v biases optional, MoE every N blocks)."""
+    c, moe = config, config.moe
+    if c.ffn_type != "swiglu":
+        raise ConfigError(f"model.ffn_type={c.ffn_type!r}: HF Llama/Mixtral/Qwen2 have SwiGLU FFNs only")
+    if c.moe_every == 0:
+        return "qwen2" if c.qkv_bias else "llama"
+    kind = "qwen2_moe" if moe.shared_expert_hidden or c.qkv_bias else "mixtral"
+    name = {"mixtral": "Mixtral", "qwen2_moe": "Qwen2-MoE"}[kind]
+    rules = [(moe.router == "topk", "moe.router", moe.router, "routes by top-k"),
+             (moe.num_null_experts == 0, "moe.num_null_experts", moe.num_null_experts, "has no null experts"),
+             (moe.expert_type == "swiglu", "moe.expert_type", moe.expert_type, "has SwiGLU experts")]
+    if kind == "mixtral":
+        rules += [(c.moe_every == 1, "model.moe_every", c.moe_every, "has an MoE in every block"),
+                  (moe.renormalize, "moe.renormalize", moe.renormalize, "renormalises the top-k weights")]
+    else:
+        rules += [(moe.shared_expert_hidden > 0, "moe.shared_expert_hidden", moe.shared_expert_hidden,
+                   "has a shared expert in every MoE block"),
+                  (moe.shared_expert_gate, "moe.shared_expert_gate", moe.shared_expert_gate,
+                   "gates its shared expert")]
+    for ok, key, value, rule in rules:
+        if not ok:
+            raise ConfigError(f"{key}={value!r} has no HF {name} equivalent: {name} {rule}")
+    return kind
 
 
 def config_to_hf(config: TransformerConfig) -> Dict[str, Any]:
-    """Our config -> an HF Llama (dense) or Mixtral (top-k MoE in every block) config dict."""
-    c, moe = config, config.moe
-    if c.ffn_type != "swiglu":
-        raise ConfigError(f"model.ffn_type={c.ffn_type!r}: HF Llama/Mixtral have SwiGLU FFNs only")
-    hf = {"vocab_size": c.vocab_size, "hidden_size": c.d_model, "intermediate_size": c.ffn_hidden,
+    """Our config -> the HF config dict of ``export_type(config)``."""
+    c, moe, kind = config, config.moe, export_type(config)
+    hf = {"architectures": [ARCHITECTURES[kind]], "model_type": kind, "vocab_size": c.vocab_size,
+          "hidden_size": c.d_model, "intermediate_size": c.ffn_hidden,
           "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads,
           "num_key_value_heads": c.num_kv_heads, "max_position_embeddings": c.max_seq_len,
           "rms_norm_eps": c.norm_eps, "rope_theta": c.rope_theta,
           "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
           "tie_word_embeddings": c.tie_embeddings, "initializer_range": c.init_std, "hidden_act": "silu",
           "dtype": "float32"}
-    if c.moe_every == 0:
-        return {"architectures": [ARCHITECTURES["llama"]], "model_type": "llama", **hf,
-                "attention_bias": False, "mlp_bias": False}
-    for ok, key, value, rule in ((c.moe_every == 1, "model.moe_every", c.moe_every, "Mixtral has an MoE in every block"),
-                                 (moe.router == "topk", "moe.router", moe.router, "Mixtral routes by top-k"),
-                                 (moe.num_null_experts == 0, "moe.num_null_experts", moe.num_null_experts,
-                                  "Mixtral has no null experts"),
-                                 (moe.renormalize, "moe.renormalize", moe.renormalize,
-                                  "Mixtral renormalises the top-k weights"),
-                                 (moe.expert_type == "swiglu", "moe.expert_type", moe.expert_type,
-                                  "Mixtral experts are SwiGLU")):
-        if not ok:
-            raise ConfigError(f"{key}={value!r} has no HF Mixtral equivalent: {rule}")
-    return {"architectures": [ARCHITECTURES["mixtral"]], "model_type": "mixtral", **hf,
-            "intermediate_size": moe.ffn_hidden, "num_local_experts": moe.num_experts,
-            "num_experts_per_tok": moe.top_k, "router_aux_loss_coef": moe.balance_loss_coef / moe.top_k,
-            "router_jitter_noise": 0.0, "sliding_window": None}
+    if kind == "llama":
+        return {**hf, "attention_bias": False, "mlp_bias": False}
+    if kind == "qwen2":
+        return {**hf, "use_sliding_window": False}
+    if kind == "mixtral":
+        return {**hf, "intermediate_size": moe.ffn_hidden, "num_local_experts": moe.num_experts,
+                "num_experts_per_tok": moe.top_k, "router_aux_loss_coef": moe.balance_loss_coef / moe.top_k,
+                "router_jitter_noise": 0.0, "sliding_window": None}
+    return {**hf, "num_experts": moe.num_experts, "num_experts_per_tok": moe.top_k,
+            "moe_intermediate_size": moe.ffn_hidden, "shared_expert_intermediate_size": moe.shared_expert_hidden,
+            "norm_topk_prob": moe.renormalize, "decoder_sparse_step": c.moe_every, "mlp_only_layers": [],
+            "qkv_bias": c.qkv_bias, "router_aux_loss_coef": moe.balance_loss_coef / moe.top_k,
+            "use_sliding_window": False}
 
 
 def read_header(path: Path) -> Tuple[Dict[str, dict], int]:
@@ -161,9 +208,10 @@ def tensor_files(folder: Path) -> Dict[str, Path]:
     return {name: folder / SINGLE for name in read_header(folder / SINGLE)[0]}
 
 
-def check_tensors(config: TransformerConfig, found: Dict[str, tuple], source: str) -> None:
-    """The checkpoint's HF tensor names and shapes against what ``config`` needs."""
-    expected = hf_shapes({name: spec.shape for name, spec in Transformer(config).param_specs().items()})
+def check_tensors(config: TransformerConfig, found: Dict[str, tuple], source: str, layout: str) -> None:
+    """The checkpoint's HF tensor names and shapes (MoE tensors in ``layout``, see
+    ``models.hf_names``) against what ``config`` needs."""
+    expected = hf_shapes({name: spec.shape for name, spec in Transformer(config).param_specs().items()}, layout)
     for name, shape in expected.items():
         if name not in found:
             raise ConfigError(f"{source} lacks tensor {name} (shape {list(shape)}), which config.json implies")
@@ -198,9 +246,11 @@ def load_gguf(path: Path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
 
 def from_hf_weights(hf: Dict[str, Any], weights: Dict[str, np.ndarray], source: str
                     ) -> Tuple[TransformerConfig, Dict[str, np.ndarray]]:
-    """An HF config dict and HF-named weights in memory -> (config, our params), checked."""
+    """An HF config dict and HF-named weights in memory (per-expert or transformers 5's fused
+    experts) -> (config, our params), checked."""
     config = config_from_hf(hf)
-    check_tensors(config, {name: value.shape for name, value in weights.items()}, source)
+    weights = to_hf(from_hf(weights), style(hf["model_type"]))  # fused experts -> per-expert tensors
+    check_tensors(config, {name: value.shape for name, value in weights.items()}, source, style(hf["model_type"]))
     return config, from_hf(weights)
 
 
@@ -213,14 +263,16 @@ def load_hf_checkpoint(path) -> Tuple[TransformerConfig, Dict[str, np.ndarray]]:
         return from_hf_weights(*load_gguf(path), str(path))
     if not (path / "config.json").is_file():
         raise ConfigError(f"{path} has no config.json: expected an HF checkpoint folder or a .gguf file")
-    config = config_from_hf(read_json(path / "config.json"))
+    hf = read_json(path / "config.json")
+    config = config_from_hf(hf)
     files = tensor_files(path)
     headers = {file: read_header(file) for file in set(files.values())}
     entries = {name: headers[file][0].get(name) for name, file in files.items()}
     absent = sorted(name for name, entry in entries.items() if entry is None)
     if absent:
         raise ConfigError(f"{path / INDEX} maps tensor {absent[0]} to {files[absent[0]].name}, which lacks it")
-    check_tensors(config, {name: tuple(entry["shape"]) for name, entry in entries.items()}, str(path))
+    check_tensors(config, {name: tuple(entry["shape"]) for name, entry in entries.items()}, str(path),
+                  style(hf["model_type"]))
     weights = {name: read_tensor(file, entries[name], headers[file][1]) for name, file in files.items()}
     return config, from_hf(weights)
 
@@ -237,14 +289,14 @@ def check_params(config: TransformerConfig, params: Dict[str, np.ndarray], what:
 
 def save_hf_checkpoint(config: TransformerConfig, params: Dict[str, np.ndarray], folder) -> Path:
     """Write config.json + model.safetensors (float32) that transformers' from_pretrained
-    loads; refuses (one line) a config with no HF Llama/Mixtral equivalent."""
+    loads; refuses (one line) a config with no HF Llama/Mixtral/Qwen2(-MoE) equivalent."""
     hf = config_to_hf(config)
     check_params(config, params, "save_hf_checkpoint")
     specs = Transformer(config).param_specs()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: np.ascontiguousarray(value, dtype=np.float32)
-               for name, value in to_hf({name: params[name] for name in specs}).items()}
+               for name, value in to_hf({name: params[name] for name in specs}, style(hf["model_type"])).items()}
     save_file(tensors, str(folder / SINGLE), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
     return folder

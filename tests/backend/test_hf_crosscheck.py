@@ -1,8 +1,10 @@
-"""HF transformers' Llama and Mixtral, saved in their checkpoint format (one file and
-sharded) and loaded with ``training.hf_checkpoint.load_hf_checkpoint``, give the same logits
-as our transformer on the backend under test (checks names, [out, in] layouts, rotary
-layout, GQA head order, RMSNorm and the Mixtral router); our export loads back in
-transformers with the same logits; the real SmolLM2-135M GGUF loads too. Tolerance: 1e-4
+"""HF transformers' Llama, Mixtral, Qwen2 and Qwen2-MoE, saved in their checkpoint format
+(one file and sharded) and loaded with ``training.hf_checkpoint.load_hf_checkpoint``, give
+the same logits as our transformer on the backend under test (checks names, [out, in]
+layouts, rotary layout, GQA head order, RMSNorm, the Mixtral and Qwen2-MoE routers, the
+gated shared expert, q/k/v biases, a dense block between MoE blocks); our export loads back
+in transformers with the same logits; transformers 5's fused in-memory experts (what GGUF
+files load as) convert too; the real SmolLM2-135M GGUF loads. Tolerance: 1e-4
 absolute and relative on float32 logits. Skipped only when transformers is not installed
 (``source scripts/setup_env.sh hf``)."""
 import numpy as np
@@ -21,6 +23,10 @@ SIZES = dict(vocab_size=64, hidden_size=32, intermediate_size=24, num_hidden_lay
              num_key_value_heads=2, max_position_embeddings=16, rms_norm_eps=1e-5, rope_theta=10000.0,
              initializer_range=0.2)
 MIXTRAL = dict(num_local_experts=4, num_experts_per_tok=2)
+QWEN2_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=20,
+                 norm_topk_prob=False, decoder_sparse_step=2, num_hidden_layers=4)  # blocks 1, 3 MoE; 0, 2 dense
+KINDS = {"llama": ("LlamaForCausalLM", "LlamaConfig", {}), "mixtral": ("MixtralForCausalLM", "MixtralConfig", MIXTRAL),
+         "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", {}), "qwen2_moe": ("Qwen2MoeForCausalLM", "Qwen2MoeConfig", QWEN2_MOE)}
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
@@ -31,42 +37,65 @@ def smollm2_gguf():
     return load_gguf(smollm2_path())
 
 
+def hf_model(kind: str, **settings):
+    """A random HF model of ``kind`` (KINDS) at the tiny SIZES; Qwen2 biases drawn non-zero."""
+    model_name, config_name, extra = KINDS[kind]
+    model = getattr(transformers, model_name)(getattr(transformers, config_name)(**{**SIZES, **extra, **settings}))
+    with torch.no_grad():
+        for name, value in model.named_parameters():
+            if name.endswith("_proj.bias"):
+                value.normal_(0.0, 0.2)
+    return model
+
+
 def hf_logits(model, tokens) -> np.ndarray:
     with torch.no_grad():
         return model.eval()(torch.as_tensor(tokens, dtype=torch.long)).logits.numpy()
 
 
 @pytest.mark.parametrize("kind,tied,shard", [("llama", False, None), ("llama", True, "8KB"),
-                                             ("mixtral", False, None), ("mixtral", False, "8KB")])
+                                             ("mixtral", False, None), ("mixtral", False, "8KB"),
+                                             ("qwen2", True, None), ("qwen2_moe", False, "8KB")])
 def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
     torch.manual_seed(0)
-    model_class, config_class = ((transformers.LlamaForCausalLM, transformers.LlamaConfig) if kind == "llama"
-                                 else (transformers.MixtralForCausalLM, transformers.MixtralConfig))
-    model = model_class(config_class(**SIZES, tie_word_embeddings=tied, **(MIXTRAL if kind == "mixtral" else {})))
+    model = hf_model(kind, tie_word_embeddings=tied)
     model.save_pretrained(tmp_path, **({"max_shard_size": shard} if shard else {}))
     assert (tmp_path / "model.safetensors.index.json").exists() == bool(shard)
     tokens = np.random.default_rng(0).integers(0, 64, (2, 10)).astype(np.int32)
     config, values = load_hf_checkpoint(tmp_path)
-    assert (config.moe_every, config.tie_embeddings) == ((1 if kind == "mixtral" else 0), tied)
+    moe_every = {"mixtral": 1, "qwen2_moe": 2}.get(kind, 0)
+    assert (config.moe_every, config.tie_embeddings, config.qkv_bias) == (moe_every, tied, kind.startswith("qwen2"))
     logits, _ = run_forward(runner, Transformer(config), values, tokens)
     np.testing.assert_allclose(logits, hf_logits(model, tokens), **TOL)
 
 
-@pytest.mark.parametrize("kind", ["llama", "mixtral"])
+@pytest.mark.parametrize("kind", ["llama", "mixtral", "qwen2_moe"])
 def test_export_loads_in_transformers_with_same_logits(runner, tmp_path, kind):
     torch.manual_seed(1)
-    model_class, config_class = ((transformers.LlamaForCausalLM, transformers.LlamaConfig) if kind == "llama"
-                                 else (transformers.MixtralForCausalLM, transformers.MixtralConfig))
-    model_class(config_class(**SIZES, **(MIXTRAL if kind == "mixtral" else {}))).save_pretrained(tmp_path / "hf")
+    hf_model(kind).save_pretrained(tmp_path / "hf")
     config, _ = load_hf_checkpoint(tmp_path / "hf")
     model = Transformer(config)
-    values = init_params(model.param_specs(), seed=3)  # our own weights, not HF's
+    values = init_params(model.param_specs(), seed=3)  # our own weights, not HF's (biases included)
     save_hf_checkpoint(config, values, tmp_path / "out")
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
-    assert type(reloaded) is model_class
+    assert type(reloaded).__name__ == KINDS[kind][0]
     tokens = np.random.default_rng(2).integers(0, 64, (2, 12)).astype(np.int32)
     logits, _ = run_forward(runner, model, values, tokens)
     np.testing.assert_allclose(hf_logits(reloaded, tokens), logits, **TOL)
+
+
+@pytest.mark.parametrize("kind", ["mixtral", "qwen2_moe"])
+def test_fused_in_memory_experts_give_hf_logits(runner, kind):
+    """transformers 5 holds experts fused (gate_up_proj [E, 2f, d], down_proj [E, d, f]): the
+    layout ``load_gguf`` returns for an MoE GGUF."""
+    torch.manual_seed(2)
+    model = hf_model(kind)
+    weights = {name: value.numpy() for name, value in model.state_dict().items()}
+    assert any(name.endswith("experts.gate_up_proj") for name in weights)
+    config, values = from_hf_weights(model.config.to_dict(), weights, "in-memory " + kind)
+    tokens = np.random.default_rng(3).integers(0, 64, (1, 9)).astype(np.int32)
+    logits, _ = run_forward(runner, Transformer(config), values, tokens)
+    np.testing.assert_allclose(logits, hf_logits(model, tokens), **TOL)
 
 
 def test_smollm2_gguf_gives_hf_logits(runner, smollm2_gguf):

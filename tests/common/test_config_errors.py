@@ -67,3 +67,11 @@ def test_unknown_router_option(router, extra):
     message = config_error("moe.router_options.not_an_option", router=router,
                            router_options={"not_an_option": 1}, **extra)
     assert router in message
+
+
+@pytest.mark.parametrize("settings,setting", [(dict(shared_expert_hidden=-1), "moe.shared_expert_hidden"),
+                                              (dict(shared_expert_hidden=True), "moe.shared_expert_hidden"),
+                                              (dict(shared_expert_hidden=8, shared_expert_gate=1), "moe.shared_expert_gate"),
+                                              (dict(shared_expert_gate=True), "moe.shared_expert_gate=True needs")])
+def test_bad_shared_expert_is_named(settings, setting):
+    config_error(setting, **settings)

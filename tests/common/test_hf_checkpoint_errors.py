@@ -52,8 +52,10 @@ def test_export_round_trips(mixtral):
 
 
 @pytest.mark.parametrize("changes,message", [
-    ({"model_type": "gpt2"}, "model_type='gpt2': supported model types are llama, mixtral"),
-    ({"model_type": "qwen2_moe"}, "model_type='qwen2_moe' is not supported: its shared expert"),
+    ({"model_type": "gpt2"}, "model_type='gpt2': supported model types are llama, mixtral, qwen2, qwen2_moe"),
+    ({"model_type": "qwen2_moe"}, "num_experts=None: a qwen2_moe config needs an integer here"),
+    ({"sliding_window": 8}, "sliding_window=8: our transformer implements only None"),
+    ({"layer_types": ["sliding_attention", "full_attention"]}, "layer_types=['sliding_attention', 'full_attention']"),
     ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
     ({"num_local_experts": None}, "num_local_experts=None: a mixtral config needs an integer here"),
     ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, "rope type 'yarn'"),
@@ -91,9 +93,36 @@ def test_missing_files_are_named(tmp_path, mixtral):
         load_hf_checkpoint(mixtral)
 
 
+QWEN2_MOE = dict(model_type="qwen2_moe", num_experts=4, moe_intermediate_size=8, shared_expert_intermediate_size=12,
+                 norm_topk_prob=True, qkv_bias=True, use_sliding_window=False)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"use_sliding_window": True}, "use_sliding_window=True: our transformer implements only False"),
+    ({"mlp_only_layers": [1]}, "mlp_only_layers=[1]: our transformer implements only []"),
+    ({"decoder_sparse_step": 3}, "decoder_sparse_step=3: must be an integer from 1 to num_hidden_layers"),
+    ({"shared_expert_intermediate_size": 16}, "tensor model.layers.0.mlp.shared_expert.up_proj.weight has shape "
+                                              "[12, 16]; config.json implies [16, 16]"),
+    ({"qkv_bias": False}, "has tensor model.layers.0.self_attn.k_proj.bias"),
+])
+def test_qwen2_moe_mismatch_is_one_line_naming_the_key(tmp_path, changes, message):
+    config = tiny(shared_expert_hidden=12, shared_expert_gate=True)
+    config.qkv_bias = True
+    save_hf_checkpoint(config, init_params(Transformer(config).param_specs(), seed=0), tmp_path)
+    hf = json.loads((tmp_path / "config.json").read_text())
+    assert {key: hf[key] for key in QWEN2_MOE} == QWEN2_MOE
+    loaded, _ = load_hf_checkpoint(tmp_path)
+    assert (loaded.qkv_bias, loaded.moe.shared_expert_hidden, loaded.moe.shared_expert_gate) == (True, 12, True)
+    edit_config(tmp_path, **changes)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_hf_checkpoint(tmp_path)
+
+
 @pytest.mark.parametrize("settings,key", [(dict(router="adamoe", num_null_experts=4), "moe.router='adamoe'"),
-                                          (dict(renormalize=False), "moe.renormalize=False")])
-def test_export_refuses_what_mixtral_cannot_express(tmp_path, settings, key):
+                                          (dict(renormalize=False), "moe.renormalize=False"),
+                                          (dict(shared_expert_hidden=8), "moe.shared_expert_gate=False has no HF "
+                                                                         "Qwen2-MoE equivalent")])
+def test_export_refuses_what_hf_cannot_express(tmp_path, settings, key):
     config = tiny(**settings)
     with pytest.raises(ConfigError, match=key):
         save_hf_checkpoint(config, init_params(Transformer(config).param_specs(), seed=0), tmp_path)

@@ -1,5 +1,6 @@
-"""Our parameter dict <-> HF Llama/Mixtral per-expert layout: exact round trip, HF names,
-and the transposes that make HF's [out, in] expert weights compute what ours compute."""
+"""Our parameter dict <-> HF Llama/Mixtral/Qwen2-MoE per-expert layouts: exact round trip,
+HF names, the transposes that make HF's [out, in] expert weights compute what ours compute,
+and transformers 5's fused in-memory experts."""
 import numpy as np
 import pytest
 
@@ -11,20 +12,22 @@ from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
 
 
-def model_values(router: str = "topk", expert_type: str = "swiglu", nulls: int = 0):
+def model_values(router: str = "topk", expert_type: str = "swiglu", nulls: int = 0, shared: int = 0):
     moe = MoEConfig(d_model=16, ffn_hidden=12, num_experts=3, num_null_experts=nulls, top_k=2, router=router,
-                    expert_type=expert_type)
+                    expert_type=expert_type, shared_expert_hidden=shared, shared_expert_gate=shared > 0)
     config = TransformerConfig(vocab_size=20, d_model=16, num_layers=2, num_heads=2, num_kv_heads=1,
                                ffn_hidden=24, max_seq_len=8, moe_every=2, moe=moe)
     return init_params(Transformer(config).param_specs(), seed=0)
 
 
 def test_round_trip_is_exact_for_every_expert_kind():
-    for values in (model_values(), model_values(expert_type="gelu"), model_values("adamoe", nulls=3)):
-        back = from_hf(to_hf(values))
-        assert back.keys() == values.keys()
-        for name in values:
-            assert back[name].shape == values[name].shape and np.array_equal(back[name], values[name]), name
+    for values in (model_values(), model_values(expert_type="gelu"), model_values("adamoe", nulls=3),
+                   model_values(shared=10)):
+        for style in ("mixtral", "qwen2_moe"):
+            back = from_hf(to_hf(values, style))
+            assert back.keys() == values.keys()
+            for name in values:
+                assert back[name].shape == values[name].shape and np.array_equal(back[name], values[name]), name
 
 
 def test_mixtral_names_and_layout():
@@ -63,3 +66,23 @@ def test_missing_expert_in_checkpoint_is_a_config_error():
     with pytest.raises(ConfigError) as info:
         from_hf(hf)
     assert "experts.w_down" in str(info.value) and "[0, 2]" in str(info.value), str(info.value)
+
+
+def test_qwen2_moe_names_and_fused_experts():
+    values = model_values(shared=10)
+    hf = to_hf(values, "qwen2_moe")
+    moe = "model.layers.1.mlp."
+    assert not any("block_sparse_moe" in name for name in hf)
+    assert {n for n in hf if n.startswith(moe)} == {moe + "gate.weight", moe + "shared_expert_gate.weight"} | {
+        f"{moe}shared_expert.{w}_proj.weight" for w in ("gate", "up", "down")} | {
+        f"{moe}experts.{j}.{w}_proj.weight" for j in range(3) for w in ("gate", "up", "down")}
+    assert "model.layers.0.mlp.gate_proj.weight" in hf  # the dense block keeps its own names
+    ours = "model.layers.1.block_sparse_moe.experts."
+    fused = {name: value for name, value in hf.items() if ".experts." not in name}
+    fused[moe + "experts.gate_up_proj"] = np.concatenate([values[ours + "w_gate"], values[ours + "w_up"]], 2
+                                                         ).transpose(0, 2, 1)  # [E, 2f, d], gate rows first
+    fused[moe + "experts.down_proj"] = values[ours + "w_down"].transpose(0, 2, 1)
+    back = from_hf(fused)
+    assert back.keys() == values.keys()
+    for name in values:
+        np.testing.assert_array_equal(back[name], values[name], err_msg=name)
