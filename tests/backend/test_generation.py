@@ -1,6 +1,7 @@
 """KV-cached decoding on the backend under test: prefill plus one token at a time gives the
 full forward's logits (dense, top-k and AdaMoE models); seeded sampling repeats, greedy
-follows the argmax; expert choice and over-long decoding are refused in one line."""
+follows the argmax, also for a batch of prompts of different lengths (each row as if alone);
+expert choice, over-long decoding and a tokenizer of another model are refused in one line."""
 import numpy as np
 import pytest
 
@@ -48,12 +49,22 @@ def test_sampling_repeats_with_a_seed_and_greedy_follows_the_argmax(runner):
     prompt = [[3, 9, 27], [5, 1, 2]]
     first = dec.generate(prompt, 8, temperature=0.8, top_k=20, top_p=0.9, seed=7)
     again = dec.generate(prompt, 8, temperature=0.8, top_k=20, top_p=0.9, seed=7)
-    np.testing.assert_array_equal(first.tokens, again.tokens)
-    assert first.tokens.shape == (2, 11) and first.tokens_per_s > 0
+    np.testing.assert_array_equal(np.stack(first.rows), np.stack(again.rows))
+    assert [len(row) for row in first.rows] == [11, 11] and first.new_tokens == 16 and first.tokens_per_s > 0
     assert 0 <= first.mean_true_experts_per_token <= 3
-    greedy = dec.generate(prompt, 6, temperature=0).tokens
+    greedy = np.stack(dec.generate(prompt, 6, temperature=0).rows)
     full, _ = run_forward(runner, model, values, greedy.astype(np.int32))
     np.testing.assert_array_equal(greedy[:, 3:], full[:, 2:-1].argmax(-1))
+
+
+def test_prompts_of_different_lengths_decode_as_if_alone(runner):
+    dec, _, _ = decoder(runner, tiny(1))
+    prompts = [[3, 9], [5, 1, 2, 8, 4], [7, 7, 6]]
+    batch = dec.generate(prompts, 5, temperature=0)
+    assert [len(row) for row in batch.rows] == [7, 10, 8] and batch.new_tokens == 15
+    for prompt, row in zip(prompts, batch.rows):
+        alone = dec.generate([prompt], 5, temperature=0).rows[0]
+        np.testing.assert_array_equal(row, alone)
 
 
 def test_routers_that_cannot_decode_and_long_decoding_are_refused(runner):
@@ -67,6 +78,7 @@ def test_routers_that_cannot_decode_and_long_decoding_are_refused(runner):
 
 
 def test_generate_script_samples_from_an_hf_folder_and_refuses_a_foreign_tokenizer(runner, tmp_path, capsys):
+    import json
     from tokenizers import Tokenizer, models
     from scripts.generate import main
     from training.hf_checkpoint import save_hf_checkpoint
@@ -78,3 +90,14 @@ def test_generate_script_samples_from_an_hf_folder_and_refuses_a_foreign_tokeniz
     Tokenizer(models.WordLevel({f"t{i}": i for i in range(100)}, unk_token="t0")).save(str(tmp_path / "tok.json"))
     assert main([str(tmp_path), "--backend", runner.name, "--tokenizer", str(tmp_path / "tok.json")]) == 2
     assert "tokenizer has 100 tokens but the model's vocab_size is 64" in capsys.readouterr().err
+    Tokenizer(models.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0")).save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "t5"}))
+    hf = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**hf, "eos_token_id": 7}))
+    assert main([str(tmp_path), "--backend", runner.name, "--prompt", "t1 t2"]) == 2
+    assert "tokenizer's eos token 't5' has id 5 but" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text(json.dumps({**hf, "eos_token_id": 5}))
+    assert main([str(tmp_path), "--backend", runner.name, "--prompt-ids", "1,2", "--prompt-ids", "3,4,5,6",
+                 "--max-new-tokens", "3"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert [len(row.split()) for row in rows] == [5, 7]  # WordLevel decodes to space-separated tokens
