@@ -79,7 +79,8 @@ def torch_reference(torch_reference_dir):
     return final_model(torch_reference_dir)
 
 
-@pytest.mark.parametrize("world, ep", [(2, 2), (4, 4), (4, 2)])
+# EP=4 over 4 processes trains in test_checkpoint_at_ep2_resumes_at_ep1_and_ep4 (steps 5-6 onto the same reference)
+@pytest.mark.parametrize("world, ep", [(2, 2), (4, 2)])
 def test_torch_training_equals_single_process(tmp_path, corpus, torch_reference, world, ep):
     config = write_config(tmp_path / "c.yaml", corpus, "torch", tmp_path / "run", parallel={"expert_parallel": ep})
     train_launched(world, tmp_path / "logs", "--config", str(config))
