@@ -18,7 +18,8 @@ and no exploration), all with the Switch balance loss where the router has one.
 Reported per method over ``--seeds`` task instances: success = fraction of held-out
 datapoints whose most probable expert is their cluster's, solved = share of seeds with
 success >= 0.95, loss = held-out loss routing every datapoint to its most probable expert
-(no capacity), train = mean training task loss over the last 10% of steps.
+(no capacity), train = mean training task loss over the last 10% of steps (each run also
+returns its per-step training task loss as ``curve``).
 
     .venv/bin/python scripts/kool_toy.py --backend torch --json /tmp/kool_toy.json
 """
@@ -141,7 +142,7 @@ def evaluate(task: Task, router_weight: np.ndarray, x: np.ndarray, cluster: np.n
     return float((best == cluster).mean()), float(np.mean((y - task.targets(x, cluster)) ** 2, -1).mean())
 
 
-def run(args, backend: str, method: str, seed: int) -> Dict[str, float]:
+def run(args, backend: str, method: str, seed: int) -> Dict[str, object]:
     task = Task(args, seed)
     config = MoEConfig(d_model=args.d_model, ffn_hidden=args.ffn_hidden, num_experts=args.experts,
                        expert_type="gelu", capacity_factor=1.0, router_init_std=args.router_init_std,
@@ -165,7 +166,7 @@ def run(args, backend: str, method: str, seed: int) -> Dict[str, float]:
     success, loss = evaluate(task, weight, x, cluster)
     tail = max(1, args.steps // 10)
     return {"success": success, "loss": loss, "train": float(np.mean(history[-tail:])),
-            "dropped": float(np.mean(drops[-tail:]))}
+            "dropped": float(np.mean(drops[-tail:])), "curve": history}
 
 
 def table(results: Dict[str, List[Dict[str, float]]], threshold: float) -> str:

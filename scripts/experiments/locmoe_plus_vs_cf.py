@@ -1,0 +1,145 @@
+"""LocMoE+ against capacity-factor baselines: tokens per expert, expert buffers, drops and
+validation loss (the paper: tokens processed per expert -40% to -60% without hurting
+convergence).
+
+Trains each arm of configs/experiments/locmoe_plus_vs_cf.yaml (a shipped router config plus
+the spec's overrides) once per seed and reads its metrics.jsonl: tokens each expert processed
+(mean over experts and MoE layers), the buffer slots each expert computed (expert FLOPs / the
+FLOPs of one row / experts, the work actually done with capacity dispatch), the dropped
+fraction and experts per token over the last half of the steps, and the validation loss
+every ``train.eval_every`` steps. Each is the mean ± sd over seeds; the change against the
+first arm (the baseline) is given in percent. Writes docs/results/locmoe_plus_vs_cf.{json,md,png}.
+
+    PYTHONPATH=. .venv/bin/python scripts/experiments/locmoe_plus_vs_cf.py
+    ... --seeds 0 --set train.steps=4 --set train.eval_every=2 --name dry   # a dry run
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from scripts.experiments.common import (RESULTS, ROOT, as_overrides, command_line, fmt_mean_sd,  # noqa: E402
+                                        machine, markdown_table, mean_sd, read_spec, summarise, train,
+                                        write_results)
+
+NAME = "locmoe_plus_vs_cf"
+SPEC = ROOT / "configs" / "experiments" / f"{NAME}.yaml"
+
+
+def slots_per_expert(records: List[Dict[str, Any]], num_experts: int, flops_per_row: float, tail: float = 0.5) -> float:
+    """Mean over the last ``tail`` of the train records of the rows each expert computed per
+    MoE layer: layers.expert_flops [L] / (flops_per_row * num_experts), averaged over layers."""
+    train_records = [r for r in records if r["kind"] == "train"]
+    kept = train_records[int(len(train_records) * (1 - tail)):] or train_records
+    return float(np.mean([np.mean(r["layers.expert_flops"]) for r in kept])) / (flops_per_row * num_experts)
+
+
+def run_arm(spec: Dict[str, Any], arm: Dict[str, Any], seed: int, extra, run_dir: Path) -> Dict[str, Any]:
+    from models.moe_layer import MoELayer
+    from training.config import load_config
+    config = ROOT / "configs" / f"{arm['config']}.yaml"
+    overrides = as_overrides(spec["overrides"]) + as_overrides(arm.get("set")) + [f"seed={seed}"] + list(extra)
+    moe = load_config(config, overrides).moe
+    records = train(config, overrides, run_dir, spec["backend"])
+    result = summarise(records)
+    result["slots_per_expert"] = slots_per_expert(records, moe.num_experts, MoELayer(moe).experts.flops_per_row)
+    result["val_curve"] = [[r["step"], r["val_loss"]] for r in records if r["kind"] == "val"]
+    return result
+
+
+def arm_stats(runs: Dict[str, Dict[str, Any]], key: str) -> Dict[str, Any]:
+    return mean_sd([run.get(key) for run in runs.values()])
+
+
+def change(value, reference) -> str:
+    if value is None or reference in (None, 0):
+        return "n/a"
+    return f"{100.0 * (value / reference - 1.0):+.0f}%"
+
+
+def table(payload: Dict[str, Any]) -> str:
+    arms = payload["results"]
+    base = next(iter(arms))
+    reference = {key: arm_stats(arms[base], key)["mean"] for key in ("tokens_per_expert", "slots_per_expert")}
+    rows = []
+    for name, runs in arms.items():
+        s = {key: arm_stats(runs, key) for key in ("tokens_per_expert", "slots_per_expert", "dropped_fraction",
+                                                   "experts_per_token", "val_loss", "tokens_per_s")}
+        rows.append([f"`{name}`", fmt_mean_sd(s["tokens_per_expert"], 1),
+                     change(s["tokens_per_expert"]["mean"], reference["tokens_per_expert"]),
+                     fmt_mean_sd(s["slots_per_expert"], 1), change(s["slots_per_expert"]["mean"],
+                                                                   reference["slots_per_expert"]),
+                     fmt_mean_sd(s["dropped_fraction"]), fmt_mean_sd(s["experts_per_token"], 2),
+                     fmt_mean_sd(s["val_loss"]), fmt_mean_sd(s["tokens_per_s"], 0), str(s["val_loss"]["n"])])
+    return markdown_table(["arm", "tokens/expert", f"vs {base}", "slots/expert", f"vs {base}", "dropped",
+                           "experts/token", "val loss", "tokens/s", "seeds"], rows)
+
+
+def plot(payload: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    arms = payload["results"]
+    fig, (curve, bars) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, runs in arms.items():
+        curves = np.array([run["val_curve"] for run in runs.values()])  # [seeds, evals, (step, loss)]
+        mean, sd = curves[..., 1].mean(0), curves[..., 1].std(0)
+        curve.plot(curves[0, :, 0], mean, marker="o", label=name)
+        curve.fill_between(curves[0, :, 0], mean - sd, mean + sd, alpha=0.2)
+    curve.set_xlabel("step")
+    curve.set_ylabel("validation loss (mean ± sd over seeds)")
+    curve.set_ylim(top=float(np.max([[v for _, v in run["val_curve"][1:]] for runs in arms.values()
+                                     for run in runs.values()])) + 0.1)
+    curve.legend(fontsize=8)
+    curve.grid(alpha=0.3)
+    names = list(arms)
+    x = np.arange(len(names))
+    for offset, key, label in ((-0.2, "tokens_per_expert", "tokens processed"), (0.2, "slots_per_expert", "slots computed")):
+        s = [arm_stats(arms[n], key) for n in names]
+        bars.bar(x + offset, [v["mean"] for v in s], 0.4, yerr=[v["sd"] for v in s], label=label)
+    bars.set_xticks(x, names, rotation=15, fontsize=8)
+    bars.set_ylabel("per expert per MoE layer and step")
+    bars.legend(fontsize=8)
+    bars.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"LocMoE+ vs capacity factor ({payload['budget']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", help="the seeds to run (default: the spec's)")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="one more override for every run")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "experiments" / NAME, help="run directories")
+    parser.add_argument("--name", default=NAME, help="results file stem under docs/results (dry runs: another)")
+    args = parser.parse_args()
+    spec = read_spec(SPEC)
+    results: Dict[str, Dict[str, Any]] = {}
+    for seed in args.seeds or spec["seeds"]:
+        for name, arm in spec["arms"].items():
+            started = time.perf_counter()
+            results.setdefault(name, {})[str(seed)] = run_arm(spec, arm, seed, args.extra,
+                                                              args.out / f"{name}_seed{seed}")
+            print(f"{name} seed {seed}: { {k: v for k, v in results[name][str(seed)].items() if k != 'val_curve'} } "
+                  f"({time.perf_counter() - started:.0f}s)", flush=True)
+    o = {**spec["overrides"], **dict(e.split("=", 1) for e in args.extra)}
+    run = {**machine(), "command": command_line()}
+    payload = {"spec": str(SPEC.relative_to(ROOT)), "backend": spec["backend"], "results": results, "runs": [run],
+               "budget": f"{spec['backend']}, {o['train.steps']} steps x {o['train.batch_size']} x "
+                         f"{o['data.seq_len']} tokens, d_model {o['model.d_model']}"}
+    write_results(args.name, payload, table(payload), payload["runs"])
+    plot(payload, RESULTS / f"{args.name}.png")
+    print(table(payload))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Every router side by side: the same data, model and step budget, on torch and on MindSpore.
+
+Trains configs/<router>.yaml for each router of configs/experiments/routers_side_by_side.yaml
+with that file's overrides, once per seed, reads each run's metrics.jsonl and reports the
+final validation loss, the dropped fraction, the load balance (max / mean tokens per expert,
+averaged over MoE layers) and experts per token over the last half of the steps, and the
+median tokens/s, each as mean ± sd over the seeds run. Every (backend, router, seed) result
+is kept in docs/results/routers_side_by_side.json (a later call adds to it), and the table
+(.md) and plot (.png) are redrawn from all of them.
+
+    PYTHONPATH=. .venv/bin/python scripts/experiments/routers_side_by_side.py --backend torch --seeds 0
+    PYTHONPATH=. .venv/bin/python scripts/experiments/routers_side_by_side.py --backend mindspore --seeds 0
+    ... --routers switch topk --set train.steps=2 --name dry   # a dry run, a few seconds per router
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from scripts.experiments.common import (RESULTS, ROOT, as_overrides, command_line, fmt_mean_sd,  # noqa: E402
+                                        machine, markdown_table, mean_sd, read_spec, summarise, train,
+                                        write_results)
+
+NAME = "routers_side_by_side"
+SPEC = ROOT / "configs" / "experiments" / f"{NAME}.yaml"
+COLUMNS = (("val_loss", "val loss", 3), ("dropped_fraction", "dropped", 3), ("load_max_over_mean", "max/mean load", 2),
+           ("experts_per_token", "experts/token", 2), ("tokens_per_s", "tokens/s", 0))
+
+
+def run_backend(spec: Dict[str, Any], backend: str, routers, seeds, extra, out_dir: Path) -> Dict[str, Dict]:
+    """{router: {seed: summary, or {"error": last line}}} for one backend."""
+    results: Dict[str, Dict] = {}
+    for seed in seeds:
+        for router in routers:
+            overrides = (as_overrides(spec["overrides"]) + as_overrides(spec.get("router_overrides", {}).get(router))
+                         + [f"seed={seed}"] + list(extra))
+            started = time.perf_counter()
+            try:
+                records = train(ROOT / "configs" / f"{router}.yaml", overrides,
+                                out_dir / backend / f"{router}_seed{seed}", backend)
+                result = summarise(records)
+            except RuntimeError as error:
+                result = {"error": str(error).splitlines()[-1]}
+            results.setdefault(router, {})[str(seed)] = result
+            print(f"{backend} {router} seed {seed}: {result} ({time.perf_counter() - started:.0f}s)", flush=True)
+    return results
+
+
+def stats(payload: Dict[str, Any], backend: str, router: str, key: str) -> Dict[str, Any]:
+    runs = payload["results"].get(backend, {}).get(router, {}).values()
+    return mean_sd([run.get(key) for run in runs if "error" not in run])
+
+
+def table(payload: Dict[str, Any]) -> str:
+    backends = [b for b in ("torch", "mindspore") if b in payload["results"]]
+    headers = ["router"] + [f"{label}, {b}" for b in backends for _, label, _ in COLUMNS] + [
+        f"seeds, {b}" for b in backends]
+    rows = []
+    for router in payload["routers"]:
+        row, seeds = [f"`{router}`"], []
+        for backend in backends:
+            runs = payload["results"][backend].get(router, {})
+            failed = [run["error"] for run in runs.values() if "error" in run]
+            row += [fmt_mean_sd(stats(payload, backend, router, key), digits) for key, _, digits in COLUMNS]
+            seeds.append(f"{len(runs) - len(failed)}" + (f" ({len(failed)} failed: {failed[0]})" if failed else ""))
+        rows.append(row + seeds)
+    return markdown_table(headers, rows)
+
+
+def plot(payload: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    routers = payload["routers"]
+    backends = [b for b in ("torch", "mindspore") if b in payload["results"]]
+    panels = (("val_loss", "validation loss (lower is better)"), ("dropped_fraction", "dropped fraction"),
+              ("load_max_over_mean", "max / mean expert load"), ("tokens_per_s", "tokens/s"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), sharey=True)
+    y = np.arange(len(routers))
+    height = 0.8 / max(1, len(backends))
+    for ax, (key, title) in zip(axes, panels):
+        for i, backend in enumerate(backends):
+            values = [stats(payload, backend, r, key) for r in routers]
+            ax.barh(y + (i - (len(backends) - 1) / 2) * height, [np.nan if v["mean"] is None else v["mean"]
+                                                                 for v in values],
+                    height, xerr=[v["sd"] or 0.0 for v in values], label=backend)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        if key == "val_loss":
+            finite = [v["mean"] for b in backends for v in (stats(payload, b, r, key) for r in routers)
+                      if v["mean"] is not None]
+            if finite:
+                ax.set_xlim(min(finite) - 0.1, max(finite) + 0.1)
+    axes[0].set_yticks(y, routers)
+    axes[0].invert_yaxis()
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Routers side by side: {payload['budget']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("torch", "mindspore"), required=True)
+    parser.add_argument("--routers", nargs="+", help="a subset of the spec's routers")
+    parser.add_argument("--seeds", type=int, nargs="+", help="the seeds to run (default: the spec's)")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="one more override for every run (a dry run: --set train.steps=2)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "experiments" / NAME, help="run directories")
+    parser.add_argument("--name", default=NAME, help="results file stem under docs/results (dry runs: another)")
+    args = parser.parse_args()
+    spec = read_spec(SPEC)
+    routers = args.routers or spec["routers"]
+    path = RESULTS / f"{args.name}.json"
+    payload = json.loads(path.read_text()) if path.is_file() else {"results": {}, "runs": []}
+    for router, runs in run_backend(spec, args.backend, routers, args.seeds or spec["seeds"], args.extra,
+                                    args.out).items():
+        payload["results"].setdefault(args.backend, {}).setdefault(router, {}).update(runs)
+    payload["runs"].append({**machine(), "command": command_line()})
+    o = {**spec["overrides"], **dict(e.split("=", 1) for e in args.extra)}
+    payload.update(routers=spec["routers"], spec=str(SPEC.relative_to(ROOT)),
+                   budget=(f"{o['train.steps']} steps x {o['train.batch_size']} x {o['data.seq_len']} tokens, "
+                           f"d_model {o['model.d_model']}"))
+    write_results(args.name, payload, table(payload), payload["runs"])
+    plot(payload, RESULTS / f"{args.name}.png")
+    print(table(payload))
+
+if __name__ == "__main__":
+    main()
