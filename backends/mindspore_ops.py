@@ -47,6 +47,10 @@ class MindSporeOps:
     index_dtype = ms.int32
     bool_ = ms.bool_
 
+    def __init__(self) -> None:
+        """Device kernels are chosen here, once (compiled code cannot read the context)."""
+        self.on_ascend = ms.get_context("device_target") == "Ascend"
+
     # creation and conversion
     def tensor(self, array: Any, dtype=None):
         return ms.Tensor(np.asarray(array), dtype=dtype)
@@ -213,10 +217,12 @@ class MindSporeOps:
         return ops.reshape(y, shape[:-1] + (w.shape[0],))
 
     def grouped_matmul(self, x, w, group_sizes):
-        """One matmul per group on row slices with tensor bounds (dynamic shapes, which
-        GRAPH_MODE supports); the group count is static, the sizes need no host sync.
-        ``_GroupedMatmul`` gives it its own backward (see there)."""
-        return _GROUPED_MATMUL(x, w, group_sizes)
+        """On Ascend (float16, float32) MindSpore's fused ``GroupedMatmul``
+        (``_AscendGroupedMatmul``); elsewhere one matmul per group on row slices with tensor
+        bounds (dynamic shapes, which GRAPH_MODE supports): the group count is static, the
+        sizes need no host sync, and ``_GroupedMatmul`` gives it its own backward."""
+        ascend = self.on_ascend and x.dtype in (ms.float16, ms.float32)
+        return grouped_matmul_kernel("ascend" if ascend else "portable")(x, w, group_sizes)
 
     # collectives (mindspore.communication: HCCL on Ascend, NCCL on GPU, mccl on CPU)
     def all_reduce(self, x, group):
@@ -355,5 +361,32 @@ class _GroupedMatmul(nn.Cell):
         return grad_x, ops.stack(grads, 0), ops.zeros_like(group_sizes)
 
 
-# Created once at import, like _ASSIGNMENT: compiled code calls it, never builds it.
-_GROUPED_MATMUL = _GroupedMatmul()
+class _AscendGroupedMatmul(nn.Cell):
+    """MindSpore's ``GroupedMatmul`` (Ascend only) with split_item 3 and group_type 0: one x
+    [N, m] split on its rows at cumulative int64 ends, one w [G, m, p]; differentiable in
+    MindSpore itself in that setting (no bias, no quantisation). The ends must finish at N,
+    so the last group also takes the rows past the groups, which are zeroed on the way in
+    (no weight-gradient term) and on the way out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from mindspore.ops.auto_generate import GroupedMatmul
+        self.grouped = GroupedMatmul(split_item=3, group_type=0)
+        self.cumsum = ops.CumSum()
+
+    def construct(self, x, w, group_sizes):
+        ends = self.cumsum(ops.cast(group_sizes, ms.int64), 0)
+        rows = x.shape[0]
+        inside = ops.expand_dims(ops.arange(0, rows, dtype=ms.int64) < ends[-1], -1)
+        ends = ops.concat((ends[:-1], ops.full((1,), rows, dtype=ms.int64)), 0)
+        out = self.grouped([ops.where(inside, x, ops.zeros((), x.dtype))], [w], None, None, None, None, None, ends)[0]
+        return ops.where(inside, out, ops.zeros((), out.dtype))
+
+
+# Created once at import, like _ASSIGNMENT: compiled code calls them, never builds them.
+_GROUPED_MATMUL_KERNELS = {"portable": _GroupedMatmul(), "ascend": _AscendGroupedMatmul()}
+
+
+def grouped_matmul_kernel(name: str):
+    """``portable`` (any device; the reference) or ``ascend`` (``ops.GroupedMatmul``)."""
+    return _GROUPED_MATMUL_KERNELS[name]

@@ -11,12 +11,19 @@ and minimum, the ratio to the dense reference (the median of per-round ratios wi
 torch process; the ratio of medians across processes), and for implementations that route
 the same way as one of ours the largest |y - y_ours| relative to max |y_ours| (first step).
 
+--tokens and --experts take comma lists: every (tokens, experts) pair is one point, run as
+above (peers only at the first expert count and up to --peers-max-tokens). The workers get
+glibc malloc and OpenMP settings from scripts/bench/environment.py (--malloc, --omp-wait-policy).
+
     PYTHONPATH=. .venv/bin/python scripts/bench_layer.py --json bench_results/layer.json
+    PYTHONPATH=. .venv/bin/python scripts/bench_layer.py --tokens 1024,4096,16384,65536 \
+        --d-model 256 --ffn-hidden 1024 --plot docs/bench_layer_tokens.png
     PYTHONPATH=. .venv/bin/python scripts/bench_layer.py --quick --peers none
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import multiprocessing
@@ -27,18 +34,17 @@ from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
 from typing import Any, Dict, List, Optional
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scripts.bench.common import PEERS, BenchSettings  # noqa: E402
-from scripts.bench.torch_cases import DENSE  # noqa: E402
+from scripts.bench.environment import MALLOC_MODES, worker_environment  # noqa: E402
+from scripts.bench.report import add_comparisons, expert_targets, point_targets, table  # noqa: E402
 from scripts.bench.worker import run_group  # noqa: E402
 
 BACKENDS = ("torch", "ms-graph", "ms-pynative")
 DISPATCHES = ("dropless", "capacity")
-QUICK = dict(d_model=128, ffn_hidden=512, tokens=1024, warmup=1, repeats=3)
-FULL = dict(d_model=512, ffn_hidden=2048, tokens=4096, warmup=2, repeats=5)
+QUICK = dict(d_model=128, ffn_hidden=512, tokens=[1024], warmup=1, repeats=3)
+FULL = dict(d_model=512, ffn_hidden=2048, tokens=[4096], warmup=2, repeats=5)
 PACKAGES = ("torch", "mindspore", "numpy", "transformers", "deepspeed", "st-moe-pytorch", "fairscale")
 
 
@@ -54,15 +60,26 @@ def choice_list(allowed, allow_none: bool = False):
     return parse
 
 
+def int_list(text: str) -> List[int]:
+    try:
+        values = [int(item) for item in text.split(",") if item]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected whole numbers separated by commas") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected numbers >= 1")
+    return values
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="small sizes (d=128, ffn=512, 1024 tokens), 1 warm-up, 3 repeats")
     parser.add_argument("--d-model", type=int)
     parser.add_argument("--ffn-hidden", type=int)
-    parser.add_argument("--num-experts", type=int, default=8)
+    parser.add_argument("--experts", "--num-experts", dest="experts", type=int_list, default=[8],
+                        help="expert count, or a comma list to sweep (top-k and ffn fixed: same active FLOPs)")
     parser.add_argument("--top-k", type=int, default=2)
-    parser.add_argument("--tokens", type=int)
+    parser.add_argument("--tokens", type=int_list, help="tokens per step, or a comma list to sweep")
     parser.add_argument("--capacity-factor", type=float, default=1.25)
     parser.add_argument("--warmup", type=int, help="untimed steps first (>= 1; the first compiles in graph mode)")
     parser.add_argument("--repeats", type=int, help="timed steps per case")
@@ -72,101 +89,48 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--dispatch", type=choice_list(DISPATCHES), default=list(DISPATCHES))
     parser.add_argument("--peers", type=choice_list(PEERS, allow_none=True), default=list(PEERS),
                         help=f"comma list of {', '.join(PEERS)}, or none")
+    parser.add_argument("--peers-max-tokens", type=int, default=16384,
+                        help="peers run at points with at most this many tokens (and the first expert count)")
     parser.add_argument("--omp-wait-policy", choices=("PASSIVE", "ACTIVE", "inherit"), default="PASSIVE",
                         help="OMP_WAIT_POLICY for the workers (default PASSIVE: on a shared, oversubscribed "
                              "CPU, spinning OpenMP threads wait for descheduled peers at every op, which "
                              "measured a small layer 3-20x slower and very noisy)")
-    parser.add_argument("--malloc", choices=("default", "heap"), default="default",
-                        help="glibc malloc in the workers: default, or heap (MALLOC_MMAP_MAX_=0 and a huge "
-                             "MALLOC_TRIM_THRESHOLD_: freed blocks are reused instead of unmapped, so tensors "
-                             "over glibc's 32 MiB mmap limit stop page-faulting on every step)")
+    parser.add_argument("--malloc", choices=MALLOC_MODES, default="heap",
+                        help="glibc malloc in the workers: heap (default: MALLOC_MMAP_MAX_=0 and a huge "
+                             "MALLOC_TRIM_THRESHOLD_, so freed blocks are reused and tensors over glibc's "
+                             "32 MiB mmap limit stop page-faulting on every step), or default (glibc's own)")
     parser.add_argument("--json", metavar="PATH", help="also write every row, the settings and the machine here")
+    parser.add_argument("--plot", metavar="PNG", help="also plot the sweeps (time / dense over tokens, "
+                                                      "time / fewest-experts time over experts) here")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     for key, value in sizes.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    for key in ("d_model", "ffn_hidden", "num_experts", "top_k", "tokens", "warmup", "repeats"):
+    for key in ("d_model", "ffn_hidden", "top_k", "warmup", "repeats"):
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be >= 1")
     return args
 
 
-def run_all(settings: BenchSettings, args: argparse.Namespace) -> List[Dict[str, Any]]:
+def run_point(settings: BenchSettings, args: argparse.Namespace, peers: List[str]) -> List[Dict[str, Any]]:
     """One spawned process per framework group, one after another (never two timing at once):
     torch (dense reference, ours, peers), then MindSpore graph, then PyNative."""
     ours = args.dispatch if "torch" in args.backends else []
-    plan = [("torch", ours, args.peers)] + [(b, args.dispatch, []) for b in BACKENDS[1:] if b in args.backends]
+    plan = [("torch", ours, peers)] + [(b, args.dispatch, []) for b in BACKENDS[1:] if b in args.backends]
     rows: List[Dict[str, Any]] = []
     context = multiprocessing.get_context("spawn")
-    for group, dispatches, peers in plan:
-        print(f"[bench] {group}: {', '.join(list(dispatches) + list(peers)) or 'dense reference'}",
-              file=sys.stderr, flush=True)
+    for group, dispatches, group_peers in plan:
+        print(f"[bench] tokens={settings.tokens} experts={settings.num_experts} {group}: "
+              f"{', '.join(list(dispatches) + list(group_peers)) or 'dense reference'}", file=sys.stderr, flush=True)
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
             try:
-                rows += pool.submit(run_group, group, settings, dispatches, peers).result()
+                rows += pool.submit(run_group, group, settings, dispatches, group_peers).result()
             except Exception as error:  # a crashed worker (e.g. killed) fails its group only
                 rows.append({"name": f"{group} (all)", "group": group, "dispatch": "", "note": "", "y": None,
                              "error": f"worker failed: {type(error).__name__}: {error}", "compare_to": None})
+    add_comparisons(rows)
     return rows
-
-
-def ratio(a: Dict[str, Any], b: Dict[str, Any]) -> float:
-    """a's time over b's: the median of per-round ratios when both were timed in the same
-    rounds of one process (robust to a shared machine's drift), else the ratio of medians."""
-    same_rounds = a.get("process") == b.get("process") and len(a["times_ms"]) == len(b["times_ms"])
-    if same_rounds:
-        return float(np.median([x / y for x, y in zip(a["times_ms"], b["times_ms"])]))
-    return a["median_ms"] / b["median_ms"]
-
-
-def add_comparisons(rows: List[Dict[str, Any]]) -> None:
-    """Ratio to the dense reference; output difference against the named case of ours."""
-    by_name = {row["name"]: row for row in rows if "median_ms" in row}
-    dense = by_name.get(DENSE)
-    for row in rows:
-        row["vs_dense"] = ratio(row, dense) if dense and "median_ms" in row else None
-        reference = by_name.get(row.get("compare_to") or "", {}).get("y")
-        row["rel_diff"] = None
-        if reference is not None and row.get("y") is not None and row["y"].shape == reference.shape:
-            row["rel_diff"] = float(np.max(np.abs(row["y"] - reference)) / max(np.max(np.abs(reference)), 1e-30))
-
-
-def targets(rows: List[Dict[str, Any]]) -> List[str]:
-    """The three stated targets, each 'met' or 'NOT met' with the numbers."""
-    by_name = {row["name"]: row for row in rows if "median_ms" in row}
-    lines = []
-    ours = by_name.get("ours torch dropless")
-    if ours and ours.get("vs_dense") is not None:
-        verdict = "met" if ours["vs_dense"] <= 1.10 else "NOT met"
-        lines.append(f"torch dropless within 1.10x of dense: {ours['vs_dense']:.3f}x -> {verdict}")
-    peers = [(row, ratio(row, ours)) for row in rows if ours and row["group"] == "peers" and "median_ms" in row]
-    if peers:
-        faster = [row["name"] for row, r in peers if r <= 1.0]
-        listed = ", ".join(f"{row['name']} {r:.2f}x" for row, r in peers)
-        lines.append(f"torch dropless faster than every peer (peer/ours: {listed}) -> "
-                     + ("met" if not faster else "NOT met (" + ", ".join(faster) + ")"))
-    for dispatch in DISPATCHES:
-        graph, torch_row = by_name.get(f"ours {dispatch} ms-graph"), by_name.get(f"ours torch {dispatch}")
-        if graph and torch_row:
-            r = ratio(graph, torch_row)
-            lines.append(f"ms-graph {dispatch} within 1.3x of torch: {r:.3f}x -> {'met' if r <= 1.3 else 'NOT met'}")
-    return lines
-
-
-def table(rows: List[Dict[str, Any]]) -> str:
-    header = f"{'case':<36} {'group':<11} {'dispatch':<8} {'median ms':>10} {'min ms':>9} {'x dense':>8} {'rel |dy|':>9}  note"
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        if row.get("error"):
-            lines.append(f"{row['name']:<36} {row['group']:<11} {row['dispatch']:<8} {'-':>10} {'-':>9} {'-':>8} {'-':>9}  "
-                         f"{row['error']}")
-            continue
-        ratio = f"{row['vs_dense']:.2f}" if row["vs_dense"] is not None else "-"
-        diff = f"{row['rel_diff']:.1e}" if row["rel_diff"] is not None else "-"
-        lines.append(f"{row['name']:<36} {row['group']:<11} {row['dispatch']:<8} {row['median_ms']:>10.1f} "
-                     f"{row['min_ms']:>9.1f} {ratio:>8} {diff:>9}  {row['note']}")
-    return "\n".join(lines)
 
 
 def machine() -> Dict[str, Any]:
@@ -178,41 +142,49 @@ def machine() -> Dict[str, Any]:
             versions[package] = None
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "versions": versions}
+            "python": platform.python_version(), "versions": versions}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    settings = BenchSettings(d_model=args.d_model, ffn_hidden=args.ffn_hidden, num_experts=args.num_experts,
-                             top_k=args.top_k, tokens=args.tokens, capacity_factor=args.capacity_factor,
-                             warmup=args.warmup, repeats=args.repeats, seed=args.seed)
-    settings.moe_config("capacity").validate()
-    if args.omp_wait_policy != "inherit":
-        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy  # read by each spawned worker's OpenMP
-    if args.malloc == "heap":  # read by glibc when each spawned worker starts
-        os.environ.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(1 << 40))
+    base = BenchSettings(d_model=args.d_model, ffn_hidden=args.ffn_hidden, num_experts=args.experts[0],
+                         top_k=args.top_k, tokens=args.tokens[0], capacity_factor=args.capacity_factor,
+                         warmup=args.warmup, repeats=args.repeats, seed=args.seed)
+    points = [dataclasses.replace(base, tokens=t, num_experts=e) for e in args.experts for t in args.tokens]
+    for settings in points:
+        settings.moe_config("capacity").validate()
+    environment = worker_environment(args.malloc, args.omp_wait_policy)  # read by each spawned worker
     load_before = os.getloadavg()[0]
-    rows = run_all(settings, args)
-    add_comparisons(rows)
     info = machine()
-    info["load_average_1m"] = [load_before, os.getloadavg()[0]]
-    info["malloc"] = args.malloc
-    print(f"MoE layer forward+backward, fp32, SwiGLU: d={settings.d_model} ffn={settings.ffn_hidden} "
-          f"experts={settings.num_experts} top-{settings.top_k} tokens={settings.tokens} "
-          f"cf={settings.capacity_factor} (capacity {settings.capacity()}); {settings.warmup} warm-up, "
-          f"{settings.repeats} timed steps; {info['cpu_count']} CPUs, OMP_WAIT_POLICY="
-          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, malloc {args.malloc}, "
-          f"load {load_before:.1f} -> {os.getloadavg()[0]:.1f}, "
-          f"{info['date']}")
-    print(table(rows))
-    goals = targets(rows)
-    print("\n".join(["", "targets:"] + ["  " + line for line in goals]))
+    results = []
+    for settings in points:
+        with_peers = settings.num_experts == args.experts[0] and settings.tokens <= args.peers_max_tokens
+        rows = run_point(settings, args, args.peers if with_peers else [])
+        goals = point_targets(rows)
+        print(f"\nMoE layer forward+backward, fp32, SwiGLU: d={settings.d_model} ffn={settings.ffn_hidden} "
+              f"experts={settings.num_experts} top-{settings.top_k} tokens={settings.tokens} "
+              f"cf={settings.capacity_factor} (capacity {settings.capacity()}); {settings.warmup} warm-up, "
+              f"{settings.repeats} timed steps; load {os.getloadavg()[0]:.1f}")
+        print(table(rows))
+        print("\n".join(["targets:"] + ["  " + line for line in goals]), flush=True)
+        results.append({"settings": settings.as_dict(), "rows": rows, "targets": goals})
+    sweep_goals = expert_targets(results)
+    if sweep_goals:
+        print("\n".join(["", "expert sweep:"] + ["  " + line for line in sweep_goals]))
+    info.update(load_average_1m=[load_before, os.getloadavg()[0]], environment=environment,
+                command="PYTHONPATH=. .venv/bin/python scripts/bench_layer.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    print(f"\n{info['cpu_count']} CPUs, {' '.join(f'{k}={v}' for k, v in environment.items())}, "
+          f"load {load_before:.1f} -> {os.getloadavg()[0]:.1f}, {info['date']}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        kept = [{k: v for k, v in row.items() if k != "y"} for row in rows]
+        for point in results:
+            point["rows"] = [{k: v for k, v in row.items() if k != "y"} for row in point["rows"]]
         with open(args.json, "w") as handle:
-            json.dump({"settings": settings.as_dict(), "machine": info, "rows": kept, "targets": goals}, handle, indent=1)
+            json.dump({"machine": info, "points": results, "expert_sweep": sweep_goals}, handle, indent=1)
+    if args.plot:
+        from scripts.bench.plot import plot_sweeps
+        plot_sweeps(results, args.plot, title=f"d={base.d_model} ffn={base.ffn_hidden} top-{base.top_k}, "
+                                              f"{info['cpu_count']} CPUs, {info['date'][:10]}")
     return 0
 
 
