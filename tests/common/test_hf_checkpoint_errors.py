@@ -13,7 +13,7 @@ from models.moe_config import MoEConfig
 from models.params import init_params
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
-from training.hf_checkpoint import load_hf_checkpoint, read_header, read_tensor, save_hf_checkpoint
+from training.hf_checkpoint import config_from_hf, load_hf_checkpoint, read_header, read_tensor, save_hf_checkpoint
 
 
 def tiny(moe: bool = True, **settings) -> TransformerConfig:
@@ -137,3 +137,19 @@ def test_bfloat16_is_widened_exactly(tmp_path):
     table, start = read_header(path)
     np.testing.assert_array_equal(read_tensor(path, table["w"], start)[:, :1], values[:, :1])
     assert abs(read_tensor(path, table["w"], start)[1, 1] / 3.0e38 - 1) < 1e-2
+
+
+def test_a_transformers_4_qwen1_5_moe_config_maps():
+    """Qwen1.5-MoE-A2.7B's published config.json keys (no qkv_bias, layer_types or
+    mlp_only_layers; an unused sliding_window with use_sliding_window false)."""
+    hf = {"model_type": "qwen2_moe", "decoder_sparse_step": 1, "hidden_act": "silu", "hidden_size": 2048,
+          "intermediate_size": 5632, "max_position_embeddings": 8192, "max_window_layers": 21,
+          "moe_intermediate_size": 1408, "norm_topk_prob": False, "num_attention_heads": 16, "num_experts": 60,
+          "num_experts_per_tok": 4, "num_hidden_layers": 24, "num_key_value_heads": 16, "rms_norm_eps": 1e-06,
+          "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001, "shared_expert_intermediate_size": 5632,
+          "sliding_window": 32768, "tie_word_embeddings": False, "use_sliding_window": False, "vocab_size": 151936}
+    config = config_from_hf(hf)
+    moe = config.moe
+    assert (config.qkv_bias, config.moe_every, config.rope_theta, config.ffn_hidden) == (True, 1, 1e6, 5632)
+    assert (moe.num_experts, moe.top_k, moe.ffn_hidden, moe.renormalize) == (60, 4, 1408, False)
+    assert (moe.shared_expert_hidden, moe.shared_expert_gate, moe.balance_loss_coef) == (5632, True, 0.004)

@@ -1,7 +1,9 @@
 """LoRA-MoE adapters (top-k and AdaMoE routing) give the same logits, loss, metrics and
 adapter gradients on MindSpore and PyTorch from the same weights (B set non-zero so that
 every adapter weight has a gradient), and KV-cached decoding gives the same logits on both.
-LoRA-MoE runs eagerly (models/lora_moe.py), so only MindSpore PyNative is compared.
+LoRA-MoE runs eagerly (models/lora_moe.py), so only MindSpore PyNative is compared there. A
+Qwen2-MoE-shaped model (q/k/v biases, gated shared expert, MoE every 2nd block) gives the
+same logits, loss, metrics and every gradient on both (PyNative and GRAPH_MODE).
 Tolerance as in test_transformer_parity: rtol 1e-4 / atol 1e-5."""
 import numpy as np
 import pytest
@@ -40,6 +42,27 @@ def test_lora_moe_parity(torch_runner, ms_runner, lora):
     assert a["grads"].keys() == b["grads"].keys() == {n for n in values if "lora_moe" in n}
     for name in a["grads"]:
         assert np.abs(a["grads"][name]).max() > 0, name
+        np.testing.assert_allclose(a["grads"][name], b["grads"][name], rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def test_qwen2_moe_shaped_model_parity(torch_runner, ms_runner):
+    moe = MoEConfig(d_model=32, ffn_hidden=16, num_experts=4, top_k=2, renormalize=False, expert_init_std=0.1,
+                    shared_expert_hidden=20, shared_expert_gate=True)
+    model = Transformer(TransformerConfig(moe_every=2, moe=moe, qkv_bias=True, **BASE))
+    values = numpy_weights(model, seed=5)
+    rng = np.random.default_rng(6)
+    values.update({n: rng.standard_normal(v.shape).astype(np.float32) * 0.1 for n, v in values.items()
+                   if n.endswith(".bias")})
+    a = lm_step(torch_runner, model, values, TOKENS[:, :-1].astype(np.int64), TOKENS[:, 1:].astype(np.int64))
+    b = lm_step(ms_runner, model, values, TOKENS[:, :-1], TOKENS[:, 1:])
+    np.testing.assert_allclose(a["logits"], b["logits"], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=RTOL, atol=ATOL)
+    for key in a["metrics"]:
+        np.testing.assert_allclose(a["metrics"][key], b["metrics"][key], rtol=RTOL, atol=ATOL, err_msg=key)
+    assert a["grads"].keys() == b["grads"].keys() == values.keys()
+    for name in a["grads"]:
+        if "shared_expert" in name or name.endswith(".bias"):
+            assert np.abs(a["grads"][name]).max() > 0, name
         np.testing.assert_allclose(a["grads"][name], b["grads"][name], rtol=RTOL, atol=ATOL, err_msg=name)
 
 
