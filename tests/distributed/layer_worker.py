@@ -1,8 +1,11 @@
 """Run under a launcher (torchrun, msrun): every rank runs MoE layer cases with expert
 parallelism on its own slice of a global batch and saves its outputs and gradients, plus
-the single-process reference on the whole batch, to OUT/rank<r>.npz.
+the single-process reference on the whole batch, to OUT/<exchange>/rank<r>.npz.
 
     layer_worker.py BACKEND OUT_DIR EXPERT_PARALLEL [flat|hierarchical]
+
+``hierarchical`` starts the node and rail groups and runs every case twice, with the
+hierarchical and with the flat exchange (one launch, both written); ``flat`` runs the flat one.
 
 The reference's router loss coefficients are W times the config's: each rank's loss is
 sum(y_r * cot_r) + aux_r["loss"], and the W ranks' router losses average to the global
@@ -64,49 +67,63 @@ def main() -> int:
     all_to_all = sys.argv[4] if len(sys.argv) > 4 else "flat"
     runner = make_runner(backend, "pynative")
     run = init_process_groups(backend, "cpu", ep, timeout_s=120, all_to_all=all_to_all)
+    exchanges = {"flat": replace(run.expert_parallel(), hierarchy=None)}
+    if all_to_all == "hierarchical":
+        exchanges["hierarchical"] = run.expert_parallel()
     lay = run.layout
-    saved = {}
+    saved = {exchange: {} for exchange in exchanges}
     for name, config, x, override in cases(lay.world_size, ep, lay.local_world_size):
-        print(f"rank {lay.rank}: case {name}", flush=True)
         full = MoELayer(config)
         values = {**init_params(full.param_specs(), 1), **override}
         cot = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
-        layer = MoELayer(config, parallel=run.expert_parallel())
-        mine = runner.forward_backward(layer, local_values(values, full.param_specs(), ep, lay.ep_rank),
-                                       x[lay.rank], cot[lay.rank])
-        w = lay.world_size
-        options = dict(config.router_options)
-        if "locality_coef" in options:
-            options["locality_coef"] *= w
-        scaled = replace(config, balance_loss_coef=config.balance_loss_coef * w, z_loss_coef=config.z_loss_coef * w,
-                         router_options=options)
-        global_reference = config.dispatch == "dropless" or config.router == "locmoe"
-        if not global_reference:  # capacity per source rank: the reference runs each rank's tokens alone
-            ref = runner.forward_backward(MoELayer(config), values, x[lay.rank], cot[lay.rank])
-        else:
-            ref = runner.forward_backward(MoELayer(scaled), values,
-                                          x.reshape(-1, D), cot.reshape(-1, D))
-        saved[f"{name}.y"] = mine["y"]
-        saved[f"{name}.grad_x"] = mine["grad_x"]
-        saved[f"{name}.aux_loss"] = mine["aux"]["loss"]
-        saved[f"{name}.tokens_per_expert"] = mine["aux"]["tokens_per_expert"]
-        saved[f"{name}.dispatch"] = np.asarray(config.dispatch)
-        saved[f"{name}.reference"] = np.asarray("global" if global_reference else "per_rank")
-        saved[f"{name}.own_node_share"] = mine["aux"].get("own_node_share", np.float32(-1))
-        saved[f"ref.{name}.own_node_share"] = ref["aux"].get("own_node_share", np.float32(-1))
-        for key in ("a2a_sent_rows", "a2a_needed_rows", "a2a_cross_node_rows"):
-            saved[f"{name}.{key}"] = mine["aux"].get(key, np.float32(0))
-        for key, value in mine["grads"].items():
-            saved[f"{name}.grad.{key}"] = value
-        saved[f"ref.{name}.y"] = ref["y"]
-        saved[f"ref.{name}.grad_x"] = ref["grad_x"]
-        saved[f"ref.{name}.aux_loss"] = ref["aux"]["loss"]
-        for key, value in ref["grads"].items():
-            saved[f"ref.{name}.grad.{key}"] = value
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(out_dir / f"rank{lay.rank}.npz", world=lay.world_size, ep=ep, rank=lay.rank,
-             ranks_per_node=lay.local_world_size, all_to_all=all_to_all, **saved)
+        reference = single_process(runner, config, values, x, cot, lay.rank)
+        for exchange, parallel in exchanges.items():
+            print(f"rank {lay.rank}: {exchange} case {name}", flush=True)
+            mine = runner.forward_backward(MoELayer(config, parallel=parallel),
+                                           local_values(values, full.param_specs(), ep, lay.ep_rank),
+                                           x[lay.rank], cot[lay.rank])
+            saved[exchange].update(results(name, config, mine, reference))
+    for exchange, arrays in saved.items():
+        (out_dir / exchange).mkdir(parents=True, exist_ok=True)
+        np.savez(out_dir / exchange / f"rank{lay.rank}.npz", world=lay.world_size, ep=ep, rank=lay.rank,
+                 ranks_per_node=lay.local_world_size, all_to_all=exchange, **arrays)
     return 0
+
+
+def uses_global_reference(config: MoEConfig) -> bool:
+    """Dropless and LocMoE compare with the whole batch; capacity modes with each rank's tokens
+    alone (capacity per source rank)."""
+    return config.dispatch == "dropless" or config.router == "locmoe"
+
+
+def single_process(runner, config: MoEConfig, values, x, cot, rank: int) -> dict:
+    """The single-process reference: the global batch with the router losses scaled by W,
+    or this rank's tokens alone."""
+    if not uses_global_reference(config):
+        return runner.forward_backward(MoELayer(config), values, x[rank], cot[rank])
+    w = x.shape[0]
+    options = dict(config.router_options)
+    if "locality_coef" in options:
+        options["locality_coef"] *= w
+    scaled = replace(config, balance_loss_coef=config.balance_loss_coef * w, z_loss_coef=config.z_loss_coef * w,
+                     router_options=options)
+    return runner.forward_backward(MoELayer(scaled), values, x.reshape(-1, D), cot.reshape(-1, D))
+
+
+def results(name: str, config: MoEConfig, mine: dict, ref: dict) -> dict:
+    """The arrays the tests read for one case: this rank's run and the reference."""
+    saved = {f"{name}.y": mine["y"], f"{name}.grad_x": mine["grad_x"], f"{name}.aux_loss": mine["aux"]["loss"],
+             f"{name}.tokens_per_expert": mine["aux"]["tokens_per_expert"],
+             f"{name}.dispatch": np.asarray(config.dispatch),
+             f"{name}.reference": np.asarray("global" if uses_global_reference(config) else "per_rank"),
+             f"{name}.own_node_share": mine["aux"].get("own_node_share", np.float32(-1)),
+             f"ref.{name}.own_node_share": ref["aux"].get("own_node_share", np.float32(-1)),
+             f"ref.{name}.y": ref["y"], f"ref.{name}.grad_x": ref["grad_x"], f"ref.{name}.aux_loss": ref["aux"]["loss"]}
+    for key in ("a2a_sent_rows", "a2a_needed_rows", "a2a_cross_node_rows"):
+        saved[f"{name}.{key}"] = mine["aux"].get(key, np.float32(0))
+    saved.update({f"{name}.grad.{key}": value for key, value in mine["grads"].items()})
+    saved.update({f"ref.{name}.grad.{key}": value for key, value in ref["grads"].items()})
+    return saved
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ the single-process layer on the same weights and global batch: outputs, input gr
 expert gradients (the shard of each rank), replicated gradients (summed over ranks) and
 router losses. Capacity modes equal a single-process run on each rank's own tokens
 (capacity per source rank). Cases with idle experts and a rank that sends nothing are
-included. One launch per (framework, EP size) runs every case (tests/distributed/layer_worker.py)."""
+included. One launch per (framework, layout) runs every case (tests/distributed/layer_worker.py);
+a hierarchical launch runs them with both exchanges."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,22 +15,34 @@ from tests.distributed.launch import ROOT, launch, launch_nodes, rank_files
 
 WORKER = ROOT / "tests" / "distributed" / "layer_worker.py"
 RTOL, ATOL = 1e-4, 1e-5
-# (framework, nodes, ranks per node, EP size, all-to-all); two "nodes" are two launchers on loopback
+# (framework, nodes, ranks per node, EP size, all-to-all); two "nodes" are two launchers on loopback;
+# a hierarchical launch also writes the flat exchange's results
 LAUNCHES = [("torch", 1, 2, 2, "flat"), ("torch", 1, 4, 4, "flat"), ("torch", 1, 4, 2, "flat"),
-            ("torch", 2, 2, 4, "flat"), ("torch", 2, 2, 4, "hierarchical"), ("mindspore", 1, 2, 2, "flat"),
-            ("mindspore", 2, 2, 4, "hierarchical")]
+            ("torch", 2, 2, 4, "hierarchical"), ("mindspore", 2, 2, 4, "hierarchical")]
+RESULTS = [(launch, exchange) for launch in LAUNCHES
+           for exchange in (("flat", "hierarchical") if launch[4] == "hierarchical" else ("flat",))]
+_launched = {}
 
 
-@pytest.fixture(scope="module", params=LAUNCHES, ids=lambda p: f"{p[0]}-{p[1]}x{p[2]}-ep{p[3]}-{p[4]}")
+def launched(launch_spec, tmp_path_factory):
+    """The output folder of one launch, started on first use."""
+    if launch_spec not in _launched:
+        framework, nodes, per_node, ep, all_to_all = launch_spec
+        out = tmp_path_factory.mktemp(f"{framework}{nodes}{per_node}{ep}{all_to_all}")
+        args = [framework, str(out), str(ep), all_to_all]
+        if nodes == 1:
+            launch(framework, per_node, WORKER, args, out / "logs")
+        else:
+            launch_nodes(framework, nodes, per_node, WORKER, args, out / "logs")
+        _launched[launch_spec] = out
+    return _launched[launch_spec]
+
+
+@pytest.fixture(scope="module", params=RESULTS, ids=lambda p: f"{p[0][0]}-{p[0][1]}x{p[0][2]}-ep{p[0][3]}-{p[1]}")
 def ranks(request, tmp_path_factory):
-    framework, nodes, per_node, ep, all_to_all = request.param
-    out = tmp_path_factory.mktemp(f"{framework}{nodes}{per_node}{ep}{all_to_all}")
-    args = [framework, str(out), str(ep), all_to_all]
-    if nodes == 1:
-        launch(framework, per_node, WORKER, args, out / "logs")
-    else:
-        launch_nodes(framework, nodes, per_node, WORKER, args, out / "logs")
-    return rank_files(out, nodes * per_node)
+    launch_spec, exchange = request.param
+    _, nodes, per_node, _, _ = launch_spec
+    return rank_files(launched(launch_spec, tmp_path_factory) / exchange, nodes * per_node)
 
 
 def case_names(rank: dict):
