@@ -3,12 +3,14 @@ right expert? Unbiased (skip, balanced) against their uncorrected versions and t
 capacity routers (switch, top-2).
 
 Runs scripts/kool_toy.py's task (its options in configs/experiments/kool.yaml) for every method
-and seed on one backend (MindSpore in PyNative, as kool_toy.py does), keeps every result in
-docs/results/kool.json (a later call for the other backend adds to it) and redraws the table
+(or ``--methods``) and seed on one backend (MindSpore in PyNative, as kool_toy.py does), keeps
+every result in docs/results/kool.json (a later call for another backend or other methods adds
+to it, replacing what it reruns) and redraws the table
 (.md: success mean ± sd, seeds solved, held-out and training loss, drops, per backend) and
 the plot (.png: success per seed, and the training task loss over steps, mean over seeds).
 
-    PYTHONPATH=. .venv/bin/python scripts/experiments/kool.py --backend torch
+    PYTHONPATH=. .venv/bin/python scripts/experiments/kool.py --backend torch --methods skip balanced skip_naive
+    PYTHONPATH=. .venv/bin/python scripts/experiments/kool.py --backend torch --methods balanced_naive switch topk
     PYTHONPATH=. .venv/bin/python scripts/experiments/kool.py --backend mindspore
     ... --seeds 1 --set steps=10 --name dry   # a dry run
 """
@@ -93,6 +95,7 @@ def plot(payload: Dict[str, Any], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("torch", "mindspore"), required=True)
+    parser.add_argument("--methods", nargs="+", help="a subset of the spec's methods (results of the others are kept)")
     parser.add_argument("--seeds", type=int, help="task instances per method (default: the spec's)")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="OPTION=VALUE",
                         help="change one toy option (a dry run: --set steps=10)")
@@ -108,13 +111,13 @@ def main() -> None:
     from scripts.kool_toy import run
     path = RESULTS / f"{args.name}.json"
     payload = json.loads(path.read_text()) if path.is_file() else {"results": {}, "runs": []}
-    results = {}
-    for method in spec["methods"]:
+    results = payload["results"].setdefault(args.backend, {})
+    for method in args.methods or spec["methods"]:
         started = time.perf_counter()
         results[method] = [run(toy, args.backend, method, seed) for seed in range(args.seeds or spec["seeds"])]
         print(f"{args.backend} {method}: success {[round(r['success'], 3) for r in results[method]]} "
               f"({time.perf_counter() - started:.0f}s)", flush=True)
-    payload["results"][args.backend] = results
+    payload["results"][args.backend] = {m: results[m] for m in spec["methods"] if m in results}
     payload["runs"].append({**machine(), "command": command_line()})
     payload.update(toy=vars(toy), spec=str(SPEC.relative_to(ROOT)))
     write_results(args.name, payload, table(payload), payload["runs"])

@@ -19,7 +19,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -33,10 +33,14 @@ NAME = "locmoe_plus_vs_cf"
 SPEC = ROOT / "configs" / "experiments" / f"{NAME}.yaml"
 
 
-def slots_per_expert(records: List[Dict[str, Any]], num_experts: int, flops_per_row: float, tail: float = 0.5) -> float:
+def slots_per_expert(records: List[Dict[str, Any]], num_experts: int, flops_per_row: float,
+                     tail: float = 0.5) -> Optional[float]:
     """Mean over the last ``tail`` of the train records of the rows each expert computed per
-    MoE layer: layers.expert_flops [L] / (flops_per_row * num_experts), averaged over layers."""
-    train_records = [r for r in records if r["kind"] == "train"]
+    MoE layer: layers.expert_flops [L] / (flops_per_row * num_experts), averaged over layers;
+    None for a run without MoE layers."""
+    train_records = [r for r in records if r["kind"] == "train" and "layers.expert_flops" in r]
+    if not train_records:
+        return None
     kept = train_records[int(len(train_records) * (1 - tail)):] or train_records
     return float(np.mean([np.mean(r["layers.expert_flops"]) for r in kept])) / (flops_per_row * num_experts)
 
@@ -103,7 +107,8 @@ def plot(payload: Dict[str, Any], path: Path) -> None:
     x = np.arange(len(names))
     for offset, key, label in ((-0.2, "tokens_per_expert", "tokens processed"), (0.2, "slots_per_expert", "slots computed")):
         s = [arm_stats(arms[n], key) for n in names]
-        bars.bar(x + offset, [v["mean"] for v in s], 0.4, yerr=[v["sd"] for v in s], label=label)
+        bars.bar(x + offset, [np.nan if v["mean"] is None else v["mean"] for v in s], 0.4,
+                 yerr=[v["sd"] or 0.0 for v in s], label=label)
     bars.set_xticks(x, names, rotation=15, fontsize=8)
     bars.set_ylabel("per expert per MoE layer and step")
     bars.legend(fontsize=8)
