@@ -320,7 +320,10 @@ class _GroupedMatmul(nn.Cell):
     indexing ``w[g]`` is itself a slow kernel (``Unstack`` is not); fwd+bwd 3.7x faster.
     Each group's slice starts one row early (a zero row is put before x), so no MatMul sees
     an empty input (GRAPH_MODE and ms.jit reject them; PyNative fails on the slice x[0:0]);
-    that row's output is dropped and its weight-gradient term masked out."""
+    that row's output is dropped. For the weight gradient every group gets a zero row of its
+    own (one gather of x and of dout), so the extra row adds nothing: masking the previous
+    group's row instead cost a broadcast multiply per group, measured 340 of 880 ms of the
+    backward (PyNative, 8192 rows, 512 -> 2048, 8 groups)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -347,17 +350,26 @@ class _GroupedMatmul(nn.Cell):
     def construct(self, x, w, group_sizes):
         return self.grouped(x, self.unstack(w), group_sizes, w.shape[-1], self.matmul)
 
+    def own_zero_rows(self, group_sizes, rows: int):
+        """Gather index into [zero row; x] (rows + 1 rows) for a layout in which every group
+        follows a zero row of its own: [0, group 0, 0, group 1, ...] (rows + G entries), and
+        each group's slice bounds there, [lead, lead + size + 1), its zero row included."""
+        num = group_sizes.shape[0]
+        lead = self.cumsum(group_sizes, 0) - group_sizes + ops.arange(0, num, dtype=group_sizes.dtype)
+        place = ops.arange(0, rows + num, dtype=group_sizes.dtype)
+        group = ops.cast(ops.expand_dims(place, 1) >= ops.expand_dims(lead, 0), group_sizes.dtype).sum(1) - 1
+        index = ops.where(place == ops.gather(lead, group, 0), ops.zeros_like(place), place - group)
+        return index, lead, lead + group_sizes + 1
+
     def bprop(self, x, w, group_sizes, out, dout):
         weights = self.unstack(w)
         grad_x = self.grouped(dout, weights, group_sizes, x.shape[1], self.matmul_tb)
-        starts, ends = self.bounds(group_sizes)
-        padded_x = ops.concat((ops.zeros((1, x.shape[1]), x.dtype), x), 0)
-        padded_dout = ops.concat((ops.zeros((1, dout.shape[1]), dout.dtype), dout), 0)
-        skip_first = ops.concat((ops.zeros((1, 1), dout.dtype), ops.ones((x.shape[0], 1), dout.dtype)), 0)
+        index, starts, ends = self.own_zero_rows(group_sizes, x.shape[0])
+        own_x = ops.gather(ops.concat((ops.zeros((1, x.shape[1]), x.dtype), x), 0), index, 0)
+        own_dout = ops.gather(ops.concat((ops.zeros((1, dout.shape[1]), dout.dtype), dout), 0), index, 0)
         grads = ()
         for g in range(len(weights)):
-            rows = padded_dout[starts[g]:ends[g]] * skip_first[:group_sizes[g] + 1]
-            grads = grads + (self.matmul_ta(padded_x[starts[g]:ends[g]], rows),)
+            grads = grads + (self.matmul_ta(own_x[starts[g]:ends[g]], own_dout[starts[g]:ends[g]]),)
         return grad_x, ops.stack(grads, 0), ops.zeros_like(group_sizes)
 
 

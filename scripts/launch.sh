@@ -47,6 +47,7 @@ done
 py="$root/.venv/bin/python"
 [ -x "$py" ] || die "no $root/.venv: run bash scripts/setup_env.sh first"
 export PATH="$root/.venv/bin:$PATH" PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" MOE_LOCAL_WORLD_SIZE="$nproc"
+source "$root/scripts/perf_env.sh" && perf_env "$nproc"  # glibc malloc, OpenMP threads and waiting
 if [ -z "$framework" ]; then  # train.py: the config's backend, after checking it against the world to start
   framework="$(MOE_LAUNCH_WORLD=$((nnodes * nproc)) "$py" "$root/scripts/train.py" --print-backend "$@")" || exit 2
 fi

@@ -23,4 +23,5 @@ case "$backend" in
   *) echo "error: backend='$backend' in $config: valid backends are torch, mindspore" >&2; exit 2 ;;
 esac
 bash scripts/setup_env.sh "$backend" data || { echo "train.sh: environment setup failed" >&2; exit 1; }
+source "$root/scripts/perf_env.sh" && perf_env 1  # glibc malloc and OpenMP waiting
 exec "$root/.venv/bin/python" scripts/train.py --config "$config" "$@"

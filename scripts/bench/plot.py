@@ -1,7 +1,10 @@
 """PNG of bench_layer's sweeps: time over the dense reference against tokens (one line per
-case), and time over the fewest-experts time against the expert count."""
+case), and time over the fewest-experts time against the expert count. Also redraws a
+saved run: ``python -m scripts.bench.plot RUN.json OUT.png``."""
 from __future__ import annotations
 
+import json
+import sys
 from collections import defaultdict
 from typing import Any, Dict, List
 
@@ -18,7 +21,7 @@ def plot_sweeps(points: List[Dict[str, Any]], path: str, title: str) -> None:
     for point in points:
         tokens, experts = point["settings"]["tokens"], point["settings"]["num_experts"]
         for row in point["rows"]:
-            if row.get("vs_dense") is None or row["group"] == "torch" and row["dispatch"] == "dense":
+            if row.get("vs_dense") is None or row["dispatch"] == "dense":
                 continue
             if experts == first_experts:
                 by_tokens[row["name"]][tokens] = row["vs_dense"]
@@ -52,3 +55,17 @@ def plot_sweeps(points: List[Dict[str, Any]], path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def main(argv=None) -> int:
+    json_path, png_path = (sys.argv[1:] if argv is None else argv)
+    with open(json_path) as handle:
+        run = json.load(handle)
+    settings, date = run["points"][0]["settings"], run["machine"]["date"]
+    plot_sweeps(run["points"], png_path, title=f"d={settings['d_model']} ffn={settings['ffn_hidden']} "
+                                               f"top-{settings['top_k']}, {run['machine']['cpu_count']} CPUs, {date[:10]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
