@@ -102,3 +102,33 @@ def table(rows: List[Dict[str, Any]]) -> str:
         lines.append(f"{row['name']:<36} {row['group']:<11} {row['dispatch']:<8} {row['median_ms']:>10.1f} "
                      f"{row['min_ms']:>9.1f} {versus:>8} {diff:>9}  {row['note']}")
     return "\n".join(lines)
+
+
+def markdown(run: Dict[str, Any]) -> str:
+    """A saved bench_layer run (its JSON) as one markdown table, a row per point: the dense
+    reference's median ms, our torch layer's median ms, then every other case as its time
+    over ours (same process: median of per-round ratios; else ratio of medians)."""
+    names: List[str] = []
+    for point in run["points"]:
+        names += [row["name"] for row in point["rows"] if row["name"] not in names + [DENSE, OURS]
+                  and row["dispatch"] != "dense"]
+    lines = ["| tokens | experts | dense ms | ours torch ms | ours x dense | "
+             + " | ".join(f"{name} / ours" for name in names) + " |",
+             "|" + "---:|" * (5 + len(names))]
+    for point in run["points"]:
+        s, by_name = point["settings"], timed(point["rows"])
+        dense, ours = by_name.get(DENSE), by_name.get(OURS)
+        cells = [str(s["tokens"]), str(s["num_experts"]), f"{dense['median_ms']:.0f}" if dense else "-",
+                 f"{ours['median_ms']:.0f}" if ours else "-", f"{ours['vs_dense']:.2f}" if ours else "-"]
+        for name in names:
+            row = by_name.get(name)
+            cells.append(f"{ratio(row, ours):.2f}" if row and ours else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    with open(sys.argv[1]) as handle:
+        print(markdown(json.load(handle)))
