@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from scripts.experiments.run_utils import (RunCurves, fmt, machine, markdown_table, read_run, stats,  # noqa: E402
-                                           train_run, write_results)
+                                           tokens_per_step, train_run, write_results)
 
 TOPK = ROOT / "configs/experiments/adamoe_topk2.yaml"
 ADAMOE = ROOT / "configs/experiments/adamoe_null.yaml"
@@ -55,12 +55,6 @@ def step_overrides(steps: Optional[int]) -> List[str]:
     every = max(1, steps // 4)
     return [f"train.steps={steps}", f"train.warmup_steps={steps // 5}", f"train.eval_every={every}",
             f"train.log_every={every}"]
-
-
-def tokens_per_step(run_dir: Path) -> int:
-    from training.config import load_config
-    config = load_config(run_dir / "config.yaml")
-    return config.train.batch_size * config.data.seq_len
 
 
 def run_metrics(curves: RunCurves, tokens: int) -> Dict[str, float]:

@@ -129,6 +129,13 @@ def train_run(config: Path, run_dir: Path, seed: int, overrides: Sequence[str] =
     return time.perf_counter() - start
 
 
+def tokens_per_step(run_dir: Path) -> int:
+    """Tokens one optimizer step trains on (batch_size x seq_len), from the run's saved config."""
+    from training.config import load_config
+    config = load_config(Path(run_dir) / "config.yaml")
+    return config.train.batch_size * config.data.seq_len
+
+
 def machine() -> Dict[str, object]:
     """Date (UTC), CPU count and load averages at the time of writing."""
     return {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),

@@ -5,9 +5,13 @@ reaches the dense model's quality in fewer steps and less time (Switch-Base vs T
 loss as the target and finds the step and the training seconds (validation excluded) at which
 the Switch run's validation curve first reaches it (linear between evaluations). Speed-up =
 dense steps (seconds) / Switch steps (seconds) to the target. Writes
-<out>/switch_vs_dense.json, switch_vs_dense_table.md and switch_vs_dense.png.
+<out>/switch_vs_dense.json, switch_vs_dense_table.md and switch_vs_dense.png. ``--constant-lr``
+holds the learning rate after warmup (train.min_lr = train.lr) instead of the configs' cosine
+decay, whose final annealing lets any run reach its best loss only near its last step; it
+writes switch_vs_dense_constant_lr.*.
 
-    python scripts/experiments/switch_vs_dense.py                         # the README's run
+    python scripts/experiments/switch_vs_dense.py                         # the README's runs
+    python scripts/experiments/switch_vs_dense.py --constant-lr
     python scripts/experiments/switch_vs_dense.py --seeds 1 --steps 10 --out /tmp/dry   # a dry run
 """
 from __future__ import annotations
@@ -21,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from scripts.experiments.run_utils import (RunCurves, fmt, machine, markdown_table, reach, read_run,  # noqa: E402
-                                           seconds_at, stats, train_run, write_results)
+                                           seconds_at, stats, tokens_per_step, train_run, write_results)
+from training.config import load_config  # noqa: E402
 
 CONFIGS = {"dense": ROOT / "configs/experiments/dense_baseline.yaml",
            "switch": ROOT / "configs/experiments/switch_top1.yaml"}
@@ -33,18 +38,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     parser.add_argument("--steps", type=int, help="override train.steps (a dry run)")
     parser.add_argument("--backend", choices=("torch", "mindspore"), default="torch")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs/experiments" / NAME, help="run directories")
+    parser.add_argument("--runs", type=Path, help="run directories (default runs/experiments/<results name>)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results", help="where the results go")
+    parser.add_argument("--constant-lr", action="store_true", help="no decay after warmup (train.min_lr = train.lr)")
     parser.add_argument("--report-only", action="store_true", help="read existing runs, train nothing")
     return parser.parse_args(argv)
 
 
-def overrides(steps: Optional[int]) -> List[str]:
-    if steps is None:
-        return []
-    every = max(1, steps // 4)
-    return [f"train.steps={steps}", f"train.warmup_steps={steps // 5}", f"train.eval_every={every}",
-            f"train.log_every={every}"]
+def overrides(steps: Optional[int], constant_lr: bool) -> List[str]:
+    out = []
+    if constant_lr:
+        lrs = {load_config(path).train.lr for path in CONFIGS.values()}
+        if len(lrs) != 1:
+            raise SystemExit(f"--constant-lr: the configs' train.lr differ ({sorted(lrs)})")
+        out.append(f"train.min_lr={lrs.pop()}")
+    if steps is not None:
+        every = max(1, steps // 4)
+        out += [f"train.steps={steps}", f"train.warmup_steps={steps // 5}", f"train.eval_every={every}",
+                f"train.log_every={every}"]
+    return out
 
 
 def compare(dense: RunCurves, switch: RunCurves) -> Dict[str, Optional[float]]:
@@ -64,7 +76,8 @@ def compare(dense: RunCurves, switch: RunCurves) -> Dict[str, Optional[float]]:
             dense_steps / steps * switch.median_tokens_per_s() / dense.median_tokens_per_s()}
 
 
-def report(runs: Dict[str, List[RunCurves]], seeds: List[int], command: str, backend: str):
+def report(runs: Dict[str, List[RunCurves]], step_seconds: Dict[str, List[float]], seeds: List[int], command: str,
+           backend: str, schedule: str):
     per_seed = [compare(d, s) for d, s in zip(runs["dense"], runs["switch"])]
     reached = [p for p in per_seed if p["switch_steps_to_target"] is not None]
     summary = {name: {"final_val_loss": stats([c.final_loss for c in curves]),
@@ -76,12 +89,12 @@ def report(runs: Dict[str, List[RunCurves]], seeds: List[int], command: str, bac
                 "speedup_median_time"):
         summary[key] = stats([p[key] for p in reached]) if reached else None
     payload = {"claim": "Switch-Base reaches T5-Base quality about 7x faster (Fedus et al. 2021)",
-               "command": command, "backend": backend, "seeds": seeds, "machine": machine(),
+               "command": command, "backend": backend, "seeds": seeds, "lr_schedule": schedule, "machine": machine(),
                "configs": {k: str(v.relative_to(ROOT)) for k, v in CONFIGS.items()}, "summary": summary,
                "per_seed": per_seed,
                "curves": {name: [{"val_steps": c.val_steps, "val_loss": c.val_loss, "train_seconds": c.train_seconds}
                                  for c in curves] for name, curves in runs.items()}}
-    return payload, table(summary), figure(runs, per_seed)
+    return payload, table(summary), figure(runs, step_seconds, per_seed, schedule)
 
 
 def table(summary: dict) -> str:
@@ -107,7 +120,8 @@ def table(summary: dict) -> str:
     return markdown_table(header, rows) + note
 
 
-def figure(runs: Dict[str, List[RunCurves]], per_seed: List[dict]):
+def figure(runs: Dict[str, List[RunCurves]], step_seconds: Dict[str, List[float]], per_seed: List[dict], schedule: str):
+    """Validation loss against step and against steps x the run's median step time."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -117,37 +131,44 @@ def figure(runs: Dict[str, List[RunCurves]], per_seed: List[dict]):
         for i, c in enumerate(curves):
             label = name if i == 0 else None
             axes[0].plot(c.val_steps, c.val_loss, color=colors[name], alpha=0.8, label=label)
-            axes[1].plot(c.train_seconds, c.val_loss, color=colors[name], alpha=0.8, label=label)
-    for p in per_seed:
+            axes[1].plot([s * step_seconds[name][i] for s in c.val_steps], c.val_loss, color=colors[name], alpha=0.8,
+                         label=label)
+    for i, p in enumerate(per_seed):
         for ax in axes:
             ax.axhline(p["target_val_loss"], color="grey", lw=0.6, ls="--")
         if p["switch_steps_to_target"] is not None:
             axes[0].plot([p["switch_steps_to_target"]], [p["target_val_loss"]], "kx")
-            axes[1].plot([p["switch_seconds_to_target"]], [p["target_val_loss"]], "kx")
+            axes[1].plot([p["switch_steps_to_target"] * step_seconds["switch"][i]], [p["target_val_loss"]], "kx")
     axes[0].set_xlabel("step")
-    axes[1].set_xlabel("training seconds (validation excluded)")
-    top = max(c.val_loss[min(1, len(c.val_loss) - 1)] for curves in runs.values() for c in curves)
+    axes[1].set_xlabel("seconds: step x the run's median step time")
+    top = max(c.val_loss[len(c.val_loss) // 4] for curves in runs.values() for c in curves)
     for ax in axes:
         ax.set_ylabel("validation loss (nats/token)")
         ax.set_ylim(top=top + 0.1)
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.suptitle("Switch top-1 vs dense at equal active FLOPs (dashed: each dense seed's final loss; x: Switch reaches it)")
+    fig.suptitle(f"Switch top-1 vs dense at equal active FLOPs, {schedule} LR (dashed: each dense seed's final loss; "
+                 f"x: Switch reaches it)", fontsize=10)
     return fig
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     seeds = list(range(args.seeds))
-    dirs = {name: [args.runs / f"{name}_seed{seed}" for seed in seeds] for name in CONFIGS}
+    name = NAME + ("_constant_lr" if args.constant_lr else "")
+    schedule = "constant" if args.constant_lr else "cosine"
+    runs_dir = args.runs or ROOT / "runs/experiments" / name
+    dirs = {model: [runs_dir / f"{model}_seed{seed}" for seed in seeds] for model in CONFIGS}
     if not args.report_only:
         for i, seed in enumerate(seeds):
-            for name, config in CONFIGS.items():
-                train_run(config, dirs[name][i], seed, overrides(args.steps), args.backend)
-    runs = {name: [read_run(d) for d in paths] for name, paths in dirs.items()}
+            for model, config in CONFIGS.items():
+                train_run(config, dirs[model][i], seed, overrides(args.steps, args.constant_lr), args.backend)
+    runs = {model: [read_run(d) for d in paths] for model, paths in dirs.items()}
+    step_seconds = {model: [tokens_per_step(d) / c.median_tokens_per_s() for d, c in zip(dirs[model], runs[model])]
+                    for model in CONFIGS}
     command = "python scripts/experiments/switch_vs_dense.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    payload, text, fig = report(runs, seeds, command.strip(), args.backend)
-    paths = write_results(args.out, NAME, payload, text, fig)
+    payload, text, fig = report(runs, step_seconds, seeds, command.strip(), args.backend, schedule)
+    paths = write_results(args.out, name, payload, text, fig)
     print(text)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
