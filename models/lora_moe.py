@@ -36,8 +36,9 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 @dataclass
 class LoRAMoEConfig:
-    """Adapters on the ``targets`` projections (attention and dense FFN) of every block, or of
-    the last ``last_layers`` blocks (the backward pass then stops there: cheaper)."""
+    """Adapters on the ``targets`` projections (attention and dense FFN, or an MoE block's
+    shared expert; routed experts are not adapted) of every block, or of the last
+    ``last_layers`` blocks (the backward pass then stops there: cheaper)."""
 
     rank: int = 8
     alpha: float = 16.0
@@ -103,6 +104,15 @@ class LoRAMoEAdapter:
         return y + F.reshape(delta, tuple(y.shape)) * (c.alpha / r)
 
 
+def adaptable(block) -> tuple:
+    """A block's components whose projections can take adapters: attention, and the dense FFN
+    or the MoE layer's shared expert (routed experts are not adapted)."""
+    if not block.is_moe:
+        return block.attention, block.ffn
+    shared = block.ffn.shared_expert
+    return (block.attention,) if shared is None else (block.attention, shared.ffn)
+
+
 class LoRAMoEModel:
     """A frozen ``Transformer`` with LoRA-MoE adapters. forward(F, params, tokens) ->
     (logits, aux): the base model's aux plus ``loss`` (adapter router losses added),
@@ -114,10 +124,10 @@ class LoRAMoEModel:
         shapes = {name: spec.shape for name, spec in self.base.param_specs().items()}
         self.adapters = []
         for block in self.base.blocks[-lora.last_layers if lora.last_layers else 0:]:
-            for component in (block.attention, block.ffn):
+            for component in adaptable(block):
                 for name in lora.targets:
                     weight = component.prefix + name + ".weight"
-                    if weight in shapes:  # MoE blocks have no dense projections to adapt
+                    if weight in shapes:
                         d_out, d_in = shapes[weight]
                         component.adapters[name] = LoRAMoEAdapter(lora, d_in, d_out, component.prefix + name + ".")
                         self.adapters.append(component.adapters[name])
