@@ -8,7 +8,7 @@ import sys
 from collections import defaultdict
 from typing import Any, Dict, List
 
-from scripts.bench.report import DENSE_LIMIT, EXPERTS_LIMIT
+from scripts.bench.report import DENSE_LIMIT, EXPERTS_LIMIT, expert_series
 
 
 def plot_sweeps(points: List[Dict[str, Any]], path: str, title: str) -> None:
@@ -17,7 +17,6 @@ def plot_sweeps(points: List[Dict[str, Any]], path: str, title: str) -> None:
     import matplotlib.pyplot as plt
     first_experts = points[0]["settings"]["num_experts"]
     by_tokens: Dict[str, Dict[int, float]] = defaultdict(dict)
-    by_experts: Dict[str, Dict[int, float]] = defaultdict(dict)
     for point in points:
         tokens, experts = point["settings"]["tokens"], point["settings"]["num_experts"]
         for row in point["rows"]:
@@ -25,31 +24,35 @@ def plot_sweeps(points: List[Dict[str, Any]], path: str, title: str) -> None:
                 continue
             if experts == first_experts:
                 by_tokens[row["name"]][tokens] = row["vs_dense"]
-            if row["name"].startswith("ours"):
-                by_experts[f"{row['name']} ({tokens} tokens)"][experts] = row["median_ms"]
+    by_experts = {f"{name} ({tokens} tokens)": series for (tokens, name), series in expert_series(points).items()}
     sweep_experts = any(len(series) > 1 for series in by_experts.values())
-    fig, axes = plt.subplots(1, 2 if sweep_experts else 1, figsize=(13 if sweep_experts else 7.5, 4.8), squeeze=False)
-    left = axes[0][0]
-    for name, series in sorted(by_tokens.items()):
-        xs = sorted(series)
-        style = "-o" if name.startswith("ours") else "--x"
-        left.plot(xs, [series[x] for x in xs], style, label=name, linewidth=2 if name == "ours torch dropless" else 1)
-    left.axhline(1.0, color="black", linewidth=0.8)
-    left.axhline(DENSE_LIMIT, color="grey", linestyle=":", linewidth=0.8, label=f"{DENSE_LIMIT}x dense")
-    left.set_xscale("log", base=2)
-    left.set_xlabel("tokens per step")
-    left.set_ylabel("fwd+bwd time / dense SwiGLU (torch)")
-    left.set_title(f"{first_experts} experts")
-    left.legend(fontsize=7)
+    sweep_tokens = any(len(series) > 1 for series in by_tokens.values()) or not sweep_experts
+    panels = int(sweep_tokens) + int(sweep_experts)
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels + 1, 4.8), squeeze=False)
+    if sweep_tokens:
+        left = axes[0][0]
+        for name, series in sorted(by_tokens.items()):
+            xs = sorted(series)
+            style = "-o" if name.startswith("ours") else "--x"
+            left.plot(xs, [series[x] for x in xs], style, label=name,
+                      linewidth=2 if name == "ours torch dropless" else 1)
+        left.axhline(1.0, color="black", linewidth=0.8)
+        left.axhline(DENSE_LIMIT, color="grey", linestyle=":", linewidth=0.8, label=f"{DENSE_LIMIT}x dense")
+        left.set_xscale("log", base=2)
+        left.set_yscale("log")
+        left.set_xlabel("tokens per step")
+        left.set_ylabel("fwd+bwd time / dense SwiGLU (torch)")
+        left.set_title(f"{first_experts} experts")
+        left.legend(fontsize=7)
     if sweep_experts:
-        right = axes[0][1]
+        right = axes[0][panels - 1]
         for name, series in sorted(by_experts.items()):
             xs = sorted(series)
             right.plot(xs, [series[x] / series[xs[0]] for x in xs], "-o", label=name)
         right.axhline(EXPERTS_LIMIT, color="grey", linestyle=":", linewidth=0.8, label=f"{EXPERTS_LIMIT}x")
         right.set_xscale("log", base=2)
         right.set_xlabel("experts (top-k and ffn fixed: same active FLOPs)")
-        right.set_ylabel("fwd+bwd time / time at the fewest experts")
+        right.set_ylabel("(time / same-process dense) / its value at the fewest experts")
         right.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
