@@ -15,8 +15,10 @@ from tests.backend.test_transformer import tiny, tokens_of
 from tests.support.harness import numpy_weights
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def mixed_step(runner):
+    """One compiled low-precision train step for the module (compiling it takes ~15 s on
+    MindSpore); each test takes steps of its own and checks what they did."""
     model = Transformer(tiny())
     values = numpy_weights(model, seed=2)
     for dtype in ("bfloat16", "float16"):
