@@ -112,16 +112,17 @@ def main() -> None:
     path = RESULTS / f"{args.name}.json"
     payload = json.loads(path.read_text()) if path.is_file() else {"results": {}, "runs": []}
     results = payload["results"].setdefault(args.backend, {})
+    payload["runs"].append({**machine(), "command": command_line()})
+    payload.update(toy=vars(toy), spec=str(SPEC.relative_to(ROOT)))
     for method in args.methods or spec["methods"]:
         started = time.perf_counter()
         results[method] = [run(toy, args.backend, method, seed) for seed in range(args.seeds or spec["seeds"])]
         print(f"{args.backend} {method}: success {[round(r['success'], 3) for r in results[method]]} "
               f"({time.perf_counter() - started:.0f}s)", flush=True)
-    payload["results"][args.backend] = {m: results[m] for m in spec["methods"] if m in results}
-    payload["runs"].append({**machine(), "command": command_line()})
-    payload.update(toy=vars(toy), spec=str(SPEC.relative_to(ROOT)))
-    write_results(args.name, payload, table(payload), payload["runs"])
-    plot(payload, RESULTS / f"{args.name}.png")
+        payload["results"][args.backend] = {m: results[m] for m in spec["methods"] if m in results}
+        payload["runs"][-1].update(machine())  # the load average after the latest method
+        write_results(args.name, payload, table(payload), payload["runs"])  # after every method: a cut run keeps its part
+        plot(payload, RESULTS / f"{args.name}.png")
     print(table(payload))
 
 
