@@ -71,6 +71,17 @@ def ensure_dist() -> None:
     dist.init_process_group("gloo", rank=0, world_size=1)
 
 
+def check_memory(elements: int, what: str, copies: int = 6) -> None:
+    """Refuse (an error row, not an out-of-memory kill of the whole torch process) a case
+    whose ``elements``-float tensor, held ``copies`` times (forward, backward, einsum
+    temporaries), would not fit in MemAvailable."""
+    need = elements * 4 * copies
+    with open("/proc/meminfo") as meminfo:
+        available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    if need > available:
+        raise MemoryError(f"not run: {what} needs about {need / 2**30:.0f} GiB, {available / 2**30:.0f} GiB available")
+
+
 def hf_case(settings: BenchSettings, implementation: str) -> Case:
     from transformers import MixtralConfig
     from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
@@ -125,6 +136,8 @@ def deepspeed_case(settings: BenchSettings, drop_tokens: bool) -> Case:
 def st_moe_case(settings: BenchSettings) -> Case:
     from st_moe_pytorch import MoE
     s, w = settings, layer_weights(settings)
+    slots = max(min(s.tokens, int(s.tokens * s.capacity_factor * s.top_k / s.num_experts)), 4)
+    check_memory(s.tokens * s.num_experts * slots, f"its dense [T, E, C] dispatch ({s.tokens}x{s.num_experts}x{slots})")
     moe = MoE(dim=s.d_model, num_experts=s.num_experts, gating_top_n=s.top_k,
               threshold_train=1e-9 if s.top_k == 2 else (1e-9,) * (s.top_k - 1),
               capacity_factor_train=s.capacity_factor * s.top_k, experts=nn.ModuleList(experts_from(w)),
@@ -148,6 +161,8 @@ def fairscale_case(settings: BenchSettings) -> Case:
     s, w = settings, layer_weights(settings)
     if s.top_k != 2 or s.tokens % s.num_experts:
         raise ValueError("fairscale Top2Gate is top-2 only and needs tokens divisible by num_experts")
+    check_memory(s.tokens * 2 * s.tokens, f"its dense [S, E, C] combine weights ({s.tokens}x{s.num_experts}x"
+                                          f"{2 * s.tokens // s.num_experts})")
     ensure_dist()
     gate = Top2Gate(s.d_model, s.num_experts)
     with torch.no_grad():
