@@ -58,19 +58,20 @@ def stats(payload: Dict[str, Any], backend: str, router: str, key: str) -> Dict[
 
 
 def table(payload: Dict[str, Any]) -> str:
+    """One row per router and backend (the backends of a router next to each other)."""
     backends = [b for b in ("torch", "mindspore") if b in payload["results"]]
-    headers = ["router"] + [f"{label}, {b}" for b in backends for _, label, _ in COLUMNS] + [
-        f"seeds, {b}" for b in backends]
     rows = []
     for router in payload["routers"]:
-        row, seeds = [f"`{router}`"], []
         for backend in backends:
             runs = payload["results"][backend].get(router, {})
+            if not runs:
+                continue
             failed = [run["error"] for run in runs.values() if "error" in run]
-            row += [fmt_mean_sd(stats(payload, backend, router, key), digits) for key, _, digits in COLUMNS]
-            seeds.append(f"{len(runs) - len(failed)}" + (f" ({len(failed)} failed: {failed[0]})" if failed else ""))
-        rows.append(row + seeds)
-    return markdown_table(headers, rows)
+            seeds = f"{len(runs) - len(failed)}" + (f" ({len(failed)} failed: {failed[0]})" if failed else "")
+            rows.append([f"`{router}`", backend] + [fmt_mean_sd(stats(payload, backend, router, key), digits)
+                                                    for key, _, digits in COLUMNS] + [seeds])
+    return markdown_table(["router", "backend"] + [label for _, label, _ in COLUMNS] + ["seeds"], rows,
+                          align="ll" + "r" * (len(COLUMNS) + 1))
 
 
 def plot(payload: Dict[str, Any], path: Path) -> None:
