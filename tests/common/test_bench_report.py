@@ -1,70 +1,42 @@
-"""scripts/bench_layer.py's framework-free parts: argument handling, the ratios and output
-differences it derives from timed rows, and the target verdicts it prints."""
-import numpy as np
-import pytest
-
-from scripts.bench_layer import DENSE, add_comparisons, parse_args, targets
+"""bench_layer's verdicts on synthetic timings: the same-round ratio, the per-size targets
+and the expert sweep's drift correction by the dense reference of each process."""
+from scripts.bench.report import expert_targets, markdown, point_targets, ratio
+from scripts.bench.torch_cases import DENSE
 
 
-def row(name, group, dispatch, median, y=None, compare_to=None, times=None, process="torch"):
-    return {"name": name, "group": group, "dispatch": dispatch, "median_ms": median, "min_ms": median,
-            "note": "", "error": "", "y": y, "compare_to": compare_to, "process": process,
-            "times_ms": times or [median] * 3}
+def row(name, group, dispatch, times, process):
+    times = list(times)
+    return {"name": name, "group": group, "dispatch": dispatch, "times_ms": times, "process": process,
+            "median_ms": sorted(times)[len(times) // 2], "vs_dense": None, "note": "", "error": ""}
 
 
-def test_quick_sizes_fill_only_what_is_not_given():
-    args = parse_args(["--quick", "--tokens", "512"])
-    assert (args.d_model, args.ffn_hidden, args.tokens) == (128, 512, 512)
-    full = parse_args([])
-    assert (full.d_model, full.ffn_hidden, full.tokens, full.num_experts, full.top_k) == (512, 2048, 4096, 8, 2)
+def point(tokens, experts, dense_ms, ours_ms, peer_ms=None):
+    rows = [row(DENSE, "torch", "dense", [dense_ms] * 3, "torch"),
+            row("ours torch dropless", "torch", "dropless", [ours_ms] * 3, "torch")]
+    if peer_ms is not None:
+        rows.append(row("deepspeed MoE dropless", "peers", "dropless", [peer_ms] * 3, "torch"))
+    for r in rows:
+        r["vs_dense"] = ratio(r, rows[0])
+    return {"settings": {"tokens": tokens, "num_experts": experts}, "rows": rows}
 
 
-@pytest.mark.parametrize("argv", [["--peers", "tutel"], ["--backends", "jax"], ["--tokens", "0"]])
-def test_bad_arguments_are_rejected(argv):
-    with pytest.raises(SystemExit):
-        parse_args(argv)
+def test_ratio_uses_per_round_ratios_within_a_process():
+    a = row("a", "torch", "dropless", [10, 20, 40], "torch")
+    b = row("b", "torch", "dense", [10, 10, 40], "torch")
+    assert ratio(a, b) == 1.0  # per round 1, 2, 1 -> median 1 (medians alone would say 2)
+    b["process"] = "ms-graph"
+    assert ratio(a, b) == 2.0
 
 
-def test_none_selects_no_peers_and_no_backends():
-    args = parse_args(["--peers", "none", "--backends", "none"])
-    assert args.peers == [] and args.backends == []
+def test_point_targets_name_the_faster_peer():
+    lines = point_targets(point(1024, 8, 100.0, 105.0, peer_ms=100.0)["rows"])
+    assert lines[0].endswith("1.050x -> met")
+    assert "NOT met (deepspeed MoE dropless)" in lines[1]
 
 
-def test_ratios_and_relative_output_difference():
-    y = np.array([[1.0, -2.0], [0.5, 4.0]], np.float32)
-    shifted = y.copy()
-    shifted[1, 1] += 0.04
-    rows = [row(DENSE, "torch", "dense", 200.0), row("ours torch dropless", "torch", "dropless", 210.0, y=y),
-            row("peer", "peers", "dropless", 300.0, y=shifted, compare_to="ours torch dropless"),
-            row("other shape", "peers", "dropless", 300.0, y=y[:1], compare_to="ours torch dropless")]
-    add_comparisons(rows)
-    assert rows[1]["vs_dense"] == pytest.approx(1.05)
-    assert rows[2]["vs_dense"] == pytest.approx(1.5)
-    assert rows[2]["rel_diff"] == pytest.approx(0.01, rel=1e-4)  # 0.04 / max|y| = 4
-    assert rows[1]["rel_diff"] is None and rows[3]["rel_diff"] is None
-
-
-def test_target_verdicts_follow_the_numbers():
-    rows = [row(DENSE, "torch", "dense", 100.0), row("ours torch dropless", "torch", "dropless", 108.0),
-            row("fast peer", "peers", "dropless", 90.0), row("slow peer", "peers", "capacity", 400.0),
-            row("ours dropless ms-graph", "ms-graph", "dropless", 150.0, process="ms-graph")]
-    add_comparisons(rows)
-    lines = targets(rows)
-    assert lines[0].endswith("1.080x -> met")
-    assert "NOT met (fast peer)" in lines[1]
-    assert lines[2] == "ms-graph dropless within 1.3x of torch: 1.389x -> NOT met"
-    rows[0]["median_ms"], rows[0]["times_ms"] = 90.0, [90.0] * 3
-    add_comparisons(rows)
-    assert targets(rows)[0].endswith("1.200x -> NOT met")
-
-
-def test_ratios_pair_rounds_within_a_process_and_medians_across():
-    """Drift: the dense round times swing 4x; per round ours is 1.10, 1.00, 1.05 of dense."""
-    rows = [row(DENSE, "torch", "dense", 200.0, times=[100.0, 200.0, 400.0]),
-            row("ours torch dropless", "torch", "dropless", 200.0, times=[110.0, 200.0, 420.0]),
-            row("ours dropless ms-graph", "ms-graph", "dropless", 300.0, times=[290.0, 300.0, 310.0],
-                process="ms-graph")]
-    add_comparisons(rows)
-    assert rows[1]["vs_dense"] == pytest.approx(1.05)
-    assert rows[2]["vs_dense"] == pytest.approx(1.5)
-    assert targets(rows)[-1] == "ms-graph dropless within 1.3x of torch: 1.500x -> NOT met"
+def test_expert_sweep_divides_out_each_process_drift():
+    # the 16-expert process ran twice as slow throughout: same ratio to its dense -> 1.00x
+    points = [point(4096, 8, 100.0, 120.0), point(4096, 16, 200.0, 240.0), point(4096, 32, 100.0, 160.0)]
+    (line,) = expert_targets(points)
+    assert "16: 1.00x" in line and "32: 1.33x" in line and line.endswith("NOT met")
+    assert markdown({"points": points}).count("\n") == 4
