@@ -13,6 +13,7 @@ from scripts.bench.report import DENSE_LIMIT, EXPERTS_LIMIT, expert_series
 
 def plot_sweeps(points: List[Dict[str, Any]], path: str, title: str) -> None:
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     first_experts = points[0]["settings"]["num_experts"]
@@ -40,6 +41,8 @@ def plot_sweeps(points: List[Dict[str, Any]], path: str, title: str) -> None:
         left.axhline(DENSE_LIMIT, color="grey", linestyle=":", linewidth=0.8, label=f"{DENSE_LIMIT}x dense")
         left.set_xscale("log", base=2)
         left.set_yscale("log")
+        left.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        left.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
         left.set_xlabel("tokens per step")
         left.set_ylabel("fwd+bwd time / dense SwiGLU (torch)")
         left.set_title(f"{first_experts} experts")
