@@ -102,11 +102,11 @@ def figure(runs: Dict[str, List[RunCurves]], per_run: Dict[str, List[Dict[str, f
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    base = [r["expert_flops_per_token_last"] for r in per_run["top-2"]]
+    base = per_run["top-2"]
     for i, (label, rs) in enumerate(per_run.items()):
         color = f"C{i}"
-        x = [100 * r["expert_flops_per_token_last"] / b for r, b in zip(rs, base)]
-        y = [r["final_val_loss"] for r in rs]
+        x = [100 * r["expert_flops_per_token_last"] / b["expert_flops_per_token_last"] for r, b in zip(rs, base)]
+        y = [r["final_val_loss"] - b["final_val_loss"] for r, b in zip(rs, base)]
         axes[0].scatter(x, y, color=color, alpha=0.5, s=18)
         axes[0].scatter([sum(x) / len(x)], [sum(y) / len(y)], color=color, s=80, marker="D", label=label)
         for j, c in enumerate(runs[label]):
@@ -114,14 +114,15 @@ def figure(runs: Dict[str, List[RunCurves]], per_run: Dict[str, List[Dict[str, f
             axes[1].plot(steps, [t["mean_true_experts_per_token"] for t in c.train], color=color, alpha=0.8,
                          label=label if j == 0 else None)
     axes[0].set_xlabel("expert FLOPs per token, last 25% of training (% of top-2)")
-    axes[0].set_ylabel("final validation loss (nats/token)")
+    axes[0].set_ylabel("final validation loss - top-2's, same seed (nats)")
     axes[0].set_title("quality against expert FLOPs (dots: seeds, diamonds: means)")
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("mean true experts per token")
     axes[1].set_title("routing load during training")
-    for ax in axes:
+    axes[0].axhline(0.0, color="grey", lw=0.6, ls="--")
+    for ax, where in zip(axes, ("best", "center right")):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc=where)
     return fig
 
 
