@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from scripts.experiments.run_utils import (RunCurves, fmt, machine, markdown_table, read_run, stats,  # noqa: E402
-                                           tokens_per_step, train_run, write_results)
+                                           run_info, tokens_per_step, train_run, write_results)
 
 TOPK = ROOT / "configs/experiments/adamoe_topk2.yaml"
 ADAMOE = ROOT / "configs/experiments/adamoe_null.yaml"
@@ -38,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=("torch", "mindspore"), default="torch")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs/experiments" / NAME, help="run directories")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results", help="where the results go")
-    parser.add_argument("--report-only", action="store_true", help="read existing runs, train nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="read existing runs, train nothing (keeps the earlier JSON's date, load and command)")
     return parser.parse_args(argv)
 
 
@@ -147,6 +148,8 @@ def main(argv=None) -> int:
                "null_experts": args.nulls, "summary": summary, "vs_top2": vs_topk, "per_run": per_run,
                "curves": {label: [{"val_steps": c.val_steps, "val_loss": c.val_loss} for c in cs]
                           for label, cs in runs.items()}}
+    if args.report_only:
+        payload.update(run_info(args.out / f"{NAME}.json"))
     text = table(summary, vs_topk)
     paths = write_results(args.out, NAME, payload, text, figure(runs, per_run))
     print(text)

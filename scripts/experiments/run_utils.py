@@ -142,6 +142,15 @@ def machine() -> Dict[str, object]:
             "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
+def run_info(json_path: Path) -> Dict[str, object]:
+    """The ``machine`` and ``command`` of an earlier results JSON (what --report-only keeps, so
+    that a re-drawn report still names the run's date and load); {} when there is none."""
+    if not Path(json_path).is_file():
+        return {}
+    earlier = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    return {key: earlier[key] for key in ("machine", "command") if key in earlier}
+
+
 def write_results(out_dir: Path, name: str, payload: dict, table: str, figure) -> Dict[str, Path]:
     """<out_dir>/<name>.json, <name>_table.md and <name>.png; returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)

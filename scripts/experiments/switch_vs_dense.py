@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from scripts.experiments.run_utils import (RunCurves, fmt, machine, markdown_table, reach, read_run,  # noqa: E402
-                                           seconds_at, stats, tokens_per_step, train_run, write_results)
+                                           run_info, seconds_at, stats, tokens_per_step, train_run,
+                                           write_results)
 from training.config import load_config  # noqa: E402
 
 CONFIGS = {"dense": ROOT / "configs/experiments/dense_baseline.yaml",
@@ -41,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, help="run directories (default runs/experiments/<results name>)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results", help="where the results go")
     parser.add_argument("--constant-lr", action="store_true", help="no decay after warmup (train.min_lr = train.lr)")
-    parser.add_argument("--report-only", action="store_true", help="read existing runs, train nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="read existing runs, train nothing (keeps the earlier JSON's date, load and command)")
     return parser.parse_args(argv)
 
 
@@ -168,6 +170,8 @@ def main(argv=None) -> int:
                     for model in CONFIGS}
     command = "python scripts/experiments/switch_vs_dense.py " + " ".join(argv if argv is not None else sys.argv[1:])
     payload, text, fig = report(runs, step_seconds, seeds, command.strip(), args.backend, schedule)
+    if args.report_only:
+        payload.update(run_info(args.out / f"{name}.json"))
     paths = write_results(args.out, name, payload, text, fig)
     print(text)
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -1,9 +1,12 @@
 """The pure parts of scripts/experiments/run_utils.py on hand-made curves: where a validation
 curve reaches a target (interpolated between evaluations, None when never), and training
-seconds with each validation's time taken out; the Switch comparison built on them."""
+seconds with each validation's time taken out; the Switch comparison built on them; what
+--report-only keeps of an earlier results file."""
 import pytest
 
-from scripts.experiments.run_utils import curves_from_records, reach, seconds_at, stats
+import json
+
+from scripts.experiments.run_utils import curves_from_records, reach, run_info, seconds_at, stats
 from scripts.experiments.switch_vs_dense import compare
 
 
@@ -66,3 +69,10 @@ def test_compare_reports_no_speedup_when_the_target_is_missed():
 def test_stats_of_one_value_has_zero_spread():
     assert stats([2.0]) == {"mean": 2.0, "std": 0.0, "min": 2.0, "max": 2.0, "n": 1}
     assert stats([1.0, 3.0])["std"] == pytest.approx(2 ** 0.5)
+
+
+def test_run_info_keeps_an_earlier_runs_date_and_command(tmp_path):
+    path = tmp_path / "x.json"
+    assert run_info(path) == {}
+    path.write_text(json.dumps({"machine": {"date_utc": "d"}, "command": "c", "summary": {}}))
+    assert run_info(path) == {"machine": {"date_utc": "d"}, "command": "c"}
