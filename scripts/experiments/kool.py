@@ -116,7 +116,8 @@ def main() -> None:
     payload.update(toy=vars(toy), spec=str(SPEC.relative_to(ROOT)))
     for method in args.methods or spec["methods"]:
         started = time.perf_counter()
-        results[method] = [run(toy, args.backend, method, seed) for seed in range(args.seeds or spec["seeds"])]
+        results[method] = [{**r, "curve": [round(v, 4) for v in r["curve"]]}
+                           for r in (run(toy, args.backend, method, seed) for seed in range(args.seeds or spec["seeds"]))]
         print(f"{args.backend} {method}: success {[round(r['success'], 3) for r in results[method]]} "
               f"({time.perf_counter() - started:.0f}s)", flush=True)
         payload["results"][args.backend] = {m: results[m] for m in spec["methods"] if m in results}
