@@ -21,7 +21,8 @@ from typing import Dict, List, Optional, Tuple
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from scripts.experiments.run_utils import (RunCurves, fmt, machine, markdown_table, read_run, stats,  # noqa: E402
+from scripts.experiments.common import machine, markdown_table  # noqa: E402
+from scripts.experiments.run_utils import (RunCurves, fmt, read_run, stats,  # noqa: E402
                                            run_info, tokens_per_step, train_run, write_results)
 
 TOPK = ROOT / "configs/experiments/adamoe_topk2.yaml"
@@ -95,7 +96,7 @@ def table(summary: dict, vs_topk: dict) -> str:
     note = ("\nMean ± sample std over seeds; Δ loss and FLOPs changes are paired by seed. Expert FLOPs: forward FLOPs "
             "of the expert FFNs per token (2 layers), from the train metric `expert_flops`; true experts per token "
             "from `mean_true_experts_per_token` (mean over the MoE layers).\n")
-    return markdown_table(header, rows) + note
+    return markdown_table(header, rows) + "\n" + note
 
 
 def figure(runs: Dict[str, List[RunCurves]], per_run: Dict[str, List[Dict[str, float]]]):

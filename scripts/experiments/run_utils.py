@@ -10,7 +10,6 @@ its val record's ``elapsed_s`` minus the train record's at the same step).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -106,12 +105,6 @@ def fmt(s: Dict[str, float], digits: int = 3) -> str:
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 def train_run(config: Path, run_dir: Path, seed: int, overrides: Sequence[str] = (), backend: str = "torch") -> float:
     """Train ``config`` with ``seed`` into a fresh ``run_dir`` (scripts/train.py in a
     subprocess); returns the wall seconds of the whole call."""
@@ -134,12 +127,6 @@ def tokens_per_step(run_dir: Path) -> int:
     from training.config import load_config
     config = load_config(Path(run_dir) / "config.yaml")
     return config.train.batch_size * config.data.seq_len
-
-
-def machine() -> Dict[str, object]:
-    """Date (UTC), CPU count and load averages at the time of writing."""
-    return {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
-            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
 def run_info(json_path: Path) -> Dict[str, object]:

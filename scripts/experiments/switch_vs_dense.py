@@ -24,7 +24,8 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from scripts.experiments.run_utils import (RunCurves, fmt, machine, markdown_table, reach, read_run,  # noqa: E402
+from scripts.experiments.common import machine, markdown_table  # noqa: E402
+from scripts.experiments.run_utils import (RunCurves, fmt, reach, read_run,  # noqa: E402
                                            run_info, seconds_at, stats, tokens_per_step, train_run,
                                            write_results)
 from training.config import load_config  # noqa: E402
@@ -119,7 +120,7 @@ def table(summary: dict) -> str:
     note = (f"\nSeeds reaching the dense final loss: {summary['reached']}; Switch dropped fraction "
             f"{fmt(s['dropped_fraction'], 4)}. Mean ± sample std over seeds; speed-ups per seed (dense seed i's "
             f"final loss as seed i's target), then averaged.\n")
-    return markdown_table(header, rows) + note
+    return markdown_table(header, rows) + "\n" + note
 
 
 def figure(runs: Dict[str, List[RunCurves]], step_seconds: Dict[str, List[float]], per_seed: List[dict], schedule: str):
