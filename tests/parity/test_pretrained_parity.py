@@ -22,6 +22,21 @@ BASE = dict(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2
 TOKENS = np.random.default_rng(2).integers(0, 64, (2, 9)).astype(np.int32)
 
 
+def lm_steps_match(torch_runner, ms_runner, model, values) -> dict:
+    """One LM forward+backward on TOKENS on each framework: logits, loss, metrics and
+    gradients agree; returns torch's gradients (the same names as MindSpore's)."""
+    a = lm_step(torch_runner, model, values, TOKENS[:, :-1].astype(np.int64), TOKENS[:, 1:].astype(np.int64))
+    b = lm_step(ms_runner, model, values, TOKENS[:, :-1], TOKENS[:, 1:])
+    np.testing.assert_allclose(a["logits"], b["logits"], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=RTOL, atol=ATOL)
+    for key in a["metrics"]:
+        np.testing.assert_allclose(a["metrics"][key], b["metrics"][key], rtol=RTOL, atol=ATOL, err_msg=key)
+    assert a["grads"].keys() == b["grads"].keys()
+    for name in a["grads"]:
+        np.testing.assert_allclose(a["grads"][name], b["grads"][name], rtol=RTOL, atol=ATOL, err_msg=name)
+    return a["grads"]
+
+
 @pytest.mark.parametrize("lora", [LoRAMoEConfig(rank=4, num_experts=3, top_k=2),
                                   LoRAMoEConfig(rank=4, num_experts=2, num_null_experts=2, top_k=2, router="adamoe")],
                          ids=["topk", "adamoe"])
@@ -33,16 +48,10 @@ def test_lora_moe_parity(torch_runner, ms_runner, lora):
     rng = np.random.default_rng(3)
     values.update({n: rng.standard_normal(v.shape).astype(np.float32) * 0.1 for n, v in values.items()
                    if n.endswith("lora_b")})
-    a = lm_step(torch_runner, model, values, TOKENS[:, :-1].astype(np.int64), TOKENS[:, 1:].astype(np.int64))
-    b = lm_step(ms_runner, model, values, TOKENS[:, :-1], TOKENS[:, 1:])
-    np.testing.assert_allclose(a["logits"], b["logits"], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(a["loss"], b["loss"], rtol=RTOL, atol=ATOL)
-    for key in a["metrics"]:
-        np.testing.assert_allclose(a["metrics"][key], b["metrics"][key], rtol=RTOL, atol=ATOL, err_msg=key)
-    assert a["grads"].keys() == b["grads"].keys() == {n for n in values if "lora_moe" in n}
-    for name in a["grads"]:
-        assert np.abs(a["grads"][name]).max() > 0, name
-        np.testing.assert_allclose(a["grads"][name], b["grads"][name], rtol=RTOL, atol=ATOL, err_msg=name)
+    grads = lm_steps_match(torch_runner, ms_runner, model, values)
+    assert grads.keys() == {n for n in values if "lora_moe" in n}
+    for name, grad in grads.items():
+        assert np.abs(grad).max() > 0, name
 
 
 def test_qwen2_moe_shaped_model_parity(torch_runner, ms_runner):
@@ -53,17 +62,11 @@ def test_qwen2_moe_shaped_model_parity(torch_runner, ms_runner):
     rng = np.random.default_rng(6)
     values.update({n: rng.standard_normal(v.shape).astype(np.float32) * 0.1 for n, v in values.items()
                    if n.endswith(".bias")})
-    a = lm_step(torch_runner, model, values, TOKENS[:, :-1].astype(np.int64), TOKENS[:, 1:].astype(np.int64))
-    b = lm_step(ms_runner, model, values, TOKENS[:, :-1], TOKENS[:, 1:])
-    np.testing.assert_allclose(a["logits"], b["logits"], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(a["loss"], b["loss"], rtol=RTOL, atol=ATOL)
-    for key in a["metrics"]:
-        np.testing.assert_allclose(a["metrics"][key], b["metrics"][key], rtol=RTOL, atol=ATOL, err_msg=key)
-    assert a["grads"].keys() == b["grads"].keys() == values.keys()
-    for name in a["grads"]:
+    grads = lm_steps_match(torch_runner, ms_runner, model, values)
+    assert grads.keys() == values.keys()
+    for name, grad in grads.items():
         if "shared_expert" in name or name.endswith(".bias"):
-            assert np.abs(a["grads"][name]).max() > 0, name
-        np.testing.assert_allclose(a["grads"][name], b["grads"][name], rtol=RTOL, atol=ATOL, err_msg=name)
+            assert np.abs(grad).max() > 0, name
 
 
 def test_cached_decoding_parity(torch_runner, ms_runner):
