@@ -30,6 +30,7 @@ from models.dispatch.dropless import dropless_plan
 from models.moe_layer import MoELayer
 from scripts.bench.common import BenchSettings, Case, inputs, layer_weights, time_round_robin
 from scripts.bench.environment import MALLOC_MODES, worker_environment
+from scripts.bench.mindspore_cases import fwd_bwd_step
 
 PHASES = ("route", "permute", "experts", "combine")
 
@@ -90,23 +91,6 @@ def torch_steps(settings: BenchSettings) -> List[Case]:
     return cases
 
 
-def mindspore_step(module, x, cot) -> Callable:
-    """value_and_grad of sum(out * cot) + aux loss (a closure: GRAPH_MODE compiles it)."""
-    import mindspore as ms
-
-    def loss_fn(inp):
-        out, aux = module(inp)
-        return (out * cot).sum() + aux["loss"], out
-
-    grad_fn = ms.value_and_grad(loss_fn, grad_position=0, weights=module.trainable_params(), has_aux=True)
-
-    def step():
-        (loss, out), _ = grad_fn(x)
-        loss.asnumpy()
-        return out.asnumpy()
-    return step
-
-
 def mindspore_steps(settings: BenchSettings, mode: str) -> List[Case]:
     import mindspore as ms
     from backends.mindspore_shell import MindSporeModule, select_device
@@ -117,7 +101,7 @@ def mindspore_steps(settings: BenchSettings, mode: str) -> List[Case]:
     for phase in PHASES:
         module = MindSporeModule(LayerPrefix(settings, phase), values=layer_weights(settings))
         cot = ms.Tensor(np.random.default_rng(5).standard_normal(out_shape(settings, phase)).astype(np.float32))
-        cases.append(Case(phase, f"ms-{mode}", "dropless", mindspore_step(module, x, cot)))
+        cases.append(Case(phase, f"ms-{mode}", "dropless", fwd_bwd_step(module, x, cot)))
     return cases
 
 
