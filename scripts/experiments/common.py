@@ -145,3 +145,11 @@ def command_line() -> str:
     """How this script was started, as a command to paste from the repository root."""
     script = Path(sys.argv[0]).resolve().relative_to(ROOT)
     return " ".join(["PYTHONPATH=. .venv/bin/python", str(script), *sys.argv[1:]])
+
+
+def save_figure(fig, path: Path) -> None:
+    """Lay out ``fig``, write it to ``path`` (PNG, 110 dpi) and close it."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.experiments.common import (RESULTS, ROOT, command_line, fmt_mean_sd, machine,  # noqa: E402
+from scripts.experiments.common import (save_figure, RESULTS, ROOT, command_line, fmt_mean_sd, machine,  # noqa: E402
                                         markdown_table, mean_sd, read_spec, write_results)
 
 NAME = "kool"
@@ -87,9 +87,7 @@ def plot(payload: Dict[str, Any], path: Path) -> None:
         curves.legend(fontsize=8)
         for ax in (dots, curves):
             ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.experiments.common import (RESULTS, ROOT, as_overrides, command_line, fmt_mean_sd,  # noqa: E402
+from scripts.experiments.common import (save_figure, RESULTS, ROOT, as_overrides, command_line, fmt_mean_sd,  # noqa: E402
                                         machine, markdown_table, mean_sd, read_spec, summarise, train,
                                         write_results)
 
@@ -114,9 +114,7 @@ def plot(payload: Dict[str, Any], path: Path) -> None:
     bars.legend(fontsize=8)
     bars.grid(axis="y", alpha=0.3)
     fig.suptitle(f"LocMoE+ vs capacity factor ({payload['budget']})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from typing import Any, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.experiments.common import (RESULTS, ROOT, as_overrides, command_line, fmt_mean_sd,  # noqa: E402
+from scripts.experiments.common import (save_figure, RESULTS, ROOT, as_overrides, command_line, fmt_mean_sd,  # noqa: E402
                                         machine, markdown_table, mean_sd, read_spec, summarise, train,
                                         write_results)
 
@@ -103,9 +103,7 @@ def plot(payload: Dict[str, Any], path: Path) -> None:
     axes[0].invert_yaxis()
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Routers side by side: {payload['budget']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
