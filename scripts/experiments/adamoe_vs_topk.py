@@ -9,6 +9,7 @@ FLOPs and loss differences against top-2. Writes <out>/adamoe_vs_topk.json,
 adamoe_vs_topk_table.md and adamoe_vs_topk.png.
 
     python scripts/experiments/adamoe_vs_topk.py                          # the README's run
+    python scripts/experiments/adamoe_vs_topk.py --train-seeds 2          # seed 2 only, seeds 0-1 read back
     python scripts/experiments/adamoe_vs_topk.py --seeds 1 --nulls 8 --steps 10 --out /tmp/dry   # a dry run
 """
 from __future__ import annotations
@@ -22,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from scripts.experiments.common import machine, markdown_table  # noqa: E402
-from scripts.experiments.run_utils import (RunCurves, fmt, read_run, stats,  # noqa: E402
-                                           run_info, tokens_per_step, train_run, write_results)
+from scripts.experiments.run_utils import (RunCurves, add_seed_arguments, call_history, fmt,  # noqa: E402
+                                           read_run, run_info, seeds_to_train, stats, tokens_per_step,
+                                           train_run, write_results)
 
 TOPK = ROOT / "configs/experiments/adamoe_topk2.yaml"
 ADAMOE = ROOT / "configs/experiments/adamoe_null.yaml"
@@ -33,7 +35,7 @@ LAST = 0.75  # "settled" metrics: train records after this fraction of the steps
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 (default 2)")
+    add_seed_arguments(parser, default=3)
     parser.add_argument("--nulls", type=int, nargs="+", default=[4, 8, 16], help="null expert counts m (default 4 8 16)")
     parser.add_argument("--steps", type=int, help="override train.steps (a dry run)")
     parser.add_argument("--backend", choices=("torch", "mindspore"), default="torch")
@@ -131,20 +133,22 @@ def figure(runs: Dict[str, List[RunCurves]], per_run: Dict[str, List[Dict[str, f
 def main(argv=None) -> int:
     args = parse_args(argv)
     seeds = list(range(args.seeds))
+    trained = seeds_to_train(seeds, args.train_seeds, args.report_only)
     cases = variants(args.nulls)
     dirs = {label: [args.runs / f"{label.replace(' ', '_').replace('=', '')}_seed{seed}" for seed in seeds]
             for label in cases}
-    if not args.report_only:
-        for i, seed in enumerate(seeds):
-            for label, (config, extra) in cases.items():
-                train_run(config, dirs[label][i], seed, extra + step_overrides(args.steps), args.backend)
+    for seed in trained:
+        for label, (config, extra) in cases.items():
+            train_run(config, dirs[label][seed], seed, extra + step_overrides(args.steps), args.backend)
     runs = {label: [read_run(d) for d in paths] for label, paths in dirs.items()}
     per_run = {label: [run_metrics(c, tokens_per_step(d)) for c, d in zip(runs[label], dirs[label])] for label in cases}
     summary = {label: {key: stats([r[key] for r in rs]) for key in rs[0]} for label, rs in per_run.items()}
     vs_topk = relative(per_run)
     command = "python scripts/experiments/adamoe_vs_topk.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    this_call = {"machine": machine(), "command": command.strip()}
     payload = {"claim": "AdaMoE: about -15% FLOPs at equal or better quality (Zeng et al. 2024, Mixtral fine-tune)",
-               "command": command.strip(), "backend": args.backend, "seeds": seeds, "machine": machine(),
+               **this_call, "backend": args.backend, "seeds": seeds,
+               "runs": call_history(args.out / f"{NAME}.json", seeds, trained, this_call),
                "configs": {"top-2": str(TOPK.relative_to(ROOT)), "adamoe": str(ADAMOE.relative_to(ROOT))},
                "null_experts": args.nulls, "summary": summary, "vs_top2": vs_topk, "per_run": per_run,
                "curves": {label: [{"val_steps": c.val_steps, "val_loss": c.val_loss} for c in cs]

@@ -130,6 +130,20 @@ def provenance(run: Mapping[str, Any]) -> str:
             f"{run.get('cpu', '?')}, load average at the end {run.get('load_average', '?')}")
 
 
+def load_payload(name: str) -> Dict[str, Any]:
+    """docs/results/<name>.json as an earlier call wrote it, or {"results": {}, "runs": []}: a
+    later call adds its seeds to it instead of running the earlier ones again."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {"results": {}, "runs": []}
+
+
+def merge_runs(into: Dict[str, Dict[str, Any]], new: Mapping[str, Mapping[str, Any]]) -> None:
+    """Add {arm: {seed: result}} to ``into`` in place: an (arm, seed) already there is replaced,
+    every other one kept."""
+    for arm, runs in new.items():
+        into.setdefault(arm, {}).update(runs)
+
+
 def write_results(name: str, payload: Dict[str, Any], table: str, runs: Sequence[Mapping[str, Any]]) -> Path:
     """docs/results/<name>.json and <name>.md (the table under one ``provenance`` line per
     entry of ``runs``); returns the JSON path."""

@@ -8,9 +8,11 @@ the spec's overrides) once per seed and reads its metrics.jsonl: tokens each exp
 FLOPs of one row / experts, the work actually done with capacity dispatch), the dropped
 fraction and experts per token over the last half of the steps, and the validation loss
 every ``train.eval_every`` steps. Each is the mean ± sd over seeds; the change against the
-first arm (the baseline) is given in percent. Writes docs/results/locmoe_plus_vs_cf.{json,md,png}.
+first arm (the baseline) is given in percent. Writes docs/results/locmoe_plus_vs_cf.{json,md,png};
+every (arm, seed) result is kept in the JSON (a later call adds its seeds to the earlier ones).
 
     PYTHONPATH=. .venv/bin/python scripts/experiments/locmoe_plus_vs_cf.py
+    PYTHONPATH=. .venv/bin/python scripts/experiments/locmoe_plus_vs_cf.py --seeds 2   # one more seed
     ... --seeds 0 --set train.steps=4 --set train.eval_every=2 --name dry   # a dry run
 """
 from __future__ import annotations
@@ -26,8 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.experiments.common import (save_figure, RESULTS, ROOT, as_overrides, command_line, fmt_mean_sd,  # noqa: E402
-                                        machine, markdown_table, mean_sd, read_spec, summarise, train,
-                                        write_results)
+                                        load_payload, machine, markdown_table, mean_sd, merge_runs, read_spec,
+                                        summarise, train, write_results)
 
 NAME = "locmoe_plus_vs_cf"
 SPEC = ROOT / "configs" / "experiments" / f"{NAME}.yaml"
@@ -126,6 +128,7 @@ def main() -> None:
     parser.add_argument("--name", default=NAME, help="results file stem under docs/results (dry runs: another)")
     args = parser.parse_args()
     spec = read_spec(SPEC)
+    payload = load_payload(args.name)
     results: Dict[str, Dict[str, Any]] = {}
     for seed in args.seeds or spec["seeds"]:
         for name, arm in spec["arms"].items():
@@ -135,10 +138,11 @@ def main() -> None:
             print(f"{name} seed {seed}: { {k: v for k, v in results[name][str(seed)].items() if k != 'val_curve'} } "
                   f"({time.perf_counter() - started:.0f}s)", flush=True)
     o = {**spec["overrides"], **dict(e.split("=", 1) for e in args.extra)}
-    run = {**machine(), "command": command_line()}
-    payload = {"spec": str(SPEC.relative_to(ROOT)), "backend": spec["backend"], "results": results, "runs": [run],
-               "budget": f"{spec['backend']}, {o['train.steps']} steps x {o['train.batch_size']} x "
-                         f"{o['data.seq_len']} tokens, d_model {o['model.d_model']}"}
+    merge_runs(payload["results"], results)
+    payload["runs"].append({**machine(), "command": command_line()})
+    payload.update(spec=str(SPEC.relative_to(ROOT)), backend=spec["backend"],
+                   budget=f"{spec['backend']}, {o['train.steps']} steps x {o['train.batch_size']} x "
+                          f"{o['data.seq_len']} tokens, d_model {o['model.d_model']}")
     write_results(args.name, payload, table(payload), payload["runs"])
     plot(payload, RESULTS / f"{args.name}.png")
     print(table(payload))

@@ -15,7 +15,6 @@ is kept in docs/results/routers_side_by_side.json (a later call adds to it), and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,8 +23,8 @@ from typing import Any, Dict
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.experiments.common import (save_figure, RESULTS, ROOT, as_overrides, command_line, fmt_mean_sd,  # noqa: E402
-                                        machine, markdown_table, mean_sd, read_spec, summarise, train,
-                                        write_results)
+                                        load_payload, machine, markdown_table, mean_sd, merge_runs, read_spec,
+                                        summarise, train, write_results)
 
 NAME = "routers_side_by_side"
 SPEC = ROOT / "configs" / "experiments" / f"{NAME}.yaml"
@@ -118,11 +117,9 @@ def main() -> None:
     args = parser.parse_args()
     spec = read_spec(SPEC)
     routers = args.routers or spec["routers"]
-    path = RESULTS / f"{args.name}.json"
-    payload = json.loads(path.read_text()) if path.is_file() else {"results": {}, "runs": []}
-    for router, runs in run_backend(spec, args.backend, routers, args.seeds or spec["seeds"], args.extra,
-                                    args.out).items():
-        payload["results"].setdefault(args.backend, {}).setdefault(router, {}).update(runs)
+    payload = load_payload(args.name)
+    merge_runs(payload["results"].setdefault(args.backend, {}),
+               run_backend(spec, args.backend, routers, args.seeds or spec["seeds"], args.extra, args.out))
     payload["runs"].append({**machine(), "command": command_line()})
     o = {**spec["overrides"], **dict(e.split("=", 1) for e in args.extra)}
     payload.update(routers=spec["routers"], spec=str(SPEC.relative_to(ROOT)),

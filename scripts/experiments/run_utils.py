@@ -138,6 +138,38 @@ def run_info(json_path: Path) -> Dict[str, object]:
     return {key: earlier[key] for key in ("machine", "command") if key in earlier}
 
 
+def add_seed_arguments(parser, default: int) -> None:
+    """--seeds N (report seeds 0..N-1) and --train-seeds (train only these of them; the others'
+    runs are read from their run directories, as an earlier call left them)."""
+    parser.add_argument("--seeds", type=int, default=default, help=f"seeds 0..N-1 (default {default})")
+    parser.add_argument("--train-seeds", type=int, nargs="+", metavar="SEED",
+                        help="train only these of the seeds and read the others' earlier runs (default: all)")
+
+
+def seeds_to_train(seeds: Sequence[int], train_seeds: Optional[Sequence[int]], report_only: bool) -> List[int]:
+    """The seeds this call trains: none with --report-only, else --train-seeds (each one of
+    ``seeds``) or all of ``seeds``."""
+    if report_only:
+        return []
+    if train_seeds is None:
+        return list(seeds)
+    outside = sorted(set(train_seeds) - set(seeds))
+    if outside:
+        raise SystemExit(f"--train-seeds {outside} not among the reported seeds {list(seeds)} (raise --seeds)")
+    return sorted(set(train_seeds))
+
+
+def call_history(json_path: Path, seeds: Sequence[int], trained: Sequence[int], this_call: dict) -> List[dict]:
+    """The calls behind a results JSON, each {machine, command}: the earlier JSON's (its ``runs``,
+    or its one ``machine`` and ``command``) when this call reuses any earlier run, then
+    ``this_call`` when it trained anything."""
+    earlier: List[dict] = []
+    if set(trained) != set(seeds) and Path(json_path).is_file():
+        before = json.loads(Path(json_path).read_text(encoding="utf-8"))
+        earlier = before.get("runs") or ([run_info(json_path)] if "command" in before else [])
+    return earlier + ([this_call] if trained else [])
+
+
 def write_results(out_dir: Path, name: str, payload: dict, table: str, figure) -> Dict[str, Path]:
     """<out_dir>/<name>.json, <name>_table.md and <name>.png; returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ writes switch_vs_dense_constant_lr.*.
 
     python scripts/experiments/switch_vs_dense.py                         # the README's runs
     python scripts/experiments/switch_vs_dense.py --constant-lr
+    python scripts/experiments/switch_vs_dense.py --seeds 4 --train-seeds 3   # seed 3 only, 0-2 read back
     python scripts/experiments/switch_vs_dense.py --seeds 1 --steps 10 --out /tmp/dry   # a dry run
 """
 from __future__ import annotations
@@ -25,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from scripts.experiments.common import machine, markdown_table  # noqa: E402
-from scripts.experiments.run_utils import (RunCurves, fmt, reach, read_run,  # noqa: E402
-                                           run_info, seconds_at, stats, tokens_per_step, train_run,
-                                           write_results)
+from scripts.experiments.run_utils import (RunCurves, add_seed_arguments, call_history, fmt, reach,  # noqa: E402
+                                           read_run, run_info, seconds_at, seeds_to_train, stats,
+                                           tokens_per_step, train_run, write_results)
 from training.config import load_config  # noqa: E402
 
 CONFIGS = {"dense": ROOT / "configs/experiments/dense_baseline.yaml",
@@ -37,7 +38,7 @@ NAME = "switch_vs_dense"
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    add_seed_arguments(parser, default=3)
     parser.add_argument("--steps", type=int, help="override train.steps (a dry run)")
     parser.add_argument("--backend", choices=("torch", "mindspore"), default="torch")
     parser.add_argument("--runs", type=Path, help="run directories (default runs/experiments/<results name>)")
@@ -158,19 +159,21 @@ def figure(runs: Dict[str, List[RunCurves]], step_seconds: Dict[str, List[float]
 def main(argv=None) -> int:
     args = parse_args(argv)
     seeds = list(range(args.seeds))
+    trained = seeds_to_train(seeds, args.train_seeds, args.report_only)
     name = NAME + ("_constant_lr" if args.constant_lr else "")
     schedule = "constant" if args.constant_lr else "cosine"
     runs_dir = args.runs or ROOT / "runs/experiments" / name
     dirs = {model: [runs_dir / f"{model}_seed{seed}" for seed in seeds] for model in CONFIGS}
-    if not args.report_only:
-        for i, seed in enumerate(seeds):
-            for model, config in CONFIGS.items():
-                train_run(config, dirs[model][i], seed, overrides(args.steps, args.constant_lr), args.backend)
+    for seed in trained:
+        for model, config in CONFIGS.items():
+            train_run(config, dirs[model][seed], seed, overrides(args.steps, args.constant_lr), args.backend)
     runs = {model: [read_run(d) for d in paths] for model, paths in dirs.items()}
     step_seconds = {model: [tokens_per_step(d) / c.median_tokens_per_s() for d, c in zip(dirs[model], runs[model])]
                     for model in CONFIGS}
     command = "python scripts/experiments/switch_vs_dense.py " + " ".join(argv if argv is not None else sys.argv[1:])
     payload, text, fig = report(runs, step_seconds, seeds, command.strip(), args.backend, schedule)
+    payload["runs"] = call_history(args.out / f"{name}.json", seeds, trained,
+                                   {"machine": payload["machine"], "command": payload["command"]})
     if args.report_only:
         payload.update(run_info(args.out / f"{name}.json"))
     paths = write_results(args.out, name, payload, text, fig)

@@ -6,7 +6,8 @@ import pytest
 
 import json
 
-from scripts.experiments.run_utils import curves_from_records, reach, run_info, seconds_at, stats
+from scripts.experiments.run_utils import (call_history, curves_from_records, reach, run_info, seconds_at,
+                                           seeds_to_train, stats)
 from scripts.experiments.switch_vs_dense import compare
 
 
@@ -76,3 +77,22 @@ def test_run_info_keeps_an_earlier_runs_date_and_command(tmp_path):
     assert run_info(path) == {}
     path.write_text(json.dumps({"machine": {"date_utc": "d"}, "command": "c", "summary": {}}))
     assert run_info(path) == {"machine": {"date_utc": "d"}, "command": "c"}
+
+
+def test_seeds_to_train_is_a_subset_of_the_reported_seeds():
+    assert seeds_to_train([0, 1, 2], None, report_only=False) == [0, 1, 2]
+    assert seeds_to_train([0, 1, 2], [2, 2], report_only=False) == [2]
+    assert seeds_to_train([0, 1, 2], [2], report_only=True) == []
+    with pytest.raises(SystemExit, match="not among"):
+        seeds_to_train([0, 1], [2], report_only=False)
+
+
+def test_call_history_keeps_the_earlier_calls_only_when_their_runs_are_reused(tmp_path):
+    path, now = tmp_path / "x.json", {"command": "new"}
+    path.write_text(json.dumps({"machine": {"date_utc": "d"}, "command": "old"}))
+    assert call_history(path, [0, 1], [0, 1], now) == [now]
+    assert call_history(path, [0, 1], [1], now) == [{"machine": {"date_utc": "d"}, "command": "old"}, now]
+    path.write_text(json.dumps({"command": "old", "runs": [{"command": "a"}, {"command": "b"}]}))
+    assert call_history(path, [0, 1, 2], [2], now) == [{"command": "a"}, {"command": "b"}, now]
+    assert call_history(path, [0, 1], [], now) == [{"command": "a"}, {"command": "b"}]
+    assert call_history(tmp_path / "none.json", [0, 1], [1], now) == [now]

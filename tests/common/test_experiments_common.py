@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from scripts.experiments.common import as_overrides, load_ratio, markdown_table, mean_sd, summarise
+from scripts.experiments.common import as_overrides, load_ratio, markdown_table, mean_sd, merge_runs, summarise
 from scripts.experiments.locmoe_plus_vs_cf import slots_per_expert
 
 
@@ -57,3 +57,9 @@ def test_overrides_and_table_format():
     assert as_overrides({"train.steps": 10, "data.corpora": ["a", "b"]}) == ["train.steps=10",
                                                                              'data.corpora=["a", "b"]']
     assert markdown_table(["a", "b"], [["x", "1"]]).splitlines() == ["| a | b |", "| --- | ---: |", "| x | 1 |"]
+
+
+def test_merge_runs_adds_seeds_and_replaces_a_rerun_seed():
+    into = {"a": {"0": {"v": 1}, "1": {"v": 2}}}
+    merge_runs(into, {"a": {"1": {"v": 3}, "2": {"v": 4}}, "b": {"0": {"v": 5}}})
+    assert into == {"a": {"0": {"v": 1}, "1": {"v": 3}, "2": {"v": 4}}, "b": {"0": {"v": 5}}}
