@@ -40,6 +40,8 @@ def cases(world: int, ep: int, ranks_per_node: int):
     x = rng.standard_normal((world, TOKENS, D)).astype(np.float32)
     yield "dropless_uneven", base, x, {}
     yield "capacity", replace(base, dispatch="capacity", capacity_factor=1.0), x, {}
+    # Qwen2-MoE's gated shared expert: a replicated FFN beside the sharded experts
+    yield "shared_expert", replace(base, shared_expert_hidden=12, shared_expert_gate=True), x, {}
     yield "expert_choice", replace(base, router="expert_choice", top_k=1, dispatch="capacity"), x, {}
     # every token picks experts 0 and 1: the other ranks' experts receive no rows
     positive = np.abs(x)

@@ -102,9 +102,12 @@ def test_locmoe_on_the_real_topology_equals_virtual_nodes(ranks):
 
 
 def test_edge_cases_do_what_they_claim(ranks):
-    """idle_experts: only experts 0 and 1 get tokens; silent_rank: rank 0 sends nothing."""
+    """idle_experts: only experts 0 and 1 get tokens; silent_rank: rank 0 sends nothing;
+    shared_expert: its replicated weights (and gate) have gradients on every rank."""
     for rank in ranks:
         assert rank["idle_experts.tokens_per_expert"][2:].sum() == 0
+        shared = [key for key in rank if key.startswith("shared_expert.grad.shared_expert")]
+        assert len(shared) == 4 and all(np.abs(rank[key]).sum() > 0 for key in shared)
     assert ranks[0]["silent_rank.tokens_per_expert"].sum() == 0
     assert all(rank["silent_rank.tokens_per_expert"].sum() > 0 for rank in ranks[1:])
 
