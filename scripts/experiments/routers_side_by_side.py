@@ -4,12 +4,14 @@ Trains configs/<router>.yaml for each router of configs/experiments/routers_side
 with that file's overrides, once per seed, reads each run's metrics.jsonl and reports the
 final validation loss, the dropped fraction, the load balance (max / mean tokens per expert,
 averaged over MoE layers) and experts per token over the last half of the steps, and the
-median tokens/s, each as mean ± sd over the seeds run. Every (backend, router, seed) result
+median tokens/s, each as mean ± sd over the seeds run, and the validation loss minus the dense
+model's at the same seed (the seed moves every router's loss alike). Every (backend, router, seed) result
 is kept in docs/results/routers_side_by_side.json (a later call adds to it), and the table
 (.md) and plot (.png) are redrawn from all of them.
 
     PYTHONPATH=. .venv/bin/python scripts/experiments/routers_side_by_side.py --backend torch --seeds 0
     PYTHONPATH=. .venv/bin/python scripts/experiments/routers_side_by_side.py --backend mindspore --seeds 0
+    ... --backend torch --report-only   # redraw the table and plot from the JSON
     ... --routers switch topk --set train.steps=2 --name dry   # a dry run, a few seconds per router
 """
 from __future__ import annotations
@@ -28,7 +30,8 @@ from scripts.experiments.common import (save_figure, RESULTS, ROOT, as_overrides
 
 NAME = "routers_side_by_side"
 SPEC = ROOT / "configs" / "experiments" / f"{NAME}.yaml"
-COLUMNS = (("val_loss", "val loss", 3), ("dropped_fraction", "dropped", 3), ("load_max_over_mean", "max/mean load", 2),
+DELTA = "val_loss_vs_dense"  # per seed: the router's val loss minus the dense model's (same seed and backend)
+COLUMNS = (("val_loss", "val loss", 3), (DELTA, "Δ val loss vs dense, same seed", 3), ("dropped_fraction", "dropped", 3), ("load_max_over_mean", "max/mean load", 2),
            ("experts_per_token", "experts/token", 2), ("tokens_per_s", "tokens/s", 0))
 
 
@@ -52,8 +55,14 @@ def run_backend(spec: Dict[str, Any], backend: str, routers, seeds, extra, out_d
 
 
 def stats(payload: Dict[str, Any], backend: str, router: str, key: str) -> Dict[str, Any]:
-    runs = payload["results"].get(backend, {}).get(router, {}).values()
-    return mean_sd([run.get(key) for run in runs if "error" not in run])
+    """Mean ± sd over the router's seeds of ``key``, or of DELTA over the seeds the dense model
+    also ran (the seed moves every router's loss alike; the difference removes that)."""
+    runs = payload["results"].get(backend, {})
+    ok = {seed: run for seed, run in runs.get(router, {}).items() if "error" not in run}
+    if key != DELTA:
+        return mean_sd([run.get(key) for run in ok.values()])
+    dense = {seed: run for seed, run in runs.get("dense", {}).items() if "error" not in run}
+    return mean_sd([run["val_loss"] - dense[seed]["val_loss"] for seed, run in ok.items() if seed in dense])
 
 
 def table(payload: Dict[str, Any]) -> str:
@@ -80,7 +89,8 @@ def plot(payload: Dict[str, Any], path: Path) -> None:
     import numpy as np
     routers = payload["routers"]
     backends = [b for b in ("torch", "mindspore") if b in payload["results"]]
-    panels = (("val_loss", "validation loss (lower is better)"), ("dropped_fraction", "dropped fraction"),
+    panels = (("val_loss", "validation loss (lower is better)"), (DELTA, "val loss - dense's, same seed"),
+              ("dropped_fraction", "dropped fraction"),
               ("load_max_over_mean", "max / mean expert load"), ("tokens_per_s", "tokens/s"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), sharey=True)
     y = np.arange(len(routers))
@@ -93,6 +103,9 @@ def plot(payload: Dict[str, Any], path: Path) -> None:
                     height, xerr=[v["sd"] or 0.0 for v in values], label=backend)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
+        if key == DELTA:  # linear within ±0.1 nats (the routers that train), compressed beyond
+            ax.set_xscale("symlog", linthresh=0.1, linscale=2.0)
+            ax.axvline(0.0, color="grey", lw=0.8)
         if key == "val_loss":
             finite = [v["mean"] for b in backends for v in (stats(payload, b, r, key) for r in routers)
                       if v["mean"] is not None]
@@ -114,13 +127,16 @@ def main() -> None:
                         help="one more override for every run (a dry run: --set train.steps=2)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "experiments" / NAME, help="run directories")
     parser.add_argument("--name", default=NAME, help="results file stem under docs/results (dry runs: another)")
+    parser.add_argument("--report-only", action="store_true", help="redraw the table and plot from the JSON, train nothing")
     args = parser.parse_args()
     spec = read_spec(SPEC)
     routers = args.routers or spec["routers"]
-    payload = load_payload(args.name)
-    merge_runs(payload["results"].setdefault(args.backend, {}),
-               run_backend(spec, args.backend, routers, args.seeds or spec["seeds"], args.extra, args.out))
-    payload["runs"].append({**machine(), "command": command_line()})
+    if not args.report_only:
+        new = run_backend(spec, args.backend, routers, args.seeds or spec["seeds"], args.extra, args.out)
+    payload = load_payload(args.name)  # read after training: another call may have added to it meanwhile
+    if not args.report_only:
+        merge_runs(payload["results"].setdefault(args.backend, {}), new)
+        payload["runs"].append({**machine(), "command": command_line()})
     o = {**spec["overrides"], **dict(e.split("=", 1) for e in args.extra)}
     payload.update(routers=spec["routers"], spec=str(SPEC.relative_to(ROOT)),
                    budget=(f"{o['train.steps']} steps x {o['train.batch_size']} x {o['data.seq_len']} tokens, "
