@@ -41,7 +41,8 @@ def test_jit_matches_pynative(runner, case):
     if runner.name != "mindspore":
         pytest.skip("mindspore.jit is MindSpore's compiler")
     import mindspore as ms
-    assert ms.get_context("mode") == ms.PYNATIVE_MODE
+    if ms.get_context("mode") != ms.PYNATIVE_MODE:
+        pytest.skip("compares ms.jit with the uncompiled PyNative run: MOE_MS_MODE=pynative")
     config = MoEConfig(d_model=8, ffn_hidden=12, num_experts=4, capacity_factor=0.5, expert_init_std=0.3,
                        router_init_std=0.5, **CASES[case])
     layer = MoELayer(config)
