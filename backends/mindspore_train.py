@@ -4,15 +4,15 @@ changing it per step does not recompile) that runs a framework-free
 ``objective(F, module_outputs, *targets) -> (loss, metrics)`` on a ``MindSporeModule``.
 
 Compiled functions (``ms.jit``, in PyNative and GRAPH_MODE alike): the first returns loss,
-metrics, gradients and their global norm; the host reads loss and norm and, only when
-both are finite, calls the second, which clips and applies AdamW; a third evaluates.
+metrics, gradients of the loss times the loss scale (a tensor argument: changing it does
+not recompile) and their global norm; the host reads loss and norm and, only when both are
+finite, calls the second, which unscales, clips and applies AdamW; a third evaluates.
 Metrics cross ``value_and_grad`` as a tuple (GRAPH_MODE cannot return dicts there); their
 names are read once from one forward pass in PyNative before the first compile.
 Parameters and optimizer state are loaded in place (``copy_``): compiled functions do not
 see ``set_data``. Holds no model logic."""
 from __future__ import annotations
 
-import math
 from typing import Callable, Dict, Sequence, Tuple
 
 import mindspore as ms
@@ -20,6 +20,7 @@ import numpy as np
 from mindspore import ops
 from mindspore.experimental.optim import AdamW
 
+from backends.loss_scale import APPLY, OVERFLOW, SKIP, step_outcome
 from backends.train_step import decays, optimizer_state_names
 from parallel.gradient_sync import GradientSync
 
@@ -43,8 +44,10 @@ class MindSporeTrainStep:
 
     def __init__(self, module, objective: Callable, lr: float, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, grad_clip: float = 0.0, jit: bool = True,
-                 parallel=None) -> None:
+                 parallel=None, loss_scale=None) -> None:
         self.module = module
+        self.loss_scale = loss_scale
+        self.overflows, self.overflowed = 0, False
         self.objective = objective
         self.F = module.backend_ops
         self.grad_clip = float(grad_clip)
@@ -77,10 +80,14 @@ class MindSporeTrainStep:
             loss, metrics = objective(F, module(*tensors[:num_inputs]), *tensors[num_inputs:])
             return loss, tuple(metrics[k] for k in names)
 
-        grad_fn = ms.value_and_grad(loss_fn, None, weights, has_aux=True)
+        def scaled_loss_fn(scale, *tensors):
+            loss, metrics = loss_fn(*tensors)
+            return ops.cast(loss, ms.float32) * scale, loss, metrics
 
-        def gradients(*tensors):
-            (loss, metrics), grads = grad_fn(*tensors)
+        grad_fn = ms.value_and_grad(scaled_loss_fn, None, weights, has_aux=True)
+
+        def gradients(scale, *tensors):
+            (_, loss, metrics), grads = grad_fn(scale, *tensors)
             return loss, metrics, grads, global_norm(grads)
 
         def update(lr, scale, *grads):
@@ -133,16 +140,19 @@ class MindSporeTrainStep:
         tensors = self._prepare(inputs, targets)
         gradients, update, _ = self._compiled
         self.module.set_train(True)
-        loss, metrics, grads, norm = gradients(*tensors)
+        loss_scale = 1.0 if self.loss_scale is None else self.loss_scale.value
+        loss, metrics, grads, norm = gradients(ms.Tensor(loss_scale, ms.float32), *tensors)
         if self.sync is not None:
             grads = tuple(self.sync.average(self.F, grads))
             norm, loss = self.sync.global_norm(self.F, grads), self.sync.batch_mean(self.F, loss)
-        loss_value, norm_value = float(loss.asnumpy()), float(norm.asnumpy())
-        if math.isfinite(loss_value) and math.isfinite(norm_value):
-            scale = min(1.0, self.grad_clip / (norm_value + 1e-6)) if self.grad_clip > 0 else 1.0
-            update(ms.Tensor(float(lr), ms.float32), ms.Tensor(scale, ms.float32), *grads)
-        else:
-            self.skipped += 1
+        loss_value, norm_value = float(loss.asnumpy()), float(norm.asnumpy()) / loss_scale
+        outcome = step_outcome(self.loss_scale, loss_value, norm_value)
+        if outcome == APPLY:
+            clip = min(1.0, self.grad_clip / (norm_value + 1e-6)) if self.grad_clip > 0 else 1.0
+            update(ms.Tensor(float(lr), ms.float32), ms.Tensor(clip / loss_scale, ms.float32), *grads)
+        self.skipped += outcome == SKIP
+        self.overflows += outcome == OVERFLOW
+        self.overflowed = outcome == OVERFLOW
         return loss_value, self._metrics(metrics), norm_value
 
     def invalidate(self) -> None:

@@ -46,8 +46,9 @@ class Runtime:
         return self.shell.MindSporeModule(component, dtype=dtype, values=values)
 
     def train_step(self, module, objective: Callable, lr: float, betas, eps: float,
-                   weight_decay: float, grad_clip: float, parallel=None):
-        return make_train_step(self.backend, module, objective, lr, betas, eps, weight_decay, grad_clip, parallel)
+                   weight_decay: float, grad_clip: float, parallel=None, loss_scale=None):
+        return make_train_step(self.backend, module, objective, lr, betas, eps, weight_decay, grad_clip, parallel,
+                               loss_scale)
 
     def rng_state(self) -> Dict[str, np.ndarray]:
         """The framework's default generator, numpy's global generator and Python's

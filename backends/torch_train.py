@@ -4,12 +4,12 @@ framework-free ``objective(F, module_outputs, *targets) -> (loss, metrics)`` on 
 Holds no model logic."""
 from __future__ import annotations
 
-import math
 from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from backends.loss_scale import APPLY, OVERFLOW, SKIP, step_outcome
 from backends.train_step import decays, optimizer_state_names
 from parallel.gradient_sync import GradientSync
 
@@ -21,13 +21,17 @@ class TorchTrainStep:
     changes nothing (weights, moments and step count) and is counted in ``skipped``.
     A bfloat16/float16 model trains with float32 master weights: gradients are cast to
     float32, clipped and applied by AdamW (float32 moments) to the masters, whose values
-    are then copied into the model.
+    are then copied into the model. With ``loss_scale`` the backward pass runs on the scaled
+    loss and the float32 gradients are divided by the scale before clipping.
     With ``parallel`` (a ``parallel.process_groups.ParallelRun``) gradients, their norm and the
     loss are those of the global batch (``parallel.gradient_sync``), the same on every rank."""
 
     def __init__(self, module, objective: Callable, lr: float, betas: Tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, grad_clip: float = 0.0, parallel=None) -> None:
+                 eps: float = 1e-8, weight_decay: float = 0.0, grad_clip: float = 0.0, parallel=None,
+                 loss_scale=None) -> None:
         self.module = module
+        self.loss_scale = loss_scale
+        self.overflows, self.overflowed = 0, False
         self.objective = objective
         self.F = module.ops
         self.grad_clip = float(grad_clip)
@@ -65,8 +69,11 @@ class TorchTrainStep:
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss, metrics = self.objective(self.F, self.module(*inputs), *targets)
-        loss.backward()
+        scale = 1.0 if self.loss_scale is None else self.loss_scale.value
+        (loss.float() * scale if scale != 1.0 else loss).backward()
         grads = [torch.zeros_like(t) if p.grad is None else p.grad.to(t.dtype) for p, t in zip(self.params, self.targets)]
+        if scale != 1.0:
+            grads = [g / scale for g in grads]
         if self.sync is None:
             norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         else:
@@ -75,7 +82,8 @@ class TorchTrainStep:
         for target, g in zip(self.targets, grads):
             target.grad = g
         loss_value, norm_value = float(loss.detach()), float(norm)
-        if math.isfinite(loss_value) and math.isfinite(norm_value):
+        outcome = step_outcome(self.loss_scale, loss_value, norm_value)
+        if outcome == APPLY:
             if self.grad_clip > 0:
                 torch.nn.utils.clip_grads_with_norm_(self.targets, self.grad_clip, norm)
             for group in self.optimizer.param_groups:
@@ -85,8 +93,9 @@ class TorchTrainStep:
                 with torch.no_grad():
                     for p, m in zip(self.params, self.master):
                         p.copy_(m)
-        else:
-            self.skipped += 1
+        self.skipped += outcome == SKIP
+        self.overflows += outcome == OVERFLOW
+        self.overflowed = outcome == OVERFLOW
         self.optimizer.zero_grad(set_to_none=True)
         for p in self.params:
             p.grad = None

@@ -7,8 +7,10 @@ returns a ``TorchTrainStep`` or ``MindSporeTrainStep`` with:
   np.ndarray], grad_norm: float)``: forward, ``objective(F, module(*inputs), *targets) ->
   (loss, metrics)``, backward, global-norm clipping, AdamW at learning rate ``lr``; a
   NaN/Inf loss or gradient norm leaves weights and optimizer state untouched and adds one
-  to ``skipped``; in a multi-process run (``parallel``) loss, gradients and norm are the
-  global batch's (``parallel.gradient_sync``), so every rank takes the same decision;
+  to ``skipped`` (under a dynamic loss scale, a float16 overflow of the gradients halves the
+  scale instead, adds one to ``overflows`` and sets ``overflowed``); in a multi-process run
+  (``parallel``) loss, gradients and norm are the global batch's
+  (``parallel.gradient_sync``), so every rank takes the same decision;
 - ``evaluate(inputs, targets) -> (loss, metrics)``: no gradients, no update;
 - ``invalidate()``: recompile at the next call (host-side state read as a compile-time
   constant changed); nothing to do on torch;
@@ -40,11 +42,12 @@ def optimizer_state_names(param_names: Iterable[str]) -> List[str]:
 
 def make_train_step(backend: str, module, objective: Callable, lr: float,
                     betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                    weight_decay: float = 0.0, grad_clip: float = 0.0, parallel=None):
+                    weight_decay: float = 0.0, grad_clip: float = 0.0, parallel=None, loss_scale=None):
     """The train step for ``module`` (a TorchModule or MindSporeModule) on ``backend``;
-    ``parallel``: the run's ``parallel.process_groups.ParallelRun`` (None: one process)."""
+    ``parallel``: the run's ``parallel.process_groups.ParallelRun`` (None: one process);
+    ``loss_scale``: a ``backends.loss_scale.LossScale`` (None: the loss is not scaled)."""
     if check_backend(backend) == "torch":
         from backends.torch_train import TorchTrainStep as Step
     else:
         from backends.mindspore_train import MindSporeTrainStep as Step
-    return Step(module, objective, lr, betas, eps, weight_decay, grad_clip, parallel=parallel)
+    return Step(module, objective, lr, betas, eps, weight_decay, grad_clip, parallel=parallel, loss_scale=loss_scale)

@@ -68,7 +68,10 @@ class DataConfig:
 class TrainConfig:
     """Optimisation and bookkeeping. AdamW with linear warmup then cosine decay to
     ``min_lr``; ``grad_clip`` 0 disables clipping; ``eval_every``/``checkpoint_every`` 0
-    turn periodic evaluation/checkpoints off; ``graph_mode``: MindSpore compiled step."""
+    turn periodic evaluation/checkpoints off; ``graph_mode``: MindSpore compiled step;
+    ``loss_scale``: float16 loss scaling (``backends.loss_scale``: ``auto`` is dynamic for
+    float16 and off otherwise; ``static`` keeps ``loss_scale_init``; dynamic halves it on an
+    overflow and doubles it after ``loss_scale_window`` finite steps)."""
 
     steps: int = setting(1000, integer(1))
     batch_size: int = setting(16, integer(1))
@@ -85,6 +88,9 @@ class TrainConfig:
     checkpoint_every: int = setting(200, integer(0))
     keep_checkpoints: int = setting(3, integer(1))
     max_bad_steps: int = setting(5, integer(1))
+    loss_scale: str = setting("auto", one_of("auto", "dynamic", "static", "none"))
+    loss_scale_init: float = setting(65536.0, number(0.0, low_open=True))
+    loss_scale_window: int = setting(2000, integer(1))
     graph_mode: bool = setting(True, FLAG)
 
 

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from backends.loss_scale import loss_scale_for
 from backends.runtime import Runtime
 from models.errors import ConfigError
 from models.lm_objective import lm_objective
@@ -92,12 +93,15 @@ class Trainer:
         self.module = self.runtime.module(self.model, self.dist.local(init_params(self.specs, config.seed), self.specs),
                                           config.dtype)
         self.train_step = self.runtime.train_step(self.module, lm_objective, t.lr, (t.beta1, t.beta2), ADAM_EPS,
-                                                  t.weight_decay, t.grad_clip, self.dist.run)
+                                                  t.weight_decay, t.grad_clip, self.dist.run,
+                                                  loss_scale_for(t.loss_scale, config.dtype, t.loss_scale_init,
+                                                                 t.loss_scale_window))
         self.batches = self.data.train_batches(t.batch_size)
         self.val_batches = self.data.val_batches(t.batch_size, t.eval_batches)
         self.hooked = [(i, layer.router) for i, layer in enumerate(self.model.moe_layers)
                        if type(layer.router).after_step is not Router.after_step]
         self.step, self.bad_in_row, self.skipped, self.elapsed = 0, 0, 0, 0.0
+        self.good = True
         if resume:
             path, checkpoint = newest_loadable(checkpoint_dir(self.run_dir), log)
             self._check_resumable(path, checkpoint)
@@ -137,10 +141,14 @@ class Trainer:
         self.batches.load_state_dict(state["data"])
         self.step, self.bad_in_row = checkpoint.step, int(state["bad_in_row"])
         self.skipped, self.elapsed = int(state["skipped"]), float(state["elapsed_s"])
+        if self.train_step.loss_scale is not None and "loss_scale" in state:
+            self.train_step.loss_scale.load_state_dict(state["loss_scale"])
 
     def checkpoint(self) -> Checkpoint:
         state = {"data": self.batches.state_dict(), "bad_in_row": self.bad_in_row, "skipped": self.skipped,
                  "elapsed_s": self.elapsed}
+        if self.train_step.loss_scale is not None:
+            state["loss_scale"] = self.train_step.loss_scale.state_dict()
         weights = {**self.module.numpy_params(), **self.train_step.master_weights()}  # float32 masters win
         return Checkpoint(step=self.step, model=weights,
                           optimizer=self.train_step.optimizer_state(), rng=self.runtime.rng_state(),
@@ -197,9 +205,13 @@ class Trainer:
         metrics = self.dist.mean(metrics)
         metrics.update(traffic_bytes(metrics, self.config.model.d_model, ELEMENT_BYTES[self.config.dtype], self.dist.world))
         self.step += 1
-        if math.isfinite(loss) and math.isfinite(grad_norm):
+        self.good = math.isfinite(loss) and math.isfinite(grad_norm)
+        if self.good:
             self.bad_in_row = 0
             self._after_step(metrics)
+        elif self.train_step.overflowed:
+            self.log(f"step {self.step}: float16 gradient overflow: update skipped, loss scale now "
+                     f"{self.train_step.loss_scale.value:g}")
         else:
             self.bad_in_row += 1
             self.skipped += 1
@@ -235,7 +247,7 @@ class Trainer:
                 loss, metrics, grad_norm, lr, tokens = self._one_step()
                 seconds = time.perf_counter() - tick
                 stopping = self.bad_in_row >= t.max_bad_steps
-                if self.bad_in_row == 0:  # a good step: its metrics count
+                if self.good:  # its metrics count
                     rates.append(tokens / seconds)
                     for key, value in {**metrics, "grad_norm": grad_norm, "lr": lr}.items():
                         interval.setdefault(key, []).append(np.asarray(value, np.float64))
@@ -247,6 +259,8 @@ class Trainer:
                     record = {key: np.mean(values, 0) for key, values in interval.items()}
                     record.update(tokens_per_s=np.median(rates[-t.log_every:]) if rates else None,
                                   skipped=self.skipped, elapsed_s=self.elapsed)
+                    if self.train_step.loss_scale is not None:
+                        record["loss_scale"] = self.train_step.loss_scale.value
                     metrics_log.log("train", self.step, record)
                     interval = {}
                 if stopping:  # logged first, so the metrics show the skipped steps
@@ -305,6 +319,8 @@ class Trainer:
                    "trained_steps": trained, "skipped_steps": self.skipped, "elapsed_s": round(self.elapsed, 2),
                    "tokens_per_s": float(np.median(rates[1:] or rates)) if rates else None,
                    "val_loss": val_history, "parameters": self.num_params}
+        if self.train_step.loss_scale is not None:
+            summary.update(loss_scale=self.train_step.loss_scale.value, overflow_steps=self.train_step.overflows)
         write_yaml_atomic(summary, self.log_dir / "summary.yaml")
         return summary
 
