@@ -97,6 +97,14 @@ def mean_sd(values: Sequence[Optional[float]]) -> Dict[str, Optional[float]]:
             "n": len(kept)}
 
 
+def paired_difference(runs: Mapping[str, Mapping[str, Any]], reference: Mapping[str, Mapping[str, Any]],
+                      key: str = "val_loss") -> Dict[str, Optional[float]]:
+    """mean_sd over the seeds both ran of runs[seed][key] - reference[seed][key] ({seed: result};
+    a failed run, one with an "error", is left out): what the seed moves in both cancels."""
+    ok = {seed: run for seed, run in reference.items() if "error" not in run}
+    return mean_sd([run[key] - ok[seed][key] for seed, run in runs.items() if "error" not in run and seed in ok])
+
+
 def fmt(value: Optional[float], digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 

@@ -8,11 +8,13 @@ the spec's overrides) once per seed and reads its metrics.jsonl: tokens each exp
 FLOPs of one row / experts, the work actually done with capacity dispatch), the dropped
 fraction and experts per token over the last half of the steps, and the validation loss
 every ``train.eval_every`` steps. Each is the mean ± sd over seeds; the change against the
-first arm (the baseline) is given in percent. Writes docs/results/locmoe_plus_vs_cf.{json,md,png};
+first arm (the baseline) is given in percent, and the validation loss also as the difference
+to the baseline's at the same seed. Writes docs/results/locmoe_plus_vs_cf.{json,md,png};
 every (arm, seed) result is kept in the JSON (a later call adds its seeds to the earlier ones).
 
     PYTHONPATH=. .venv/bin/python scripts/experiments/locmoe_plus_vs_cf.py
     PYTHONPATH=. .venv/bin/python scripts/experiments/locmoe_plus_vs_cf.py --seeds 2   # one more seed
+    ... --report-only                                                   # redraw from the JSON
     ... --seeds 0 --set train.steps=4 --set train.eval_every=2 --name dry   # a dry run
 """
 from __future__ import annotations
@@ -28,8 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.experiments.common import (save_figure, RESULTS, ROOT, as_overrides, command_line, fmt_mean_sd,  # noqa: E402
-                                        load_payload, machine, markdown_table, mean_sd, merge_runs, read_spec,
-                                        summarise, train, write_results)
+                                        load_payload, machine, markdown_table, mean_sd, merge_runs,
+                                        paired_difference, read_spec, summarise, train, write_results)
 
 NAME = "locmoe_plus_vs_cf"
 SPEC = ROOT / "configs" / "experiments" / f"{NAME}.yaml"
@@ -83,9 +85,9 @@ def table(payload: Dict[str, Any]) -> str:
                      fmt_mean_sd(s["slots_per_expert"], 1), change(s["slots_per_expert"]["mean"],
                                                                    reference["slots_per_expert"]),
                      fmt_mean_sd(s["dropped_fraction"]), fmt_mean_sd(s["experts_per_token"], 2),
-                     fmt_mean_sd(s["val_loss"]), fmt_mean_sd(s["tokens_per_s"], 0), str(s["val_loss"]["n"])])
+                     fmt_mean_sd(s["val_loss"]), fmt_mean_sd(paired_difference(runs, arms[base])), fmt_mean_sd(s["tokens_per_s"], 0), str(s["val_loss"]["n"])])
     return markdown_table(["arm", "tokens/expert", f"vs {base}", "slots/expert", f"vs {base}", "dropped",
-                           "experts/token", "val loss", "tokens/s", "seeds"], rows)
+                           "experts/token", "val loss", f"Δ val loss vs {base}, same seed", "tokens/s", "seeds"], rows)
 
 
 def plot(payload: Dict[str, Any], path: Path) -> None:
@@ -94,15 +96,16 @@ def plot(payload: Dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     arms = payload["results"]
     fig, (curve, bars) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, runs in arms.items():
-        curves = np.array([run["val_curve"] for run in runs.values()])  # [seeds, evals, (step, loss)]
-        mean, sd = curves[..., 1].mean(0), curves[..., 1].std(0)
-        curve.plot(curves[0, :, 0], mean, marker="o", label=name)
-        curve.fill_between(curves[0, :, 0], mean - sd, mean + sd, alpha=0.2)
+    base = next(iter(arms))
+    for name, runs in arms.items():  # each seed's curve minus the baseline's at that seed
+        seeds = [seed for seed in runs if seed in arms[base]]
+        curves = np.array([runs[seed]["val_curve"] for seed in seeds])  # [seeds, evals, (step, loss)]
+        delta = curves[..., 1] - np.array([arms[base][seed]["val_curve"] for seed in seeds])[..., 1]
+        mean, sd = delta.mean(0), delta.std(0, ddof=1) if len(seeds) > 1 else 0.0 * delta[0]
+        curve.plot(curves[0, 1:, 0], mean[1:], marker="o", label=name)
+        curve.fill_between(curves[0, 1:, 0], (mean - sd)[1:], (mean + sd)[1:], alpha=0.15)
     curve.set_xlabel("step")
-    curve.set_ylabel("validation loss (mean ± sd over seeds)")
-    curve.set_ylim(top=float(np.max([[v for _, v in run["val_curve"][1:]] for runs in arms.values()
-                                     for run in runs.values()])) + 0.1)
+    curve.set_ylabel(f"val loss - {base}'s, same seed (mean ± sd)")
     curve.legend(fontsize=8)
     curve.grid(alpha=0.3)
     names = list(arms)
@@ -126,11 +129,11 @@ def main() -> None:
                         help="one more override for every run")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "experiments" / NAME, help="run directories")
     parser.add_argument("--name", default=NAME, help="results file stem under docs/results (dry runs: another)")
+    parser.add_argument("--report-only", action="store_true", help="redraw the table and plot from the JSON, train nothing")
     args = parser.parse_args()
     spec = read_spec(SPEC)
-    payload = load_payload(args.name)
     results: Dict[str, Dict[str, Any]] = {}
-    for seed in args.seeds or spec["seeds"]:
+    for seed in [] if args.report_only else args.seeds or spec["seeds"]:
         for name, arm in spec["arms"].items():
             started = time.perf_counter()
             results.setdefault(name, {})[str(seed)] = run_arm(spec, arm, seed, args.extra,
@@ -138,8 +141,10 @@ def main() -> None:
             print(f"{name} seed {seed}: { {k: v for k, v in results[name][str(seed)].items() if k != 'val_curve'} } "
                   f"({time.perf_counter() - started:.0f}s)", flush=True)
     o = {**spec["overrides"], **dict(e.split("=", 1) for e in args.extra)}
-    merge_runs(payload["results"], results)
-    payload["runs"].append({**machine(), "command": command_line()})
+    payload = load_payload(args.name)  # read after training: another call may have added to it meanwhile
+    if results:
+        merge_runs(payload["results"], results)
+        payload["runs"].append({**machine(), "command": command_line()})
     payload.update(spec=str(SPEC.relative_to(ROOT)), backend=spec["backend"],
                    budget=f"{spec['backend']}, {o['train.steps']} steps x {o['train.batch_size']} x "
                           f"{o['data.seq_len']} tokens, d_model {o['model.d_model']}")

@@ -25,8 +25,8 @@ from typing import Any, Dict
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.experiments.common import (save_figure, RESULTS, ROOT, as_overrides, command_line, fmt_mean_sd,  # noqa: E402
-                                        load_payload, machine, markdown_table, mean_sd, merge_runs, read_spec,
-                                        summarise, train, write_results)
+                                        load_payload, machine, markdown_table, mean_sd, merge_runs, paired_difference,
+                                        read_spec, summarise, train, write_results)
 
 NAME = "routers_side_by_side"
 SPEC = ROOT / "configs" / "experiments" / f"{NAME}.yaml"
@@ -58,11 +58,9 @@ def stats(payload: Dict[str, Any], backend: str, router: str, key: str) -> Dict[
     """Mean ± sd over the router's seeds of ``key``, or of DELTA over the seeds the dense model
     also ran (the seed moves every router's loss alike; the difference removes that)."""
     runs = payload["results"].get(backend, {})
-    ok = {seed: run for seed, run in runs.get(router, {}).items() if "error" not in run}
-    if key != DELTA:
-        return mean_sd([run.get(key) for run in ok.values()])
-    dense = {seed: run for seed, run in runs.get("dense", {}).items() if "error" not in run}
-    return mean_sd([run["val_loss"] - dense[seed]["val_loss"] for seed, run in ok.items() if seed in dense])
+    if key == DELTA:
+        return paired_difference(runs.get(router, {}), runs.get("dense", {}))
+    return mean_sd([run.get(key) for run in runs.get(router, {}).values() if "error" not in run])
 
 
 def table(payload: Dict[str, Any]) -> str:

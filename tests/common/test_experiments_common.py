@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from scripts.experiments.common import as_overrides, load_ratio, markdown_table, mean_sd, merge_runs, summarise
+from scripts.experiments.common import (as_overrides, load_ratio, markdown_table, mean_sd, merge_runs,
+                                        paired_difference, summarise)
 from scripts.experiments.locmoe_plus_vs_cf import slots_per_expert
 
 
@@ -63,3 +64,10 @@ def test_merge_runs_adds_seeds_and_replaces_a_rerun_seed():
     into = {"a": {"0": {"v": 1}, "1": {"v": 2}}}
     merge_runs(into, {"a": {"1": {"v": 3}, "2": {"v": 4}}, "b": {"0": {"v": 5}}})
     assert into == {"a": {"0": {"v": 1}, "1": {"v": 3}, "2": {"v": 4}}, "b": {"0": {"v": 5}}}
+
+
+def test_paired_difference_uses_only_the_seeds_both_ran_without_error():
+    runs = {"0": {"val_loss": 5.0}, "1": {"val_loss": 4.0}, "2": {"val_loss": 1.0}, "3": {"error": "x"}}
+    reference = {"0": {"val_loss": 5.5}, "1": {"val_loss": 4.5}, "2": {"error": "x"}, "3": {"val_loss": 1.0}}
+    assert paired_difference(runs, reference) == {"mean": -0.5, "sd": 0.0, "n": 2}
+    assert paired_difference(runs, {})["n"] == 0
