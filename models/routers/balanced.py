@@ -35,10 +35,32 @@ correction would need its marginals q(sigma(t) = e), which have no closed form f
 (treating sigma(t) as if drawn from p_t): biased for both objectives, kept for comparison.
 
 How the layer computes it: the pathwise part by backpropagation through y; the score part
-through ``aux["routing_log_prob"]`` [T], which for every token holds the same scalar
-R = sum_te stop_gradient(s_te - mean_e s_te) log p_te (sigma(t) depends on every token's
-noise), so sum_t stop_gradient(l_t - b_t) * routing_log_prob[t] = stop_gradient(l - B) R;
-the baselines b_t must not depend on the noise. Its variance grows with T * E.
+through ``aux["routing_log_prob"]`` [T], which with ``reward: batch`` (default) holds for
+every token the same scalar R = sum_te stop_gradient(c_te) log p_te, c_te = s_te - mean_e s_te
+(sigma(t) depends on every token's noise), so sum_t stop_gradient(l_t - b_t) *
+routing_log_prob[t] = stop_gradient(l - B) R; the baselines b_t must not depend on the noise.
+
+Variance, and ``reward: token``. With the batch reward every token's router logits get
+(l - B) c_t: the whole batch's loss times that token's own noise, against a pathwise term of
+order l_t / T per token, so its size grows with T (and E). Measured on the language model of
+configs/experiments/routers_side_by_side.yaml (T = 1,024, E = 8, two MoE layers, l ~ 8.3 at
+initialisation, B = 0): score-term gradient norm 2.6-3.0e4 against 1.2 for the rest; a
+constant baseline can remove only the mean of l, not the T-fold amplification of c_t.
+``reward: token`` keeps only each token's own noise: routing_log_prob[t] =
+sum_e stop_gradient(c_te) log p_te, so the score term is sum_t l_t c_t . grad log p_t.
+Since E[f(G) s_te] = d/dmu_te E[f(G)] for any f (the identity above), its expectation is
+  sum_t d/dmu_t E[l_t]   (each token's own loss differentiated in its own logits only),
+which drops the cross terms d/dmu_u E[l_t], u != t: how token u's logits move token t's
+assignment through the shared capacity. A biased estimate of grad J_bal; checked by exact
+enumeration (tests/backend/test_balanced_router.py: its expectation equals the own-logit
+partials, which differ from grad J_bal). In a language model l_t also depends on other
+tokens' routing through attention (as for skip).
+``baseline: leave_one_out`` (``reward: token`` only; with the batch reward every token's
+reward would cancel): b_t = the mean loss of the other tokens (models/routers/sampling.py);
+it depends on token t's noise through the other tokens' assignments and adds a bias of
+order 1 / T: its expectation is sum_t (d/dmu_t E[l_t] - mean_{u != t} d/dmu_t E[l_u]).
+Score-term gradient norms in the same measurement: token reward 26-29, with leave_one_out
+0.53-0.57 (skip: 8-10 and 0.20-0.21). configs/balanced.yaml uses token + leave_one_out.
 
 Solvers (``solver`` option): ``exact`` (host, scipy) or ``sinkhorn`` (device); ``auto``
 (default) uses exact when T <= ``exact_max_tokens`` (default 256) and Sinkhorn above.
@@ -60,7 +82,8 @@ from models.losses import router_z_loss
 from models.routers.assignment_solvers import SOLVERS, balanced_assignment
 from models.routers.base import LinearGateRouter, finite_number, require_top1
 from models.routers.registry import register_router
-from models.routers.sampling import check_routing_noise, fill_slots, places_in_expert, routing_uniforms
+from models.routers.sampling import (check_baseline, check_routing_noise, fill_slots, leave_one_out, places_in_expert,
+                                     routing_uniforms)
 
 SMALLEST_UNIFORM = 1e-20
 LARGEST_UNIFORM = 1.0 - 2.0 ** -24
@@ -73,6 +96,11 @@ class BalancedOptions:
     sinkhorn_temperature: float = 0.1
     sinkhorn_iterations: int = 50
     correction: bool = True
+    reward: str = "batch"
+    baseline: str = "none"
+
+
+REWARDS = ("batch", "token")
 
 
 def gumbel_log_uniforms(F, noise):
@@ -89,16 +117,19 @@ def balanced_sample(F, log_probs, noise, capacity: int, solver: str, temperature
     return expert, F.one_hot(expert, log_probs.shape[-1], F.float32), log_u
 
 
-def balanced_log_prob(F, log_probs, log_u, one_hot, correction: bool = True):
-    """Score term per token [..., T]. With ``correction``: the same value for every token,
-    sum_te stop_gradient(s_te - mean_e s_te) log p_te with s = 1 + log u; without: the
-    naive log p_{t sigma(t)}. log_probs, log_u, one_hot (of sigma): [..., T, E]."""
+def balanced_log_prob(F, log_probs, log_u, one_hot, correction: bool = True, reward: str = "batch"):
+    """Score term per token [..., T], with s = 1 + log u and c = stop_gradient(s - mean_e s):
+    ``reward: batch``, the same value sum_te c_te log p_te for every token; ``token``, token
+    t's own sum_e c_te log p_te; without ``correction``: the naive log p_{t sigma(t)}.
+    log_probs, log_u, one_hot (of sigma): [..., T, E]."""
     if not correction:
         return F.sum(log_probs * one_hot, -1)
     score = 1.0 + log_u
     centred = F.stop_gradient(score - F.mean(score, -1, True))
-    total = F.sum(F.sum(centred * log_probs, -1), -1)
-    return F.expand_dims(total, -1) * F.ones(tuple(log_probs.shape[:-1]), F.float32)
+    own = F.sum(centred * log_probs, -1)
+    if reward == "token":
+        return own
+    return F.expand_dims(F.sum(own, -1), -1) * F.ones(tuple(log_probs.shape[:-1]), F.float32)
 
 
 @register_router("balanced")
@@ -123,6 +154,12 @@ class BalancedRouter(LinearGateRouter):
                               "must be a positive integer")
         if not isinstance(o.correction, bool):
             raise ConfigError(f"moe.router_options.correction={o.correction!r}: must be true or false")
+        if o.reward not in REWARDS:
+            raise ConfigError(f"moe.router_options.reward={o.reward!r}: valid rewards are {', '.join(REWARDS)}")
+        check_baseline(o.baseline)
+        if o.baseline == "leave_one_out" and o.reward == "batch" and o.correction:
+            raise ConfigError("moe.router_options.baseline=leave_one_out needs reward: token "
+                              "(with the batch reward every token's score is the same and would cancel)")
 
     def solver(self, num_tokens: int) -> str:
         """The solver used for a batch of ``num_tokens`` tokens (``auto`` resolved)."""
@@ -151,7 +188,10 @@ class BalancedRouter(LinearGateRouter):
         place = places_in_expert(F, expert, F.arange(num_tokens, F.index_dtype), c.num_experts)
         slot_token, slot_weight = fill_slots(F, expert, place, place < capacity, F.sum(probs * one_hot, -1),
                                              c.num_experts, capacity)
+        score = balanced_log_prob(F, log_probs, log_u, one_hot, o.correction, o.reward)
+        if o.baseline == "leave_one_out":
+            score = leave_one_out(F, score)
         return {"logits": logits, "probs": probs, "slot_token": slot_token, "slot_weight": slot_weight,
-                "routing_log_prob": balanced_log_prob(F, log_probs, log_u, one_hot, o.correction),
+                "routing_log_prob": score,
                 "requested_assignments": F.ones((), F.float32) * num_tokens,
                 "losses": {"z": router_z_loss(F, logits)}}

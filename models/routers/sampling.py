@@ -1,5 +1,6 @@
-"""Pieces shared by the stochastic routers (skip, balanced): their noise input, and the
-slot layout of ``models.dispatch.slots`` filled from one sampled expert per token."""
+"""Pieces shared by the stochastic routers (skip, balanced): their noise input, the slot
+layout of ``models.dispatch.slots`` filled from one sampled expert per token, and the
+leave-one-out baseline of their score term."""
 from __future__ import annotations
 
 import math
@@ -16,6 +17,27 @@ def check_routing_noise(router: str, num_tokens: int, noise, width: int) -> None
     if len(shape) < 2 or shape[-1] != width or math.prod(shape[:-1]) != num_tokens:
         raise ConfigError(f"routing_noise has shape {shape}: router {router!r} needs the input's token axes "
                           f"({num_tokens} tokens) plus a last axis of {width}")
+
+
+BASELINES = ("none", "leave_one_out")
+
+
+def check_baseline(value) -> None:
+    """``router_options.baseline`` must be one of BASELINES."""
+    if value not in BASELINES:
+        raise ConfigError(f"moe.router_options.baseline={value!r}: valid baselines are {', '.join(BASELINES)}")
+
+
+def leave_one_out(F, score):
+    """score r [..., T] -> r'_t = (T r_t - sum_u r_u) / (T - 1), so that for any losses l
+      sum_t l_t r'_t = sum_t (l_t - b_t) r_t,  b_t = mean_{u != t} l_u
+    (the caller's score term sum_t stop_gradient(l_t) r_t then subtracts from each token's
+    reward the mean of the other tokens' rewards). T = 1: r unchanged (no other token)."""
+    num_tokens = score.shape[-1]
+    if num_tokens < 2:
+        return score
+    total = F.sum(score, -1, True)
+    return (score * float(num_tokens) - total) / float(num_tokens - 1)
 
 
 def routing_uniforms(F, context: dict, num_tokens: int, width: int):

@@ -13,6 +13,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import log_softmax, softmax
 
 from backends.train_step import make_train_step
+from models.errors import ConfigError
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
 from models.routers.assignment_solvers import balanced_assignment
@@ -20,7 +21,8 @@ from models.routers.balanced import balanced_log_prob, balanced_sample
 from tests.support.harness import numpy_weights, random_inputs
 from tests.support.kool import (BalancedObjective, BatchedEstimator, DenseSkipObjective, NoisyRouterProbe,
                                 ScoredLayer, balanced_two_expert_gradient, balanced_two_expert_noise,
-                                balanced_two_expert_probs, balanced_two_expert_score_means, mean_and_standard_error)
+                                balanced_two_expert_probs, balanced_two_expert_score_means,
+                                balanced_two_expert_token_gradients, mean_and_standard_error)
 
 LOGITS = np.array([[0.5, -0.3], [1.2, 0.2], [-0.4, 0.6], [0.1, 0.0]])
 TABLE = np.array([[1.0, -0.5], [0.3, 2.0], [-1.0, 0.8], [0.5, -1.2]])
@@ -58,23 +60,39 @@ def test_naive_estimator_is_biased(runner, exact_gradient):
     assert np.abs(z).max() > 10.0, z
 
 
-def tiny_layer(correction: bool) -> MoELayer:
+def tiny_layer(correction: bool, reward: str = "batch", baseline: str = "none") -> MoELayer:
     """T = 4 tokens, E = 2, C = 2; the z-loss off."""
     return MoELayer(MoEConfig(d_model=4, ffn_hidden=6, num_experts=2, top_k=1, router="balanced", z_loss_coef=0.0,
                               expert_init_std=0.5, router_init_std=0.8,
-                              router_options={"solver": "exact", "correction": correction}))
+                              router_options={"solver": "exact", "correction": correction, "reward": reward,
+                                              "baseline": baseline}))
 
 
-@pytest.mark.parametrize("correction", [True, False])
-def test_layer_expectation_over_every_assignment(runner, correction):
+def target_logit_grad(token_grads: np.ndarray, reward: str, baseline: str) -> np.ndarray:
+    """What each estimator's score part is unbiased for, from M[u] = grad of token u's own
+    expected loss (``balanced_two_expert_token_gradients``): batch, grad J_bal = sum_u M[u];
+    token, the own-logit partials M[t, t]; token with leave_one_out, M[t, t] minus the mean
+    over u != t of M[u, t]."""
+    full = token_grads.sum(0)
+    if reward == "batch":
+        return full
+    own = token_grads[np.arange(len(token_grads)), np.arange(len(token_grads))]
+    return own if baseline == "none" else own - (full - own) / (len(own) - 1)
+
+
+@pytest.mark.parametrize("correction,reward,baseline", [(True, "batch", "none"), (False, "batch", "none"),
+                                                        (True, "token", "none"), (True, "token", "leave_one_out")])
+def test_layer_expectation_over_every_assignment(runner, correction, reward, baseline):
     """The layer's full estimate (backprop through y plus the score term, linear token losses
     <c_t, y_t>) depends on the noise only through sigma and, linearly, through the centred
     scores s_t0 - s_t1 (E = 2), so E[estimate] = sum_S P(S) estimate(noise_S), noise_S giving
-    expert 0 the set S and s_t0 - s_t1 = E[s_t0 - s_t1 | S] (quadrature). Against grad J_bal,
-    J_bal = sum_te Q_te(logits) L_te with Gumbel-Matching's marginals Q, its Q part by central
-    differences of the quadrature probabilities: equal with the correction, not without.
-    This is the sampler's own expected loss, not the untruncated sum_te p_te L_te."""
-    layer = tiny_layer(correction)
+    expert 0 the set S and s_t0 - s_t1 = E[s_t0 - s_t1 | S] (quadrature). Against the exact
+    gradient of J_bal = sum_te Q_te(logits) L_te (Gumbel-Matching's marginals Q) whose logit
+    part is replaced by ``target_logit_grad`` (central differences of the quadrature): the
+    batch reward is unbiased for grad J_bal, the token reward for the own-logit partials
+    (which differ from it), and the naive estimator for neither. J_bal is the sampler's own
+    expected loss, not the untruncated sum_te p_te L_te."""
+    layer = tiny_layer(correction, reward, baseline)
     x, cot = random_inputs((4, 4), seed=1), random_inputs((4, 4), seed=2)
     scored = ScoredLayer(layer, cot)
     values = numpy_weights(scored, seed=3)
@@ -92,16 +110,27 @@ def test_layer_expectation_over_every_assignment(runner, correction):
         marginals[list(chosen), 0] += prob
     marginals[:, 1] = 1.0 - marginals[:, 0]
     _, dense = runner.forward(DenseSkipObjective(layer, cot), values, x)
-    logit_grad = balanced_two_expert_gradient(logits, dense["table"].astype(np.float64), 2)
+    token_grads = balanced_two_expert_token_gradients(logits, dense["table"].astype(np.float64), 2)
+    logit_grad = target_logit_grad(token_grads, reward, baseline)
     objective = BalancedObjective(layer, cot, marginals, logit_grad)
     exact = runner.forward_backward(objective, dict(values, marginals=marginals.astype(np.float32),
                                                     logit_grad=logit_grad.astype(np.float32)), x, np.zeros_like(x))
-    assert np.abs(logit_grad).max() > 1e-2  # the sampler's probabilities matter
+    assert np.abs(token_grads.sum(0)).max() > 1e-2  # the sampler's probabilities matter
+    if reward == "token":  # a different target: the cross-token terms are not negligible here
+        assert np.abs(logit_grad - token_grads.sum(0)).max() > 1e-2
     for name, grad in dict(exact["grads"], x=exact["grad_x"]).items():
         if correction:
             np.testing.assert_allclose(expected[name], grad, rtol=1e-4, atol=1e-5, err_msg=name)
         elif name == "router.weight":
             assert not np.allclose(expected[name], grad, rtol=1e-4, atol=1e-5), "the naive estimator must be biased"
+
+
+@pytest.mark.parametrize("options,message", [({"reward": "sequence"}, "valid rewards are batch, token"),
+                                            ({"baseline": "mean"}, "valid baselines are none, leave_one_out"),
+                                            ({"baseline": "leave_one_out"}, "needs reward: token")])
+def test_reward_and_baseline_options_are_checked(options, message):
+    with pytest.raises(ConfigError, match=message):
+        MoELayer(MoEConfig(d_model=4, ffn_hidden=6, num_experts=2, top_k=1, router="balanced", router_options=options))
 
 
 class Solve:

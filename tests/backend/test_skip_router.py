@@ -3,7 +3,8 @@ capacity, and unbiasedness of its gradient estimator for the untruncated expecte
 (1) Monte Carlo over many replicas of a loss-table problem (mean within 3 standard errors
 of the exact gradient; the naive estimator without 1/pi weights is far outside), and (2)
 the exact expectation of the whole layer's estimator over every (experts, arrival order)
-of a 3-token problem against the exact gradient of the dense expectation."""
+of a 3-token problem against the exact gradient of the dense expectation, also with the
+leave-one-out baseline (exact when no token can be skipped, biased when tokens compete)."""
 import numpy as np
 import pytest
 from scipy.special import softmax
@@ -46,19 +47,24 @@ def test_naive_estimator_is_biased(runner):
     assert np.abs(z).max() > 10.0, z
 
 
-def tiny_layer(correction: bool) -> MoELayer:
-    """T = 3 tokens, E = 2, C = ceil(0.5 * 3 / 2) = 1; router losses off."""
-    return MoELayer(MoEConfig(d_model=4, ffn_hidden=6, num_experts=2, top_k=1, router="skip", capacity_factor=0.5,
-                              balance_loss_coef=0.0, z_loss_coef=0.0, expert_init_std=0.5, router_init_std=0.8,
-                              router_options={"correction": correction}))
+def tiny_layer(correction: bool, baseline: str = "none", capacity_factor: float = 0.5) -> MoELayer:
+    """T = 3 tokens, E = 2, C = ceil(capacity_factor * 3 / 2) (1 by default); router losses off."""
+    return MoELayer(MoEConfig(d_model=4, ffn_hidden=6, num_experts=2, top_k=1, router="skip",
+                              capacity_factor=capacity_factor, balance_loss_coef=0.0, z_loss_coef=0.0,
+                              expert_init_std=0.5, router_init_std=0.8,
+                              router_options={"correction": correction, "baseline": baseline}))
 
 
-@pytest.mark.parametrize("correction", [True, False])
-def test_layer_expectation_over_every_draw(runner, correction):
+@pytest.mark.parametrize("correction,baseline,capacity_factor,unbiased", [
+    (True, "none", 0.5, True), (False, "none", 0.5, False),
+    (True, "leave_one_out", 0.5, False), (True, "leave_one_out", 2.0, True)])
+def test_layer_expectation_over_every_draw(runner, correction, baseline, capacity_factor, unbiased):
     """sum over all 8 expert draws x 6 arrival orders of P * (layer gradient estimate), for
     linear token losses <c_t, y_t> with the score term added, vs the gradient of
-    J = sum_t sum_e p_te <c_t, p_te h_e(x_t)>: equal with the correction, not without."""
-    layer = tiny_layer(correction)
+    J = sum_t sum_e p_te <c_t, p_te h_e(x_t)>: equal with the correction; not without it;
+    with the leave-one-out baseline equal when no token can be skipped (C = 3 = T) and not
+    when tokens compete for C = 1 (the other tokens' losses then depend on z_t)."""
+    layer = tiny_layer(correction, baseline, capacity_factor)
     x, cot = random_inputs((3, 4), seed=1), random_inputs((3, 4), seed=2)
     scored = ScoredLayer(layer, cot)
     values = numpy_weights(scored, seed=3)
@@ -73,10 +79,10 @@ def test_layer_expectation_over_every_draw(runner, correction):
     exact_grads = dict(exact["grads"], x=exact["grad_x"])
     for name, grad in exact_grads.items():
         close = np.allclose(expected[name], grad, rtol=1e-4, atol=1e-5)
-        if correction:
+        if unbiased:
             np.testing.assert_allclose(expected[name], grad, rtol=1e-4, atol=1e-5, err_msg=name)
         elif name == "router.weight":
-            assert not close, "without 1/pi weights the router gradient must be biased"
+            assert not close, "this router gradient must be biased"
 
 
 def test_sampling_rule_and_capacity(runner):

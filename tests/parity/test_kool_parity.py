@@ -18,13 +18,16 @@ from tests.support.kool import ScoredLayer
 from tests.support.parity_cases import graph_subset
 
 RTOL, ATOL = 1e-4, 1e-5
-CASES = [("skip", {}, 2), ("skip", {"correction": False}, 2), ("balanced", {"solver": "sinkhorn"}, 4)]
+CASES = [("skip", {}, 2), ("skip", {"correction": False}, 2), ("skip", {"baseline": "leave_one_out"}, 2),
+         ("balanced", {"solver": "sinkhorn"}, 4),
+         ("balanced", {"solver": "sinkhorn", "reward": "token", "baseline": "leave_one_out"}, 4)]
 if os.environ.get("MOE_MS_MODE", "pynative") == "pynative":
     CASES.append(("balanced", {"solver": "exact"}, 4))
 
 
 IDS = [f"{router}-{options}-{width}" for router, options, width in CASES]
-IN_GRAPH = ("skip-{}-2", "balanced-{'solver': 'sinkhorn'}-4")
+IN_GRAPH = ("skip-{'baseline': 'leave_one_out'}-2",
+            "balanced-{'solver': 'sinkhorn', 'reward': 'token', 'baseline': 'leave_one_out'}-4")
 
 
 @pytest.mark.parametrize("case", graph_subset(CASES, IDS, IN_GRAPH))

@@ -258,6 +258,20 @@ def balanced_two_expert_gradient(logits: np.ndarray, table: np.ndarray, capacity
     return grad
 
 
+def balanced_two_expert_token_gradients(logits: np.ndarray, table: np.ndarray, capacity: int,
+                                        step: float = 1e-4) -> np.ndarray:
+    """M [T, T, 2]: M[u] = grad w.r.t. logits [T, 2] of token u's own expected loss
+    E[L[u, sigma(u)]] under Gumbel-Matching (E = 2), central differences. sum_u M[u] is
+    ``balanced_two_expert_gradient``; M[t, t] (token t's loss in its own logits) is what
+    the ``reward: token`` estimator's expectation keeps."""
+    out = np.zeros((len(table),) + logits.shape)
+    for u in range(len(table)):
+        only = np.zeros_like(table, dtype=np.float64)
+        only[u] = table[u]
+        out[u] = balanced_two_expert_gradient(logits, only, capacity, step)
+    return out
+
+
 def mean_and_standard_error(samples: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Monte Carlo mean and its standard error over the first axis."""
     return samples.mean(0), samples.std(0, ddof=1) / math.sqrt(len(samples))
