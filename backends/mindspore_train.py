@@ -38,9 +38,9 @@ class MindSporeTrainStep:
     """Same contract as ``backends.torch_train.TorchTrainStep`` (see backends/train_step.py),
     float32 master weights for a bfloat16/float16 model included.
     ``jit=False`` runs the step uncompiled (PyNative) for debugging. In a multi-process run
-    (``parallel``) the forward and backward run uncompiled (the expert-parallel all-to-all
-    reads its split sizes on the host); gradients are averaged between them and the
-    compiled update."""
+    (``parallel``) gradients are averaged between the gradient function and the compiled
+    update; with expert parallelism the forward and backward run uncompiled (the all-to-all
+    reads its split sizes on the host), with data parallelism alone they stay compiled."""
 
     def __init__(self, module, objective: Callable, lr: float, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, grad_clip: float = 0.0, jit: bool = True,
@@ -66,7 +66,7 @@ class MindSporeTrainStep:
         self.optimizer = AdamW([g for g in groups if g["params"]], lr=float(lr),
                                betas=tuple(float(b) for b in betas), eps=float(eps))
         self.sync = None if parallel is None else GradientSync(parallel, self.order, module.specs)
-        self.jit = jit and parallel is None
+        self.jit = jit and (parallel is None or parallel.layout.expert_parallel == 1)
         self._compiled = None
 
     def _build(self, num_inputs: int):

@@ -36,6 +36,14 @@ class Runtime:
             self.ops = MindSporeOps()
         self.shell = shell
 
+    def execution(self, train_step) -> str:
+        """How MindSpore runs the step, for the run's first log line ("" on torch)."""
+        if self.backend == "torch":
+            return ""
+        import mindspore as ms
+        mode = "GRAPH_MODE" if ms.get_context("mode") == ms.GRAPH_MODE else "PyNative"
+        return f", {mode}" + ("" if train_step.jit else ", forward and backward uncompiled")
+
     def seed(self, seed: int) -> None:
         self.shell.seed_everything(seed)
 

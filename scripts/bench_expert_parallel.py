@@ -1,5 +1,5 @@
-"""Expert parallelism on this machine: step time of EP=2 (two processes, scripts/run_cpu.sh)
-against one process, and the bytes the MoE all-to-alls send per step against the exact
+"""Expert parallelism on this machine: step time of EP=2 and of data parallelism alone (two
+processes, scripts/run_cpu.sh) against one process, and the bytes the MoE all-to-alls send per step against the exact
 minimum (assignments whose expert lives on another rank x d x element size).
 
     python scripts/bench_expert_parallel.py [--backend torch|mindspore ...] [--steps 30]
@@ -27,10 +27,10 @@ from training.config import load_config  # noqa: E402
 from training.metrics_log import read_records  # noqa: E402
 
 
-def run(backend: str, config: Path, steps: int, nproc: int, run_dir: Path) -> dict:
+def run(backend: str, config: Path, steps: int, nproc: int, ep: int, run_dir: Path) -> dict:
     overrides = [f"backend={backend}", f"run_dir={run_dir}", f"train.steps={steps}", "train.eval_every=0",
                  "train.checkpoint_every=0", "train.log_every=5", f"train.warmup_steps={min(5, steps)}",
-                 f"parallel.expert_parallel={nproc}"]
+                 f"parallel.expert_parallel={ep}"]
     args = ["--config", str(config), "--no-progress"] + [x for o in overrides for x in ("--set", o)]
     if nproc == 1:
         cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), *args]
@@ -46,7 +46,7 @@ def run(backend: str, config: Path, steps: int, nproc: int, run_dir: Path) -> di
     rates = [r["tokens_per_s"] for r in records[1:] if r.get("tokens_per_s")] or [records[-1]["tokens_per_s"]]
     row_bytes = settings.model.d_model * 4  # float32 activations
     last = records[-1]
-    return {"backend": backend, "processes": nproc, "step_ms": 1000.0 * tokens / statistics.median(rates),
+    return {"backend": backend, "processes": nproc, "expert_parallel": ep, "step_ms": 1000.0 * tokens / statistics.median(rates),
             "tokens_per_s": statistics.median(rates),
             # per rank and step: forward dispatch + combine (the counters), backward as much again
             "a2a_bytes_per_step": 2 * row_bytes * last.get("a2a_sent_rows", 0.0) * nproc,
@@ -65,13 +65,13 @@ def main(argv=None) -> int:
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for backend in args.backend or ["torch"]:
-            for nproc in (1, 2):
-                results.append(run(backend, args.config, args.steps, nproc, Path(scratch) / f"{backend}{nproc}"))
-    print(f"{'backend':10} {'procs':>5} {'step ms':>9} {'tokens/s':>9} {'a2a MB/step':>12} {'minimum MB':>11} "
+            for nproc, ep in ((1, 1), (2, 2), (2, 1)):
+                results.append(run(backend, args.config, args.steps, nproc, ep, Path(scratch) / f"{backend}{nproc}{ep}"))
+    print(f"{'backend':10} {'procs':>5} {'EP':>3} {'step ms':>9} {'tokens/s':>9} {'a2a MB/step':>12} {'minimum MB':>11} "
           f"{'vs 1 proc':>9}")
     for r in results:
         single = next(x for x in results if x["backend"] == r["backend"] and x["processes"] == 1)
-        print(f"{r['backend']:10} {r['processes']:5d} {r['step_ms']:9.1f} {r['tokens_per_s']:9.0f} "
+        print(f"{r['backend']:10} {r['processes']:5d} {r['expert_parallel']:3d} {r['step_ms']:9.1f} {r['tokens_per_s']:9.0f} "
               f"{r['a2a_bytes_per_step'] / 1e6:12.3f} {r['a2a_min_bytes_per_step'] / 1e6:11.3f} "
               f"{r['step_ms'] / single['step_ms']:8.2f}x")
     if args.json:

@@ -78,9 +78,9 @@ class Trainer:
         except OSError as error:
             raise ConfigError(f"run_dir={str(self.run_dir)!r}: cannot write there ({error.strerror or error})") from None
         t = config.train
-        # many processes: MindSpore runs PyNative (the all-to-all's split sizes are read on the host)
-        single = (launched_world(config.backend) or 1) == 1
-        self.runtime = Runtime(config.backend, config.device, t.graph_mode and single)
+        # expert parallelism: MindSpore runs PyNative (the all-to-all's split sizes are read on the host)
+        compiled = (launched_world(config.backend) or 1) == 1 or config.parallel.expert_parallel == 1
+        self.runtime = Runtime(config.backend, config.device, t.graph_mode and compiled)
         self.dist = Distributed.start(config.backend, self.runtime.device, config.parallel, self.runtime.ops)
         self.log_dir = self.run_dir if self.dist.is_main else self.run_dir / "logs" / f"rank{self.dist.rank}"
         if self.dist.world > 1:
@@ -228,7 +228,8 @@ class Trainer:
             save_config(self.config, self.run_dir / "config.yaml")
         metrics_log = MetricsLog(self.log_dir, resume_step=self.step or None,
                                  tensorboard=self.tensorboard and self.dist.is_main)
-        self.log(f"{self.config.backend} on {self.runtime.target}, {self.config.dtype}: "
+        self.log(f"{self.config.backend} on {self.runtime.target}{self.runtime.execution(self.train_step)}, "
+                 f"{self.config.dtype}: "
                  f"{self.num_params:,} parameters, {len(self.model.moe_layers)} MoE layer(s), "
                  f"steps {self.step}..{t.steps}{self.dist.describe()}")
         if self.step >= t.steps:
