@@ -12,7 +12,9 @@ have unit mean square (y = 0 gives about 1); the layer output is y_t = p_{t e} h
 the token's expert e (0 if dropped).
 
 Methods: ``skip`` and ``balanced`` (unbiased estimators, score term added with a moving
-average baseline), ``skip_naive`` and ``balanced_naive`` (``correction: false``), ``switch`` and
+average baseline), ``skip_naive`` and ``balanced_naive`` (``correction: false``), ``skip_loo``
+and ``balanced_token`` (the language-model settings of configs/skip.yaml and balanced.yaml:
+leave-one-out baseline, balanced with ``reward: token``; the moving average then cancels), ``switch`` and
 ``topk`` (top-2, renormalised) with ``dispatch: capacity`` (deterministic, biased: drops
 and no exploration), all with the Switch balance loss where the router has one.
 Reported per method over ``--seeds`` task instances: success = fraction of held-out
@@ -46,6 +48,8 @@ METHODS = {
     "balanced": dict(router="balanced", top_k=1),
     "skip_naive": dict(router="skip", top_k=1, router_options={"correction": False}),
     "balanced_naive": dict(router="balanced", top_k=1, router_options={"correction": False}),
+    "skip_loo": dict(router="skip", top_k=1, router_options={"baseline": "leave_one_out"}),
+    "balanced_token": dict(router="balanced", top_k=1, router_options={"reward": "token", "baseline": "leave_one_out"}),
     "switch": dict(router="switch", top_k=1, dispatch="capacity"),
     "topk": dict(router="topk", top_k=2, dispatch="capacity"),
 }
