@@ -45,7 +45,8 @@ routers_side_by_side LM at initialisation: score-term gradient norm 8-10 against
 the rest). ``leave_one_out``: b_t = the mean loss of the other tokens of the batch
 (``models.routers.sampling.leave_one_out`` applied to routing_log_prob, so the caller's score
 term is unchanged; score-term gradient norm 0.20-0.21 in the measurement above, the setting
-of configs/skip.yaml). It needs no state and adapts at once, but the other tokens' losses
+of configs/skip.yaml; validation loss after that LM's 200 steps 6.12 without a baseline, 5.62
+with it, 5.38 with no score term at all (pathwise only, biased), dense 5.36). It needs no state and adapts at once, but the other tokens' losses
 depend on z_t through the competition for capacity (a token taking a slot can skip another)
 and, in a language model, through attention, so it is exactly unbiased only when no token
 can be skipped (C >= T); otherwise the bias is the mean over u != t of
