@@ -40,7 +40,7 @@ CASES = {  # name: (settings, expert 0 left without tokens)
 }
 
 
-IN_GRAPH = ("topk-dropless-swiglu", "switch-position-gelu", "adamoe-probability-gelu",
+IN_GRAPH = ("topk-dropless-swiglu", "switch-position-gelu", "adamoe-probability-gelu", "adamoe-dropless-gelu",
             "switch-dropless-swiglu-empty_expert")
 
 
