@@ -21,7 +21,7 @@ from mindspore import ops
 from mindspore.experimental.optim import AdamW
 
 from backends.loss_scale import APPLY, OVERFLOW, SKIP, step_outcome
-from backends.train_step import decays, optimizer_state_names
+from backends.train_step import decays, mean_metrics, optimizer_state_names, split_micro_batches
 from parallel.gradient_sync import GradientSync
 
 
@@ -135,13 +135,25 @@ class MindSporeTrainStep:
     def _metrics(self, values) -> Dict[str, np.ndarray]:
         return {key: np.asarray(self.F.to_numpy(value)) for key, value in zip(self.metric_names, values)}
 
-    def step(self, inputs: Sequence, targets: Sequence, lr: float) -> Tuple[float, Dict[str, np.ndarray], float]:
-        """inputs/targets: tuples of numpy arrays or tensors -> (loss, metrics, grad_norm)."""
+    def step(self, inputs: Sequence, targets: Sequence, lr: float,
+             micro_batches: int = 1) -> Tuple[float, Dict[str, np.ndarray], float]:
+        """inputs/targets: tuples of numpy arrays or tensors -> (loss, metrics, grad_norm);
+        ``micro_batches``: gradient accumulation over that many slices of the batch (the
+        compiled gradient function runs once per slice)."""
         tensors = self._prepare(inputs, targets)
         gradients, update, _ = self._compiled
         self.module.set_train(True)
         loss_scale = 1.0 if self.loss_scale is None else self.loss_scale.value
-        loss, metrics, grads, norm = gradients(ms.Tensor(loss_scale, ms.float32), *tensors)
+        scale = ms.Tensor(loss_scale, ms.float32)
+        losses, parts, total = [], [], None
+        for part in split_micro_batches(tensors, micro_batches):
+            loss, metrics, grads, norm = gradients(scale, *part)
+            total = grads if total is None else tuple(a + b for a, b in zip(total, grads))
+            losses.append(loss)
+            parts.append(self._metrics(metrics))
+        if micro_batches > 1:
+            grads = tuple(g / micro_batches for g in total)
+            loss, norm = sum(losses) / micro_batches, global_norm(grads)
         if self.sync is not None:
             grads = tuple(self.sync.average(self.F, grads))
             norm, loss = self.sync.global_norm(self.F, grads), self.sync.batch_mean(self.F, loss)
@@ -153,7 +165,7 @@ class MindSporeTrainStep:
         self.skipped += outcome == SKIP
         self.overflows += outcome == OVERFLOW
         self.overflowed = outcome == OVERFLOW
-        return loss_value, self._metrics(metrics), norm_value
+        return loss_value, mean_metrics(parts), norm_value
 
     def invalidate(self) -> None:
         """Compile again at the next call: host-side state that the compiled functions read

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from backends.loss_scale import APPLY, OVERFLOW, SKIP, step_outcome
-from backends.train_step import decays, optimizer_state_names
+from backends.train_step import decays, mean_metrics, optimizer_state_names, split_micro_batches
 from parallel.gradient_sync import GradientSync
 
 
@@ -62,15 +62,22 @@ class TorchTrainStep:
     def _metrics(self, metrics: dict) -> Dict[str, np.ndarray]:
         return {key: np.asarray(self.F.to_numpy(value)) for key, value in metrics.items()}
 
-    def step(self, inputs: Sequence, targets: Sequence, lr: float) -> Tuple[float, Dict[str, np.ndarray], float]:
-        """inputs/targets: tuples of numpy arrays or tensors -> (loss, metrics, grad_norm)."""
-        inputs = tuple(self._tensor(x) for x in inputs)
-        targets = tuple(self._tensor(t) for t in targets)
+    def step(self, inputs: Sequence, targets: Sequence, lr: float,
+             micro_batches: int = 1) -> Tuple[float, Dict[str, np.ndarray], float]:
+        """inputs/targets: tuples of numpy arrays or tensors -> (loss, metrics, grad_norm);
+        ``micro_batches``: gradient accumulation over that many slices of the batch."""
+        tensors = tuple(self._tensor(x) for x in tuple(inputs) + tuple(targets))
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, metrics = self.objective(self.F, self.module(*inputs), *targets)
         scale = 1.0 if self.loss_scale is None else self.loss_scale.value
-        (loss.float() * scale if scale != 1.0 else loss).backward()
+        losses, parts = [], []
+        for part in split_micro_batches(tensors, micro_batches):
+            loss, metrics = self.objective(self.F, self.module(*part[:len(inputs)]), *part[len(inputs):])
+            scaled = loss.float() * scale if scale != 1.0 else loss
+            (scaled / micro_batches if micro_batches > 1 else scaled).backward()
+            losses.append(loss.detach())
+            parts.append(self._metrics(metrics))
+        loss = losses[0] if micro_batches == 1 else torch.stack(losses).mean()
         grads = [torch.zeros_like(t) if p.grad is None else p.grad.to(t.dtype) for p, t in zip(self.params, self.targets)]
         if scale != 1.0:
             grads = [g / scale for g in grads]
@@ -99,7 +106,7 @@ class TorchTrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         for p in self.params:
             p.grad = None
-        return loss_value, self._metrics(metrics), norm_value
+        return loss_value, mean_metrics(parts), norm_value
 
     def invalidate(self) -> None:
         """Nothing is compiled on torch (see ``MindSporeTrainStep.invalidate``)."""

@@ -3,9 +3,13 @@
 ``make_train_step(backend, module, objective, lr, betas, eps, weight_decay, grad_clip)``
 returns a ``TorchTrainStep`` or ``MindSporeTrainStep`` with:
 
-- ``step(inputs: tuple, targets: tuple, lr: float) -> (loss: float, metrics: dict[str,
-  np.ndarray], grad_norm: float)``: forward, ``objective(F, module(*inputs), *targets) ->
-  (loss, metrics)``, backward, global-norm clipping, AdamW at learning rate ``lr``; a
+- ``step(inputs: tuple, targets: tuple, lr: float, micro_batches: int = 1) -> (loss: float,
+  metrics: dict[str, np.ndarray], grad_norm: float)``: forward, ``objective(F,
+  module(*inputs), *targets) -> (loss, metrics)``, backward, global-norm clipping, AdamW at
+  learning rate ``lr``; with ``micro_batches`` k > 1 the batch is cut into k equal slices
+  (``split_micro_batches``) whose gradients, losses and metrics are averaged before the update
+  (gradient accumulation: the same step as the whole batch when the objective is a mean
+  over equal slices and has no batch-level term such as a load-balancing loss); a
   NaN/Inf loss or gradient norm leaves weights and optimizer state untouched and adds one
   to ``skipped`` (under a dynamic loss scale, a float16 overflow of the gradients halves the
   scale instead, adds one to ``overflows`` and sets ``overflowed``); in a multi-process run
@@ -20,9 +24,12 @@ returns a ``TorchTrainStep`` or ``MindSporeTrainStep`` with:
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+
+import numpy as np
 
 from backends import check_backend
+from models.errors import ConfigError
 
 
 def decays(shape: Sequence[int]) -> bool:
@@ -38,6 +45,25 @@ def optimizer_state_names(param_names: Iterable[str]) -> List[str]:
     for name in param_names:
         names += [f"exp_avg.{name}", f"exp_avg_sq.{name}"]
     return names
+
+
+def split_micro_batches(values: Sequence, count: int) -> List[tuple]:
+    """``values`` (inputs then targets: numpy arrays or tensors) cut into ``count`` equal
+    slices along axis 0, for gradient accumulation; a value whose first axis is not the
+    batch (that of ``values[0]``), e.g. a scalar, goes whole to every slice."""
+    rows = values[0].shape[0]
+    if rows % count:
+        raise ConfigError(f"train.grad_accum={count} must divide the {rows} sequences of a step on this rank")
+    size = rows // count
+    return [tuple(v[i * size:(i + 1) * size] if len(getattr(v, "shape", ())) and v.shape[0] == rows else v
+                  for v in values) for i in range(count)]
+
+
+def mean_metrics(parts: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """The micro-batches' metrics averaged, key by key (one: as they are)."""
+    if len(parts) == 1:
+        return parts[0]
+    return {key: np.mean([part[key] for part in parts], 0) for key in parts[0]}
 
 
 def make_train_step(backend: str, module, objective: Callable, lr: float,

@@ -67,14 +67,17 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     """Optimisation and bookkeeping. AdamW with linear warmup then cosine decay to
-    ``min_lr``; ``grad_clip`` 0 disables clipping; ``eval_every``/``checkpoint_every`` 0
-    turn periodic evaluation/checkpoints off; ``graph_mode``: MindSpore compiled step;
+    ``min_lr``; ``grad_accum``: micro-batches per step (gradient accumulation: each rank's
+    batch_size / world rows in that many equal slices, one update); ``grad_clip`` 0
+    disables clipping; ``eval_every``/``checkpoint_every`` 0 turn periodic
+    evaluation/checkpoints off; ``graph_mode``: MindSpore compiled step;
     ``loss_scale``: float16 loss scaling (``backends.loss_scale``: ``auto`` is dynamic for
     float16 and off otherwise; ``static`` keeps ``loss_scale_init``; dynamic halves it on an
     overflow and doubles it after ``loss_scale_window`` finite steps)."""
 
     steps: int = setting(1000, integer(1))
     batch_size: int = setting(16, integer(1))
+    grad_accum: int = setting(1, integer(1))
     lr: float = setting(1e-3, number(0.0, low_open=True))
     min_lr: float = setting(1e-4, number(0.0))
     warmup_steps: int = setting(100, integer(0))
@@ -217,6 +220,8 @@ def check_run(config: RunConfig) -> None:
             raise ConfigError(f"data.files: no such file: {name!r}")
     if t.min_lr > t.lr:
         raise ConfigError(f"train.min_lr={t.min_lr:g} exceeds train.lr={t.lr:g}")
+    if t.batch_size % t.grad_accum:
+        raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by train.grad_accum={t.grad_accum}")
     if t.warmup_steps > t.steps:
         raise ConfigError(f"train.warmup_steps={t.warmup_steps} exceeds train.steps={t.steps}")
     config.moe.validate(section="moe")

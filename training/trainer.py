@@ -96,6 +96,10 @@ class Trainer:
                                                   t.weight_decay, t.grad_clip, self.dist.run,
                                                   loss_scale_for(t.loss_scale, config.dtype, t.loss_scale_init,
                                                                  t.loss_scale_window))
+        start, end = self.dist.rows(t.batch_size)
+        if (end - start) % t.grad_accum:
+            raise ConfigError(f"train.grad_accum={t.grad_accum} must divide each rank's {end - start} sequences "
+                              f"(train.batch_size={t.batch_size} over {self.dist.world} ranks)")
         self.batches = self.data.train_batches(t.batch_size)
         self.val_batches = self.data.val_batches(t.batch_size, t.eval_batches)
         self.hooked = [(i, layer.router) for i, layer in enumerate(self.model.moe_layers)
@@ -201,7 +205,7 @@ class Trainer:
         lr = learning_rate(self.step, t.lr, t.min_lr, t.warmup_steps, t.steps)
         start, end = self.dist.rows(t.batch_size)
         loss, metrics, grad_norm = self.train_step.step((tokens[start:end, :-1], domains[start:end]),
-                                                        (tokens[start:end, 1:],), lr)
+                                                        (tokens[start:end, 1:],), lr, t.grad_accum)
         metrics = self.dist.mean(metrics)
         metrics.update(traffic_bytes(metrics, self.config.model.d_model, ELEMENT_BYTES[self.config.dtype], self.dist.world))
         self.step += 1

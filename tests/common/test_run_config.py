@@ -75,6 +75,7 @@ def test_wrong_type_is_named(raw, message):
     ({"data": {"seq_len": 512}, "model": {"max_seq_len": 256}}, "data.seq_len=512 exceeds model.max_seq_len=256"),
     ({"model": {"vocab_size": 1000}, "data": {"vocab_size": 4096}}, "model.vocab_size=1000 is smaller"),
     ({"train": {"lr": 1e-4, "min_lr": 1e-3}}, "train.min_lr=0.001 exceeds train.lr=0.0001"),
+    ({"train": {"batch_size": 6, "grad_accum": 4}}, "train.batch_size=6 must be divisible by train.grad_accum=4"),
     ({"moe": {"top_k": 9, "num_experts": 8}}, "moe.top_k=9 exceeds"),
     ({"moe": {"dispatch": "lossless"}}, "moe.dispatch='lossless'"),
     ({"moe": {"router": "nope"}}, "moe.router='nope' is unknown"),
