@@ -14,12 +14,13 @@ def routing_metrics(F, num_tokens: int, true_assignments, tokens_per_expert, exp
     with buffers, the processed rows dropless).
 
     - ``tokens_per_expert`` [E] float32;
-    - ``dropped_fraction``: share of requested true-expert assignments not processed;
+    - ``dropped_fraction``: share of requested true-expert assignments not processed (0
+      when none was requested, e.g. every AdaMoE assignment null);
     - ``mean_true_experts_per_token``: true experts selected per token (AdaMoE "load");
     - ``expert_flops``: forward FLOPs of the expert FFNs in this call."""
     processed = F.cast(F.stop_gradient(tokens_per_expert), F.float32)
     requested = F.stop_gradient(true_assignments)
-    dropped = 1.0 - F.sum(processed) / F.maximum(requested, F.ones((), F.float32))
+    dropped = (requested - F.sum(processed)) / F.maximum(requested, F.ones((), F.float32))  # none asked: 0
     return {"tokens_per_expert": processed,
             "dropped_fraction": dropped,
             "mean_true_experts_per_token": requested / num_tokens,

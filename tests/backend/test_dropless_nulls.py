@@ -70,6 +70,7 @@ def test_dropless_equals_capacity_without_drops(runner, every_null):
     true_per_token = out["dropless"]["aux"]["mean_true_experts_per_token"]
     if every_null:
         assert true_per_token == 0.0 and np.abs(out["dropless"]["y"]).max() == 0.0
+        assert all(out[d]["aux"]["dropped_fraction"] == 0.0 for d in out)  # nothing asked, nothing dropped
     else:
         assert 0.5 < true_per_token < K - 0.5 and out["capacity"]["aux"]["dropped_fraction"] == 0.0
     np.testing.assert_allclose(out["dropless"]["y"], out["capacity"]["y"], rtol=1e-5, atol=1e-6)
