@@ -10,23 +10,23 @@ Stochastic routers (skip, balanced) also need the score-function part of their g
 (see models/routers/skip.py): with r_t = aux["routing_log_prob"][t] (summed over MoE
 layers) the objective adds S - stop_gradient(S),
 
-    S = sum_t stop_gradient(l_t - b) r_t / (counted positions),
+    S = sum_t stop_gradient(l_t) r_t / (counted positions),
 
 which leaves the loss value unchanged and adds the score term to the gradient. Token t's
 own loss l_t stands for its downstream loss (in a transformer its routing also reaches
-later positions through attention). b is ``loss_baseline``: 0 by default (unbiased); any
-value that does not depend on this batch's routing noise (e.g. a running mean of past
-losses, passed by the trainer) keeps it unbiased and lowers the variance.
+later positions through attention). A baseline is the router's (``router_options.baseline:
+leave_one_out`` rewrites r so that the sum becomes sum_t (l_t - mean_{u != t} l_u) r_t:
+models/routers/sampling.py).
 """
 from __future__ import annotations
 
 from typing import Tuple
 
 
-def lm_objective(F, outputs, targets, loss_baseline=None) -> Tuple[object, dict]:
+def lm_objective(F, outputs, targets) -> Tuple[object, dict]:
     """outputs = (logits [B, S, V], aux) from ``Transformer.forward``; targets [B, S] int
-    (the target of position s is the token at s + 1; < 0 = not counted); loss_baseline:
-    optional scalar float32 tensor (module docstring) -> (loss scalar float32, metrics).
+    (the target of position s is the token at s + 1; < 0 = not counted) -> (loss scalar
+    float32, metrics).
     The trainer's ``objective(F, module_outputs, *targets)``.
 
     metrics: ``loss`` (total), ``lm_loss`` (cross-entropy), ``aux_loss`` (aux["loss"]),
@@ -41,17 +41,15 @@ def lm_objective(F, outputs, targets, loss_baseline=None) -> Tuple[object, dict]
     lm_loss = F.sum(nll * weight) / count
     loss = lm_loss + aux["loss"]
     if "routing_log_prob" in aux:
-        loss = loss + score_term(F, nll, weight, count, aux["routing_log_prob"], loss_baseline)
+        loss = loss + score_term(F, nll, weight, count, aux["routing_log_prob"])
     metrics = {key: value for key, value in aux.items() if key not in ("loss", "routing_log_prob")}
     metrics.update({"loss": loss, "lm_loss": lm_loss, "aux_loss": aux["loss"]})
     return loss, metrics
 
 
-def score_term(F, nll, weight, count, routing_log_prob, loss_baseline=None):
+def score_term(F, nll, weight, count, routing_log_prob):
     """S - stop_gradient(S) (module docstring): value 0, gradient the score term.
     nll, weight [B, S]; routing_log_prob [B * S]."""
     advantage = F.stop_gradient(F.reshape(nll * weight, (-1,)))
-    if loss_baseline is not None:
-        advantage = advantage - F.stop_gradient(loss_baseline) * F.reshape(weight, (-1,))
     surrogate = F.sum(advantage * routing_log_prob) / count
     return surrogate - F.stop_gradient(surrogate)
