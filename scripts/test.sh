@@ -3,6 +3,7 @@
 # tests/backend (written once) in one pytest process per backend (MindSpore has set-once
 # global state) and the cross-backend parity tests with MindSpore in PyNative and in
 # GRAPH_MODE, then the multi-process tests (torchrun and msrun launches). Fails if any run fails.
+# The MindSpore backend run has the framework-free, torch and PyNative parity runs beside it.
 # Extra arguments go to every pytest run (e.g. -x, -k adamoe); a run whose tests they all
 # deselect (pytest exit 5) does not count as failed, though the closing line still needs a pass.
 set -uo pipefail
@@ -22,10 +23,18 @@ run() {  # run NAME ENV... -- PYTEST_ARGS...
   [ $rc -eq 0 ] || { [ $rc -eq 5 ] && [ ${#extra[@]} -gt 0 ]; } || status=1
 }
 extra=("$@")
-run common   PYTHONPATH="$root" -- tests/common
-run backend_torch     PYTHONPATH="$root" MOE_TEST_BACKEND=torch -- tests/backend
+# MindSpore's backend tests spend much of their time compiling on one core: the framework-free,
+# torch and PyNative parity runs go alongside them (their output is printed when they end)
+(
+  run common   PYTHONPATH="$root" -- tests/common
+  run backend_torch     PYTHONPATH="$root" MOE_TEST_BACKEND=torch -- tests/backend
+  run parity_pynative PYTHONPATH="$root" MOE_MS_MODE=pynative -- tests/parity
+  exit $status
+) > "$reports/alongside.log" 2>&1 &
+alongside=$!
 run backend_mindspore PYTHONPATH="$root" MOE_TEST_BACKEND=mindspore MOE_MS_MODE=pynative -- tests/backend
-run parity_pynative PYTHONPATH="$root" MOE_MS_MODE=pynative -- tests/parity
+wait $alongside || status=1
+cat "$reports/alongside.log"
 run parity_graph    PYTHONPATH="$root" MOE_MS_MODE=graph -- tests/parity
 run distributed     PYTHONPATH="$root" -- tests/distributed
 "$py" scripts/junit_total.py "$reports"/*.xml || status=1

@@ -35,6 +35,8 @@ def test_micro_batches_equal_the_whole_batch(runner):
 
 
 def test_a_batch_level_loss_tells_them_apart(runner):
+    if runner.name != "torch":
+        pytest.skip("checks the test's power, not a backend: run once, on torch")
     whole, accumulated = one_step(runner, 1, 0.5), one_step(runner, 2, 0.5)
     assert abs(accumulated[2] - whole[2]) > 1e-4 * whole[2]
 

@@ -35,10 +35,11 @@ def first_step(runner, dtype: str, loss_scale, objective=tiny_objective):
 
 def test_scaling_recovers_gradients_that_underflow_float16(runner):
     reference, _ = first_step(runner, "float32", None)
-    unscaled, _ = first_step(runner, "float16", None)
     scaled, step = first_step(runner, "float16", LossScale())
     assert 1e-9 < reference < 1e-4, reference  # the regime where float16 underflows
-    assert unscaled < 0.1 * reference, (unscaled, reference)  # lost without scaling
+    if runner.name == "torch":  # float16's range, not the backend's: checked once
+        unscaled, _ = first_step(runner, "float16", None)
+        assert unscaled < 0.1 * reference, (unscaled, reference)  # lost without scaling
     np.testing.assert_allclose(scaled, reference, rtol=0.01)
     assert step.skipped == 0 and step.overflows == 0 and int(step.optimizer_state()["step"]) == 1
 

@@ -32,6 +32,8 @@ ROUTERS = [dict(router="topk", top_k=2),
 
 @pytest.mark.parametrize("moe", ROUTERS, ids=lambda m: m["router"])
 def test_router_learns_a_fixed_batch(runner, moe):
+    if runner.name == "mindspore" and moe["router"] != "topk":
+        pytest.skip("MindSpore: top-k only (the routers' MindSpore maths is checked against torch in tests/parity)")
     config = TransformerConfig(vocab_size=48, d_model=16, num_layers=1, num_heads=2, num_kv_heads=1, ffn_hidden=32,
                                max_seq_len=12, moe_every=1, moe=MoEConfig(d_model=16, ffn_hidden=16, num_experts=4, **moe))
     model = Transformer(config)
