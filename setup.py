@@ -7,8 +7,8 @@ setup(
     description="Mixture-of-Experts routers (AdaMoE, LocMoE, Switch, PanGu-Sigma RRE, expert choice, "
                 "hash, unbiased skip/balanced) with one implementation for MindSpore and PyTorch",
     python_requires=">=3.9",
-    packages=find_packages(include=["backends", "backends.*", "models", "models.*", "parallel", "parallel.*",
-                                    "training", "training.*"]),
+    packages=find_packages(include=[f"{name}{suffix}" for name in ("core", "parallel", "models", "backends", "launch",
+                                                                     "training") for suffix in ("", ".*")]),
     install_requires=[
         "numpy>=1.24,<2",  # MindSpore 2.10 fails on numpy 2 ("Numpy init failed")
         "scipy>=1.10",

@@ -4,7 +4,7 @@ devices and seeds (torch_shell.py, mindspore_shell.py). Frameworks are imported 
 a machine with only one of them installed can use that one."""
 from __future__ import annotations
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 BACKENDS = ("torch", "mindspore")
 

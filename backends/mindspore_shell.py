@@ -13,8 +13,8 @@ import numpy as np
 from mindspore import nn
 
 from backends.mindspore_ops import MindSporeOps
-from models.errors import ConfigError
-from models.params import init_params
+from core.errors import ConfigError
+from core.params import init_params
 
 DTYPES = {"float32": ms.float32, "bfloat16": ms.bfloat16, "float16": ms.float16}
 TARGETS = {"cpu": "CPU", "cuda": "GPU", "gpu": "GPU", "npu": "Ascend", "ascend": "Ascend"}

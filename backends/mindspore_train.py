@@ -66,7 +66,7 @@ class MindSporeTrainStep:
         self.optimizer = AdamW([g for g in groups if g["params"]], lr=float(lr),
                                betas=tuple(float(b) for b in betas), eps=float(eps))
         self.sync = None if parallel is None else GradientSync(parallel, self.order, module.specs)
-        self.jit = jit and (parallel is None or parallel.layout.expert_parallel == 1)
+        self.jit = jit and (parallel is None or core.layout.expert_parallel == 1)
         self._compiled = None
 
     def _build(self, num_inputs: int):

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from backends.torch_ops import TorchOps
-from models.errors import ConfigError
-from models.params import init_params
+from core.errors import ConfigError
+from core.params import init_params
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

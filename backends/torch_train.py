@@ -23,7 +23,7 @@ class TorchTrainStep:
     float32, clipped and applied by AdamW (float32 moments) to the masters, whose values
     are then copied into the model. With ``loss_scale`` the backward pass runs on the scaled
     loss and the float32 gradients are divided by the scale before clipping.
-    With ``parallel`` (a ``parallel.process_groups.ParallelRun``) gradients, their norm and the
+    With ``parallel`` (a ``launch.process_groups.ParallelRun``) gradients, their norm and the
     loss are those of the global batch (``parallel.gradient_sync``), the same on every rank."""
 
     def __init__(self, module, objective: Callable, lr: float, betas: Tuple[float, float] = (0.9, 0.999),

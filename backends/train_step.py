@@ -29,7 +29,7 @@ from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 import numpy as np
 
 from backends import check_backend
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 
 def decays(shape: Sequence[int]) -> bool:
@@ -70,7 +70,7 @@ def make_train_step(backend: str, module, objective: Callable, lr: float,
                     betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                     weight_decay: float = 0.0, grad_clip: float = 0.0, parallel=None, loss_scale=None):
     """The train step for ``module`` (a TorchModule or MindSporeModule) on ``backend``;
-    ``parallel``: the run's ``parallel.process_groups.ParallelRun`` (None: one process);
+    ``parallel``: the run's ``launch.process_groups.ParallelRun`` (None: one process);
     ``loss_scale``: a ``backends.loss_scale.LossScale`` (None: the loss is not scaled)."""
     if check_backend(backend) == "torch":
         from backends.torch_train import TorchTrainStep as Step

@@ -11,7 +11,7 @@ Conventions
   returns indices returns that dtype, and every op that takes indices accepts it.
 - Float ops keep their input's dtype unless they say otherwise.
 - ``axis`` is always an ``int``; negative values count from the end.
-- Collectives take a ``group``: an opaque handle made by ``parallel.process_groups`` (a
+- Collectives take a ``group``: an opaque handle made by ``launch.process_groups`` (a
   torch ``ProcessGroup``, a MindSpore group name). They run eagerly (counts are host ints),
   never inside a compiled MindSpore graph.
 """

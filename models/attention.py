@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Dict
 
-from models.errors import ConfigError
-from models.params import Adaptable, ParamSpec, constant_init, normal_init
+from core.errors import ConfigError
+from core.params import ParamSpec, constant_init, normal_init
+from models.adaptable import Adaptable
 from models.rotary import apply_rope, rope_tables
 
 MASKED = -1e9

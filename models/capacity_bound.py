@@ -35,7 +35,7 @@ from typing import Callable, Optional
 
 from scipy.special import betaincc
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 
 def _check(delta: float, d: int, n: int) -> None:

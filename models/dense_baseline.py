@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Optional
 
+from core.errors import ConfigError
 from models.dense_ffn import ffn_matrices
-from models.errors import ConfigError
 from models.transformer_config import TransformerConfig
 
 

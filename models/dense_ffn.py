@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Dict
 
-from models.params import Adaptable, ParamSpec, normal_init
+from core.params import ParamSpec, normal_init
+from models.adaptable import Adaptable
 
 
 def ffn_matrices(ffn_type: str) -> int:

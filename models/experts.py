@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Dict
 
+from core.params import ParamSpec, normal_init, prefixed
 from models.moe_config import MoEConfig
-from models.params import ParamSpec, normal_init, prefixed
 
 
 class Experts:

@@ -27,7 +27,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 OURS_MOE = re.compile(r"(?P<layer>.*\.)block_sparse_moe\.(?P<rest>.+)$")
 HF_MOE = re.compile(r"(?P<layer>.*\.)(?P<block>block_sparse_moe|mlp)\.(?P<rest>.+)$")

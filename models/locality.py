@@ -1,6 +1,6 @@
 """LocMoE locality loss (Li et al. 2024) and the own-node share, on the op vocabulary ``F``.
 
-For node j with tokens T_j (its virtual devices' contiguous chunks, ``parallel.topology``):
+For node j with tokens T_j (its virtual devices' contiguous chunks, ``core.topology``):
 
 - D_c^j = mean over t in T_j of the router distribution p_t (soft, so the loss has gradients);
 - D_l^j = the fully localised distribution: 1/m on the m experts living on node j, 0 elsewhere.
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from parallel.topology import Topology
+from core.topology import Topology
 
 DIVERGENCES = ("forward", "reverse")
 TINY = 1e-30

@@ -23,10 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Dict, Tuple
 
-from models.errors import ConfigError
+from core.errors import ConfigError
+from core.params import ParamSpec, constant_init, normal_init
 from models.metrics import true_assignment_count
 from models.moe_config import MoEConfig
-from models.params import ParamSpec, constant_init, normal_init
 from models.routers import router_class
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig

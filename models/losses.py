@@ -4,7 +4,7 @@ from __future__ import annotations
 
 def assignment_counts(F, expert_index, num_slots: int, parallel=None):
     """c_i: assignments to each expert over all (token, slot) pairs, of the global batch when
-    ``parallel`` (``parallel.layout.ExpertParallel``) is given (summed over its data-parallel
+    ``parallel`` (``core.layout.ExpertParallel``) is given (summed over its data-parallel
     ranks; no gradient flows through counts). expert_index [T, k] -> [num_slots] float32.
 
     With global counts, each rank's loss N sum_i f_i P_i(local) averages over the ranks to

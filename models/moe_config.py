@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 EXPERT_TYPES = ("swiglu", "gelu")
 DISPATCH_MODES = ("dropless", "capacity")
@@ -14,7 +14,7 @@ DROP_POLICIES = ("position", "probability")
 
 @dataclass
 class MoEConfig:
-    """One MoE layer. Names follow DESIGN.md; ``router_options`` holds the keys that only
+    """One MoE layer. Names follow docs/architecture.md; ``router_options`` holds the keys that only
     the chosen router reads (each router validates its own).
 
     ``balance_loss_coef`` weighs a balance loss normalised per assignment: f_i is expert i's

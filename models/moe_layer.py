@@ -9,18 +9,18 @@ from __future__ import annotations
 import math
 from typing import Dict, Optional
 
+from core.errors import ConfigError
+from core.layout import ExpertParallel, check_experts
+from core.params import ParamSpec
 from models.dispatch.capacity import capacity_moe, capacity_plan
 from models.dispatch.dropless import dropless_moe, dropless_plan
 from models.dispatch.expert_parallel import ExpertParallelExperts
-from models.errors import ConfigError
-from models.experts import Experts
 from models.dispatch.slots import slot_counts, slot_moe
+from models.experts import Experts
 from models.metrics import routing_metrics, true_assignment_count
 from models.moe_config import MoEConfig
-from models.params import ParamSpec
 from models.routers import router_class
 from models.shared_expert import SharedExpert
-from parallel.layout import ExpertParallel, check_experts
 
 
 class MoELayer:
@@ -42,7 +42,7 @@ class MoELayer:
     routing_log_prob[t] to the loss for the score-function part of their gradient
     estimator (loss_t = token t's downstream loss; see models/routers/skip.py).
 
-    ``parallel`` (multi-process runs, ``parallel.layout.ExpertParallel``): this rank holds
+    ``parallel`` (multi-process runs, ``core.layout.ExpertParallel``): this rank holds
     num_experts / ep experts and reaches the others by all-to-all
     (``models.dispatch.expert_parallel``); router statistics are reduced over the global
     batch. Each rank routes and combines its own tokens.

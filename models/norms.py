@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-from models.params import ParamSpec, constant_init
+from core.params import ParamSpec, constant_init
 
 
 class RMSNorm:

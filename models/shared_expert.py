@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Dict
 
+from core.params import ParamSpec, normal_init
 from models.dense_ffn import DenseFFN
 from models.moe_config import MoEConfig
-from models.params import ParamSpec, normal_init
 
 
 class SharedExpert:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Dict, List
 
+from core.errors import ConfigError
+from core.params import ParamSpec, normal_init
 from models.attention import Attention, causal_bias
 from models.dense_ffn import DenseFFN
-from models.errors import ConfigError
 from models.moe_layer import MoELayer
 from models.norms import RMSNorm
-from models.params import ParamSpec, normal_init
 from models.rotary import rope_tables
 from models.transformer_config import TransformerConfig
 
@@ -74,7 +74,7 @@ class Transformer:
     """
 
     def __init__(self, config: TransformerConfig, parallel=None) -> None:
-        """``parallel``: the ``parallel.layout.ExpertParallel`` of a multi-process run (the MoE
+        """``parallel``: the ``core.layout.ExpertParallel`` of a multi-process run (the MoE
         layers' experts are split over its ranks), None in one process."""
         self.config = config.validate()
         self.blocks = [Block(config, i, parallel) for i in range(config.num_layers)]

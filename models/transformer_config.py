@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.moe_config import EXPERT_TYPES, MoEConfig
 
 FFN_TYPES = EXPERT_TYPES

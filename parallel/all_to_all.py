@@ -17,20 +17,11 @@ destination (all ranks know it: the dispatch all-gathers the per-expert counts).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Tuple
+from typing import Tuple
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Hierarchy:
-    """How the EP group sits on nodes: ``ranks_per_node`` (g), and the group handles of this
-    rank's node (its g EP ranks there) and rail (the EP ranks with its local index)."""
-
-    ranks_per_node: int
-    node_group: Any
-    rail_group: Any
+from core.layout import Hierarchy
 
 
 def permute_rows(F, x, order: np.ndarray):
@@ -42,16 +33,12 @@ def permute_rows(F, x, order: np.ndarray):
     return F.gather_rows(x, F.tensor(order, F.index_dtype))
 
 
-def _blocks(sizes: np.ndarray, order_axes: Tuple[int, int]) -> np.ndarray:
-    """Rows laid out as blocks ``sizes`` [P, Q] in row-major (p, q) order -> the permutation
-    that lays them out in (q, p) order when ``order_axes`` is (1, 0)."""
+def transposed_blocks(sizes: np.ndarray) -> np.ndarray:
+    """Rows laid out as blocks of ``sizes`` [P, Q] rows in (p, q) order -> the permutation
+    (int64, one entry per row) that lays the same blocks out in (q, p) order."""
+    sizes = np.asarray(sizes, np.int64)
     starts = (np.cumsum(sizes.reshape(-1)) - sizes.reshape(-1)).reshape(sizes.shape)
-    outer, inner = (sizes.shape[1], sizes.shape[0]) if order_axes == (1, 0) else sizes.shape
-    pieces = []
-    for u in range(outer):
-        for v in range(inner):
-            p, q = (v, u) if order_axes == (1, 0) else (u, v)
-            pieces.append(starts[p, q] + np.arange(sizes[p, q]))
+    pieces = [starts[p, q] + np.arange(sizes[p, q]) for q in range(sizes.shape[1]) for p in range(sizes.shape[0])]
     return np.concatenate(pieces + [np.zeros(0, np.int64)]).astype(np.int64)
 
 
@@ -69,12 +56,12 @@ def hierarchical_all_to_all(F, x, counts: np.ndarray, me: int, hierarchy: Hierar
     by_rank = counts.reshape(nodes, g, nodes, g)  # [source node, source local, dest node, dest local]
     # phase A, inside node a: my rows [dest node b, dest local j] regrouped j-major, to local rank j
     mine = by_rank[a, i]  # [b, j]
-    rows = permute_rows(F, x, _blocks(mine, (1, 0)))
+    rows = permute_rows(F, x, transposed_blocks(mine))
     if g > 1:
         rows = F.all_to_all(rows, mine.sum(0).tolist(), by_rank[a, :, :, i].sum(1).tolist(), hierarchy.node_group)
     # now: rows from each local source i' of node a for rail i, each block ordered by dest node b
     gathered = by_rank[a, :, :, i]  # [i', b]
-    rows = permute_rows(F, rows, _blocks(gathered, (1, 0)))  # -> [b][i']
+    rows = permute_rows(F, rows, transposed_blocks(gathered))  # -> [b][i']
     if nodes > 1:
         rows = F.all_to_all(rows, gathered.sum(0).tolist(), by_rank[:, :, a, i].sum(1).tolist(), hierarchy.rail_group)
     return rows  # [source node c][source local i'] = source rank order

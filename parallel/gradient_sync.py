@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
-from models.params import ParamSpec
-from parallel.process_groups import ParallelRun
+from core.layout import ParallelRun
+from core.params import ParamSpec
 
 
 class GradientSync:

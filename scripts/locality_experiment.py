@@ -23,9 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.train_step import make_train_step  # noqa: E402
+from core.params import init_params  # noqa: E402
 from models.moe_config import MoEConfig  # noqa: E402
 from models.moe_layer import MoELayer  # noqa: E402
-from models.params import init_params  # noqa: E402
 
 D_MODEL, EXPERTS, ROWS, SEQ = 16, 4, 4, 16
 TOPOLOGY = {"nodes": 2, "devices_per_node": 2}
@@ -33,7 +33,7 @@ TOPOLOGY = {"nodes": 2, "devices_per_node": 2}
 
 def domain_batch(rng: np.random.Generator, directions: np.ndarray, shift: float):
     """(x, target) [ROWS, SEQ, d]: row r lives on node r * nodes // ROWS (contiguous chunks, as
-    ``parallel.topology`` splits a batch) and is shifted by ``shift`` along that node's direction."""
+    ``core.topology`` splits a batch) and is shifted by ``shift`` along that node's direction."""
     nodes = directions.shape[0]
     home = np.arange(ROWS) * nodes // ROWS
     x = rng.standard_normal((ROWS, SEQ, D_MODEL)) + shift * directions[home][:, None, :]

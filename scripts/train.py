@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only on the terminal
 
-from models.errors import ConfigError  # noqa: E402
+from core.errors import ConfigError  # noqa: E402
 from training.config import config_to_dict, load_config  # noqa: E402
 
 
@@ -111,8 +111,8 @@ def check_launch(config) -> None:
     it is about to start ($MOE_LAUNCH_WORLD) against the config."""
     world = int(os.environ.get("MOE_LAUNCH_WORLD", "0"))
     if world:
-        from parallel.layout import ParallelLayout
-        from parallel.process_groups import check_world
+        from core.layout import ParallelLayout
+        from launch.process_groups import check_world
         check_world(config.backend, config.parallel.expert_parallel, config.parallel.world_size, world)
         ParallelLayout(world, 0, config.parallel.expert_parallel).batch_rows(config.train.batch_size)
 

@@ -33,7 +33,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 FORMAT = "moe-checkpoint-1"
 NAME = re.compile(r"^step_(\d{8})\.safetensors$")

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, get_type_hints
 
-from models.errors import ConfigError
+from core.errors import ConfigError
+from core.layout import check_experts
+from core.rules import FLAG, MAPPING, TEXT, Rule, integer, names, number, one_of, setting
 from models.moe_config import MoEConfig
-from parallel.layout import check_experts
-from training.checks import FLAG, MAPPING, TEXT, Rule, integer, names, number, one_of, setting
 from training.data.corpora import CORPORA
 from training.yaml_io import parse_yaml, read_yaml, write_yaml_atomic
 

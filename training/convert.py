@@ -12,7 +12,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from training.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
 from training.config import RunConfig, load_config, save_config
 from training.metrics_log import read_records

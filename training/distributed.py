@@ -19,9 +19,9 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from models.params import ParamSpec
-from parallel.layout import ExpertParallel
-from parallel.process_groups import ParallelRun, init_process_groups
+from core.layout import ExpertParallel
+from core.params import ParamSpec
+from launch.process_groups import ParallelRun, init_process_groups
 from parallel.sharding import local_values
 from training.checkpoint import Checkpoint, save_checkpoint, save_expert_shard
 

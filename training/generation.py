@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.transformer import Transformer
 
 

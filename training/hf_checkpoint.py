@@ -21,7 +21,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 from safetensors.numpy import save_file
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.hf_names import from_hf, hf_shapes, to_hf
 from models.moe_config import MoEConfig
 from models.transformer import Transformer

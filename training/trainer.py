@@ -23,13 +23,13 @@ import numpy as np
 
 from backends.loss_scale import loss_scale_for
 from backends.runtime import Runtime
-from models.errors import ConfigError
+from core.errors import ConfigError
+from core.params import init_params
+from launch.process_groups import launched_world
 from models.lm_objective import lm_objective
-from models.params import init_params
 from models.routers.base import Router
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
-from parallel.process_groups import launched_world
 from training.checkpoint import Checkpoint, checkpoint_dir, latest_checkpoint, newest_loadable
 from training.config import RunConfig, save_config
 from training.data.pipeline import build_data

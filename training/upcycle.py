@@ -19,9 +19,9 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from models.errors import ConfigError
+from core.errors import ConfigError
+from core.params import init_params
 from models.moe_config import MoEConfig
-from models.params import init_params
 from models.routers.adamoe import null_gate_from_pretrained
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 
 class _Loader(yaml.SafeLoader):

@@ -1,6 +1,6 @@
 """LocMoE capacity dispatch: top-1 assignments with a capacity per (source device, expert).
 
-Each of the ``ep`` devices (contiguous token chunks, ``parallel.topology``) may send at most
+Each of the ``ep`` devices (contiguous token chunks, ``core.topology``) may send at most
 ``capacity`` tokens to each expert, as in an all-to-all with fixed-size buffers: expert e's
 slots are [device 0: C slots | device 1: C slots | ...]. Within a device, earlier tokens win.
 Fills the slot layout of ``models.dispatch.slots`` (slot_token [E, ep*C], T = empty).

@@ -21,21 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.layout import ExpertParallel
 from models.experts import Experts
-from parallel.all_to_all import flat_all_to_all, hierarchical_all_to_all, permute_rows, traffic
-from parallel.layout import ExpertParallel
-
-
-def regroup_order(counts: np.ndarray, rank: int, experts_per_rank: int) -> np.ndarray:
-    """Rows received from every source rank (source-major, then local expert) -> the order
-    that sorts them by local expert (then source). counts [ep, E] = rows each source sends
-    to each expert -> [received rows] int64 (a permutation)."""
-    mine = counts[:, rank * experts_per_rank:(rank + 1) * experts_per_rank]  # [ep, E_local]
-    starts = np.cumsum(mine.reshape(-1)) - mine.reshape(-1)  # offset of (source, expert) block
-    starts = starts.reshape(mine.shape)
-    return np.concatenate([starts[s, j] + np.arange(mine[s, j])
-                           for j in range(mine.shape[1]) for s in range(mine.shape[0])]
-                          + [np.zeros(0, np.int64)]).astype(np.int64)
+from parallel.all_to_all import flat_all_to_all, hierarchical_all_to_all, permute_rows, traffic, transposed_blocks
 
 
 class ExpertParallelExperts:
@@ -104,7 +92,7 @@ class ExpertParallelExperts:
         on_node = int(by_rank[me, nodes == nodes[me]].sum())
         self.traffic["a2a_own_node_share"] = on_node / sent if sent else 1.0
         received = self._exchange(F, x, by_rank)  # the first ``sent`` rows of x: true experts
-        order = regroup_order(counts, me, local)
+        order = transposed_blocks(counts[:, me * local:(me + 1) * local])  # [source, expert] -> by expert
         local_counts = F.tensor(counts[:, me * local:(me + 1) * local].sum(0), F.index_dtype)
         out = self.experts.grouped(F, params, permute_rows(F, received, order), local_counts)
         back = self._exchange(F, permute_rows(F, out, np.argsort(order)), by_rank.T)

@@ -11,9 +11,9 @@ from typing import Dict
 
 import numpy as np
 
-from models.errors import ConfigError
+from core.errors import ConfigError
+from core.params import ParamSpec, truncated_normal_init
 from models.losses import null_bucket_balance_loss, router_z_loss
-from models.params import ParamSpec, truncated_normal_init
 from models.routers.base import LinearGateRouter
 from models.routers.registry import register_router
 

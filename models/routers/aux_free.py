@@ -17,8 +17,8 @@ from typing import Dict
 
 import numpy as np
 
-from models.errors import ConfigError
-from models.params import ParamSpec, constant_init
+from core.errors import ConfigError
+from core.params import ParamSpec, constant_init
 from models.routers.base import LinearGateRouter, finite_number
 from models.routers.registry import register_router
 

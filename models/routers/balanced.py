@@ -81,13 +81,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.losses import router_z_loss
 from models.routers.assignment_solvers import SOLVERS, balanced_assignment
 from models.routers.base import LinearGateRouter, finite_number, require_top1
 from models.routers.registry import register_router
-from models.routers.sampling import (check_baseline, check_routing_noise, fill_slots, leave_one_out, places_in_expert,
-                                     routing_uniforms)
+from models.routers.sampling import (
+    check_baseline,
+    check_routing_noise,
+    fill_slots,
+    leave_one_out,
+    places_in_expert,
+    routing_uniforms,
+)
 
 SMALLEST_UNIFORM = 1e-20
 LARGEST_UNIFORM = 1.0 - 2.0 ** -24

@@ -8,9 +8,9 @@ from typing import Any, Dict
 
 import numpy as np
 
-from models.errors import ConfigError
+from core.errors import ConfigError
+from core.params import ParamSpec, kept_float32, prefixed, truncated_normal_init
 from models.moe_config import MoEConfig
-from models.params import ParamSpec, kept_float32, prefixed, truncated_normal_init
 
 
 @dataclass
@@ -113,7 +113,7 @@ class Router(ABC):
         return {}
 
     def bind_parallel(self, parallel) -> None:
-        """Called once by a multi-process MoE layer with its ``parallel.layout.ExpertParallel``
+        """Called once by a multi-process MoE layer with its ``core.layout.ExpertParallel``
         (routers that read the cluster's layout, e.g. LocMoE's topology, override it)."""
 
     def static_key(self) -> tuple:

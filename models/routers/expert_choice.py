@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.routers.base import LinearGateRouter, finite_number
 from models.routers.registry import register_router
 

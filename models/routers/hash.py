@@ -18,12 +18,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from models.errors import ConfigError
-from models.params import ParamSpec
+from core.errors import ConfigError
+from core.params import ParamSpec
 from models.routers.base import Router, require_top1
 from models.routers.registry import register_router
-from models.routers.token_tables import (bool_option, check_ids, frequency_balanced_table, load_token_counts,
-                                        int_option, random_table, table_rng, table_spec)
+from models.routers.token_tables import (
+    bool_option,
+    check_ids,
+    frequency_balanced_table,
+    int_option,
+    load_token_counts,
+    random_table,
+    table_rng,
+    table_spec,
+)
 
 TABLES = ("random", "balanced")
 

@@ -3,7 +3,7 @@ and a host-side capacity factor measured from the routed tokens.
 
 Router options (``moe.router_options``):
 
-- ``topology``: ``{nodes, devices_per_node}`` (``parallel.topology``); none = one node;
+- ``topology``: ``{nodes, devices_per_node}`` (``core.topology``); none = one node;
 - ``locality_coef`` (mu): weight of L_loc. Default ``DEFAULT_LOCALITY_COEF`` with a topology,
   0 without; a coefficient > 0 without a topology is a ConfigError;
 - ``locality_divergence`` (``forward`` | ``reverse``) and ``locality_epsilon``: see
@@ -32,11 +32,11 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from core.errors import ConfigError
+from core.topology import Topology
 from models.capacity_bound import MeasuredCapacityFactor, device_capacity, device_capacity_in_tokens
-from models.errors import ConfigError
 from models.locality import DIVERGENCES, locality_loss, own_node_share, rank_locality_loss
 from models.routers.base import Router, finite_number
-from parallel.topology import Topology
 
 DEFAULT_LOCALITY_COEF = 0.03  # smallest mu at the plateau of scripts/locality_experiment.py
 CAPACITY_POLICIES = ("bound", "factor")

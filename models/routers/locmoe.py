@@ -30,11 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional
 
+from core.errors import ConfigError
+from core.params import ParamSpec, constant_init, truncated_normal_init
 from models.capacity_bound import capacity_bound
 from models.dispatch.device_slots import device_capacity_slots
-from models.errors import ConfigError
 from models.losses import switch_balance_loss
-from models.params import ParamSpec, constant_init, truncated_normal_init
 from models.routers.base import finite_number
 from models.routers.locality_router import NORM_FLOOR, LocalityOptions, LocalityRouter, grap_affinity, grap_logits
 from models.routers.registry import register_router

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.errors import ConfigError
 from models.capacity_bound import large_d_capacity_bound
-from models.errors import ConfigError
 from models.losses import batch_total
 from models.routers.base import finite_number
 from models.routers.locality_router import LocalityOptions, LocalityRouter, grap_affinity, grap_logits

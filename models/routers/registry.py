@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Dict, Type
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 ROUTERS: Dict[str, Type] = {}
 

@@ -24,8 +24,8 @@ from typing import Dict
 
 import numpy as np
 
-from models.errors import ConfigError
-from models.params import ParamSpec
+from core.errors import ConfigError
+from core.params import ParamSpec
 from models.routers.base import Router, require_top1
 from models.routers.registry import register_router
 from models.routers.token_tables import bool_option, check_ids, int_option, random_table, table_rng, table_spec

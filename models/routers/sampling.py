@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
+from core.errors import ConfigError
 from models.dispatch.assignments import scalar
-from models.errors import ConfigError
 
 
 def check_routing_noise(router: str, num_tokens: int, noise, width: int) -> None:

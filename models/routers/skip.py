@@ -65,12 +65,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.losses import router_z_loss, switch_balance_loss
 from models.routers.base import LinearGateRouter, require_top1
 from models.routers.registry import register_router
-from models.routers.sampling import (check_baseline, check_routing_noise, fill_slots, leave_one_out, places_in_expert,
-                                     routing_uniforms)
+from models.routers.sampling import (
+    check_baseline,
+    check_routing_noise,
+    fill_slots,
+    leave_one_out,
+    places_in_expert,
+    routing_uniforms,
+)
 
 NOISE_WIDTH = 2
 

@@ -2,7 +2,7 @@
 (never renormalised), Switch balance loss and ST-MoE z-loss."""
 from __future__ import annotations
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.routers.registry import register_router
 from models.routers.topk import TopKRouter
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import ConfigError
-from models.params import ParamSpec
+from core.errors import ConfigError
+from core.params import ParamSpec
 
 
 def table_rng(seed: int, layer_index: int, shared: bool) -> np.random.Generator:

@@ -44,8 +44,8 @@ def layer_weights(settings: BenchSettings) -> Dict[str, np.ndarray]:
     """Our layer's initial weights (router.weight [d, E]; experts.w_gate, w_up [E, d, f],
     experts.w_down [E, f, d]); every case that can loads these, so routing and outputs can
     be compared across implementations."""
+    from core.params import init_params
     from models.moe_layer import MoELayer
-    from models.params import init_params
     return init_params(MoELayer(settings.moe_config("dropless")).param_specs(), settings.seed)
 
 

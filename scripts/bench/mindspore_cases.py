@@ -14,7 +14,7 @@ class DenseSwiGLU:
     (and so the same compile path) runs it. Weights come from ``dense_weights``."""
 
     def __init__(self, weights: Dict[str, Any]) -> None:
-        from models.params import ParamSpec, normal_init
+        from core.params import ParamSpec, normal_init
         self.specs = {name: ParamSpec(value.shape, normal_init(0.02)) for name, value in weights.items()}
 
     def param_specs(self):

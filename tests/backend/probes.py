@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Dict
 
+from core.params import ParamSpec
 from models.dispatch.capacity import capacity_plan
-from models.params import ParamSpec
 
 
 class RouterProbe:

@@ -13,16 +13,25 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import log_softmax, softmax
 
 from backends.train_step import make_train_step
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
 from models.routers.assignment_solvers import balanced_assignment
 from models.routers.balanced import balanced_log_prob, balanced_sample
 from tests.support.harness import numpy_weights, random_inputs
-from tests.support.kool import (BalancedObjective, BatchedEstimator, DenseSkipObjective, NoisyRouterProbe,
-                                ScoredLayer, balanced_two_expert_gradient, balanced_two_expert_noise,
-                                balanced_two_expert_probs, balanced_two_expert_score_means,
-                                balanced_two_expert_token_gradients, mean_and_standard_error)
+from tests.support.kool import (
+    BalancedObjective,
+    BatchedEstimator,
+    DenseSkipObjective,
+    NoisyRouterProbe,
+    ScoredLayer,
+    balanced_two_expert_gradient,
+    balanced_two_expert_noise,
+    balanced_two_expert_probs,
+    balanced_two_expert_score_means,
+    balanced_two_expert_token_gradients,
+    mean_and_standard_error,
+)
 
 LOGITS = np.array([[0.5, -0.3], [1.2, 0.2], [-0.4, 0.6], [0.1, 0.0]])
 TABLE = np.array([[1.0, -0.5], [0.3, 2.0], [-1.0, 0.8], [0.5, -1.2]])

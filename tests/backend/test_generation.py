@@ -5,7 +5,7 @@ expert choice, over-long decoding and a tokenizer of another model are refused i
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.moe_config import MoEConfig
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
@@ -79,7 +79,9 @@ def test_routers_that_cannot_decode_and_long_decoding_are_refused(runner):
 
 def test_generate_script_samples_from_an_hf_folder_and_refuses_a_foreign_tokenizer(runner, tmp_path, capsys):
     import json
+
     from tokenizers import Tokenizer, models
+
     from scripts.generate import main
     from training.hf_checkpoint import save_hf_checkpoint
     config = tiny(1)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from backends.train_step import make_train_step
-from models.errors import ConfigError
+from core.errors import ConfigError
 from tests.support.harness import numpy_weights
 from tests.support.train_fixtures import fixed_batch, regression_objective, tiny_layer
 

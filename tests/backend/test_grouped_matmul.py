@@ -7,7 +7,7 @@ from typing import Dict
 import numpy as np
 import pytest
 
-from models.params import ParamSpec, normal_init
+from core.params import ParamSpec, normal_init
 from tests.support.harness import random_inputs
 
 

@@ -10,11 +10,11 @@ absolute and relative on float32 logits. Skipped only when transformers is not i
 import numpy as np
 import pytest
 
-from models.params import init_params
+from core.params import init_params
 from models.transformer import Transformer
-from training.hf_checkpoint import from_hf_weights, load_hf_checkpoint, save_hf_checkpoint
 from tests.support.model_runs import run_forward
 from tests.support.pretrained import smollm2_weights
+from training.hf_checkpoint import from_hf_weights, load_hf_checkpoint, save_hf_checkpoint
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")

@@ -5,7 +5,7 @@ framework itself for a 2x2 matmul: bfloat16 on MindSpore CPU; torch CPU runs eve
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
 from tests.support.harness import numpy_weights, random_inputs

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
+from core.topology import Topology
 from models.capacity_bound import large_d_capacity_bound
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
-from parallel.topology import Topology
 from tests.support.harness import numpy_weights, random_inputs
 from tests.support.router_probe import RouterProbe
 

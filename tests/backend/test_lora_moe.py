@@ -6,11 +6,11 @@ unchanged; AdaMoE tokens that pick null experts cost no adapter FLOPs."""
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
+from core.params import init_params
 from models.lm_objective import lm_objective
 from models.lora_moe import LoRAMoEConfig, LoRAMoEModel
 from models.moe_config import MoEConfig
-from models.params import init_params
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
 from tests.support.model_runs import run_forward

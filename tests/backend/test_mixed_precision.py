@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from backends.train_step import make_train_step
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.lm_objective import lm_objective
 from models.transformer import Transformer
 from tests.backend.test_transformer import tiny, tokens_of

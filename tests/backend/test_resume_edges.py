@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from scripts.train import done_line
 from tests.support.train_fixtures import tiny_run_config, write_corpus
 from training.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint, save_checkpoint
 from training.config import config_from_dict
 from training.trainer import Trainer, TrainingStopped
+
 
 class Runs:
     """A finished 4-step run (checkpoints at steps 2 and 4) and trainers over copies of it."""

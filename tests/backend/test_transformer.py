@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from core.errors import ConfigError
 from models.attention import Attention
 from models.dense_baseline import dense_baseline, ffn_flops_per_token
-from models.errors import ConfigError
 from models.lm_objective import lm_objective
 from models.moe_config import MoEConfig
 from models.transformer import Transformer

@@ -6,8 +6,7 @@ Bad conversions are one-line errors."""
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
-
+from core.errors import ConfigError
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
 from tests.support.harness import numpy_weights

@@ -4,11 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
+from tests.support.small_text import CODE_RECORDS, NOTE_RECORDS, REPEAT, small_data, write_user_jsonl
 from training.data.batches import gather
 from training.data.pipeline import build_data, load_sources
 from training.data.windows import split_windows, window_starts
-from tests.support.small_text import CODE_RECORDS, NOTE_RECORDS, REPEAT, small_data, write_user_jsonl
 
 
 @pytest.fixture(scope="module")

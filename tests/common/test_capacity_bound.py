@@ -7,9 +7,15 @@ import pytest
 from scipy.integrate import quad
 from scipy.special import betainc
 
-from models.capacity_bound import (MeasuredCapacityFactor, cap_probability, capacity_bound, device_capacity,
-                                   device_capacity_in_tokens, large_d_capacity_bound)
-from models.errors import ConfigError
+from core.errors import ConfigError
+from models.capacity_bound import (
+    MeasuredCapacityFactor,
+    cap_probability,
+    capacity_bound,
+    device_capacity,
+    device_capacity_in_tokens,
+    large_d_capacity_bound,
+)
 
 
 def integrated_cap_probability(delta: float, d: int) -> float:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import training.checkpoint as ckpt
-from models.errors import ConfigError
+from core.errors import ConfigError
 from training.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 the setting (and, for a choice, the valid values). No framework is imported."""
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.moe_config import EXPERT_TYPES, MoEConfig
 from models.moe_layer import MoELayer
 from models.routers import ROUTERS

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.errors import ConfigError
+from core.errors import ConfigError
+from core.rules import Rule
 from models.routers import ROUTERS, router_class
-from training.checks import Rule
 from training.config import SECTIONS, RunConfig, _rules, config_from_dict, load_config
 from training.yaml_io import read_yaml
 

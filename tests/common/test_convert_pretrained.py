@@ -2,7 +2,7 @@
 whose experts copy the dense FFN; an MoE source is refused in one line (exit 2)."""
 import numpy as np
 
-from models.params import init_params
+from core.params import init_params
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
 from scripts.convert_pretrained import main

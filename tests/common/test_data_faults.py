@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from tests.support.train_fixtures import write_corpus
 from training.config import DataConfig
 from training.data.pipeline import build_data

@@ -1,7 +1,7 @@
 """Expert choice: capacity C = ceil(T * c / E), option checks, and the non-causal flag."""
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from models.errors import ConfigError
+from core.errors import ConfigError
+from core.params import init_params
 from models.moe_config import MoEConfig
-from models.params import init_params
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
 from training.hf_checkpoint import config_from_hf, load_hf_checkpoint, read_header, read_tensor, save_hf_checkpoint

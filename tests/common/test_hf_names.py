@@ -4,10 +4,10 @@ and transformers 5's fused in-memory experts."""
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
+from core.params import init_params
 from models.hf_names import from_hf, to_hf
 from models.moe_config import MoEConfig
-from models.params import init_params
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
 

@@ -3,7 +3,7 @@ naming the setting, before any compute."""
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
 

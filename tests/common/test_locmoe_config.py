@@ -3,8 +3,8 @@ import math
 
 import pytest
 
+from core.errors import ConfigError
 from models.capacity_bound import capacity_bound, large_d_capacity_bound
-from models.errors import ConfigError
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
 from models.routers.locality_router import DEFAULT_LOCALITY_COEF

@@ -6,12 +6,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from models.dispatch.expert_parallel import regroup_order
-from models.errors import ConfigError
-from parallel.layout import ParallelLayout
-from parallel.process_groups import check_world, init_process_groups
+from core.errors import ConfigError
+from core.layout import ParallelLayout
+from core.params import ParamSpec, constant_init
+from launch.process_groups import check_world, init_process_groups
+from parallel.all_to_all import transposed_blocks
 from parallel.sharding import local_values
-from models.params import ParamSpec, constant_init
 from tests.distributed.launch import ROOT
 
 
@@ -60,17 +60,17 @@ def test_launcher_world_is_checked_before_any_collective(monkeypatch):
     assert init_process_groups("torch", "cpu", 1, 10.0) is None
 
 
-def test_regroup_order_sorts_received_rows_by_local_expert():
+def test_transposed_blocks_sorts_received_rows_by_local_expert():
     """Rank 1 of 2 with 2 experts each: sources send [rows for e2, rows for e3]."""
     counts = np.array([[5, 0, 2, 1],    # source 0 sends 2 rows to e2, 1 to e3
                        [0, 3, 0, 4]])   # source 1 sends 0 to e2, 4 to e3
-    order = regroup_order(counts, rank=1, experts_per_rank=2)
+    order = transposed_blocks(counts[:, 2:4])
     # received: [s0 e2, s0 e2, s0 e3, s1 e3 x4] -> by expert: e2 rows 0, 1; e3 rows 2, 3, 4, 5, 6
     np.testing.assert_array_equal(order, [0, 1, 2, 3, 4, 5, 6])
     counts = np.array([[0, 0, 1, 2], [0, 0, 3, 0]])
     # received: [s0 e2, s0 e3, s0 e3, s1 e2 x3] -> e2: 0, 3, 4, 5; e3: 1, 2
-    np.testing.assert_array_equal(regroup_order(counts, 1, 2), [0, 3, 4, 5, 1, 2])
-    assert regroup_order(np.zeros((2, 4), np.int64), 0, 2).size == 0
+    np.testing.assert_array_equal(transposed_blocks(counts[:, 2:4]), [0, 3, 4, 5, 1, 2])
+    assert transposed_blocks(np.zeros((2, 4), np.int64)[:, 0:2]).size == 0
 
 
 def test_only_expert_stacks_are_sliced():

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
 

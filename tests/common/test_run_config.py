@@ -6,10 +6,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.moe_config import MoEConfig
-from training.config import (SECTIONS, RunConfig, apply_overrides, config_from_dict, config_to_dict,
-                             load_config, save_config)
+from training.config import (
+    SECTIONS,
+    RunConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
 

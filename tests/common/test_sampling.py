@@ -3,7 +3,7 @@ the smallest most-likely set whose probability reaches p."""
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from training.generation import next_token_probs
 
 LOGITS = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
+from core.params import init_params
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
-from models.params import init_params
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from training.data.corpora import bible, shakespeare, wikipedia
 from training.data.documents import Document, limit_chars, read_user_file
 from training.data.pipeline import load_sources

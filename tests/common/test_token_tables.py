@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.routers.token_tables import frequency_balanced_table, load_token_counts, random_table
 
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
-from parallel.topology import Topology
+from core.errors import ConfigError
+from core.topology import Topology
 
 
 def test_experts_are_contiguous_per_node_and_device():

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from core.errors import ConfigError
 from models.dense_baseline import active_experts_per_token, dense_baseline, ffn_flops_per_token
-from models.errors import ConfigError
 from models.moe_config import MoEConfig
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig

@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 
+from core.params import init_params  # noqa: E402
+from launch.process_groups import init_process_groups  # noqa: E402
 from models.moe_config import MoEConfig  # noqa: E402
 from models.moe_layer import MoELayer  # noqa: E402
-from models.params import init_params  # noqa: E402
-from parallel.process_groups import init_process_groups  # noqa: E402
 from parallel.sharding import local_values  # noqa: E402
 from tests.support.harness import make_runner  # noqa: E402
 

@@ -50,6 +50,7 @@ class MindSporeRunner:
 
     def __init__(self, mode: str) -> None:
         import mindspore as ms
+
         from backends.mindspore_shell import select_device
         self.ms = ms
         self.mode = mode
@@ -106,7 +107,7 @@ def random_inputs(shape, seed: int = 0, scale: float = 1.0) -> np.ndarray:
 
 
 def numpy_weights(component, seed: int = 0) -> Dict[str, np.ndarray]:
-    from models.params import init_params
+    from core.params import init_params
     return init_params(component.param_specs(), seed)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.integrate import quad
 from scipy.special import expit, softmax
 
-from models.params import ParamSpec, constant_init
+from core.params import ParamSpec, constant_init
 
 
 class CotangentComponent:

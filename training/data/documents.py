@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from training.yaml_io import read_text
 
 

@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from training.data.batches import Batch, BatchIterator, validation_batches
 from training.data.corpora import CORPORA
 from training.data.documents import Document, limit_chars, read_user_file

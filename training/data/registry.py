@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 
 def window_starts(length: int, seq_len: int) -> np.ndarray:

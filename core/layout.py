@@ -7,7 +7,7 @@ With ``W`` ranks and expert-parallel size ``ep`` (``parallel.expert_parallel``):
   global batch, and non-expert gradients are averaged over all ``W`` ranks;
 - EP groups are ``ep`` consecutive ranks ``[k ep, (k + 1) ep)``; rank ``r`` holds experts
   ``[(r mod ep) n / ep, (r mod ep + 1) n / ep)`` of every MoE layer (contiguous, as in
-  ``parallel.topology``), and tokens travel inside the EP group by all-to-all;
+  ``core.topology``), and tokens travel inside the EP group by all-to-all;
 - EDP groups are the ``W / ep`` ranks with the same ``r mod ep`` (replicas of the same
   experts): expert gradients are summed over them;
 - nodes are ``local_world_size`` consecutive ranks (the launcher's layout), so an EP group
@@ -16,9 +16,9 @@ With ``W`` ranks and expert-parallel size ``ep`` (``parallel.expert_parallel``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,7 @@ class ParallelLayout:
     def local_experts(self, num_experts: int, section: str = "moe.num_experts") -> Tuple[int, int]:
         """This rank's experts: the half-open range (first, end)."""
         check_experts(num_experts, self.expert_parallel, section)
-        per_rank = num_experts // self.expert_parallel
-        return self.ep_rank * per_rank, (self.ep_rank + 1) * per_rank
+        return expert_range(num_experts, self.expert_parallel, self.ep_rank)
 
     def batch_rows(self, batch_size: int) -> Tuple[int, int]:
         """This rank's rows (start, end) of a global batch of ``batch_size`` sequences."""
@@ -111,6 +110,13 @@ class ParallelLayout:
                               f"{self.world_size} (every rank reads batch_size / world rows)")
         per_rank = batch_size // self.world_size
         return self.rank * per_rank, (self.rank + 1) * per_rank
+
+
+def expert_range(num_experts: int, ep_size: int, ep_rank: int) -> Tuple[int, int]:
+    """The experts of EP rank ``ep_rank`` of ``ep_size``: the half-open range (first, end),
+    contiguous blocks of ``num_experts / ep_size``."""
+    per_rank = num_experts // ep_size
+    return ep_rank * per_rank, (ep_rank + 1) * per_rank
 
 
 def check_experts(num_experts: int, expert_parallel: int, section: str = "moe.num_experts") -> None:
@@ -128,7 +134,7 @@ class ExpertParallel:
     losses are those of the global batch. ``nodes``: the node of each rank of the EP group
     (for the traffic counters: bytes that cross nodes); ``node_group``: this rank's EP
     ranks on its node (None when it is alone there); ``hierarchy``: a
-    ``parallel.all_to_all.Hierarchy`` for the hierarchical all-to-all, None for flat."""
+    ``Hierarchy`` for the hierarchical all-to-all, None for flat."""
 
     size: int
     rank: int
@@ -139,7 +145,37 @@ class ExpertParallel:
     node_group: Any = None
     hierarchy: Any = None
 
-    def local_range(self, num_experts: int) -> Tuple[int, int]:
-        per_rank = num_experts // self.size
-        return self.rank * per_rank, (self.rank + 1) * per_rank
 
+@dataclass(frozen=True)
+class Hierarchy:
+    """How the EP group sits on nodes: ``ranks_per_node`` (g), and the group handles of this
+    rank's node (its g EP ranks there) and rail (the EP ranks with its local index)."""
+
+    ranks_per_node: int
+    node_group: Any
+    rail_group: Any
+
+
+@dataclass(frozen=True)
+class ParallelRun:
+    """This rank's layout and its group handles: ``world``, ``ep`` (its EP group), ``edp``
+    (its expert-data-parallel group)."""
+
+    backend: str
+    layout: ParallelLayout
+    groups: Dict[str, Any]
+
+    def expert_parallel(self) -> ExpertParallel:
+        """What the MoE layers of this rank need (see ``core.layout.ExpertParallel``)."""
+        lay = self.layout
+        hierarchy = None
+        if "rail" in self.groups:
+            hierarchy = Hierarchy(lay.ep_ranks_per_node(), self.groups["node"], self.groups["rail"])
+        return ExpertParallel(size=lay.expert_parallel, rank=lay.ep_rank, group=self.groups["ep"],
+                              batch_group=self.groups["world"], batch_ranks=lay.world_size,
+                              nodes=tuple(r // lay.local_world_size for r in lay.ep_group()),
+                              node_group=self.groups.get("node"), hierarchy=hierarchy)
+
+    @property
+    def is_main(self) -> bool:
+        return self.layout.rank == 0

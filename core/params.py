@@ -59,16 +59,3 @@ def prefixed(prefix: str, specs: Dict[str, ParamSpec]) -> Dict[str, ParamSpec]:
 def kept_float32(specs: Dict[str, ParamSpec]) -> Dict[str, ParamSpec]:
     """The same specs, marked to stay float32 whatever the model dtype."""
     return {name: replace(spec, float32=True) for name, spec in specs.items()}
-
-
-class Adaptable:
-    """A component whose linear projections (weights ``<prefix><name>.weight``, [out, in]) may
-    carry adapters: ``adapters[name].apply(F, params, x, y)`` returns the adapted output of
-    y = x W^T (``models.lora_moe``). Without adapters ``project`` is ``F.linear``."""
-
-    prefix: str
-    adapters: dict
-
-    def project(self, F, params: dict, x, name: str):
-        y = F.linear(x, params[self.prefix + name + ".weight"])
-        return y if name not in self.adapters else self.adapters[name].apply(F, params, x, y)

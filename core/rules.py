@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -7,44 +7,17 @@
   ``mindspore.communication.init()`` picks HCCL on Ascend, NCCL on GPU, mccl on CPU; each
   rank creates only the groups it belongs to.
 
-The layout is checked (``parallel.layout``) before any collective is called; a bad one is
+The layout is checked (``core.layout``) before any collective is called; a bad one is
 one ``ConfigError`` line.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Dict, Optional
 
-from models.errors import ConfigError
-from parallel.all_to_all import Hierarchy
-from parallel.layout import ExpertParallel, ParallelLayout
-
-
-@dataclass(frozen=True)
-class ParallelRun:
-    """This rank's layout and its group handles: ``world``, ``ep`` (its EP group), ``edp``
-    (its expert-data-parallel group)."""
-
-    backend: str
-    layout: ParallelLayout
-    groups: Dict[str, Any]
-
-    def expert_parallel(self) -> ExpertParallel:
-        """What the MoE layers of this rank need (see ``parallel.layout.ExpertParallel``)."""
-        lay = self.layout
-        hierarchy = None
-        if "rail" in self.groups:
-            hierarchy = Hierarchy(lay.ep_ranks_per_node(), self.groups["node"], self.groups["rail"])
-        return ExpertParallel(size=lay.expert_parallel, rank=lay.ep_rank, group=self.groups["ep"],
-                              batch_group=self.groups["world"], batch_ranks=lay.world_size,
-                              nodes=tuple(r // lay.local_world_size for r in lay.ep_group()),
-                              node_group=self.groups.get("node"), hierarchy=hierarchy)
-
-    @property
-    def is_main(self) -> bool:
-        return self.layout.rank == 0
+from core.errors import ConfigError
+from core.layout import ParallelLayout, ParallelRun
 
 
 def launched_world(backend: str) -> Optional[int]:

@@ -23,7 +23,7 @@ from typing import Any, List, Mapping, Tuple
 
 import numpy as np
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 KEYS = ("nodes", "devices_per_node")
 
