@@ -12,6 +12,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from backends.host_values import HostValues
 from backends.mindspore_ops import MindSporeOps
 from core.errors import ConfigError
 from core.params import init_params
@@ -68,7 +69,7 @@ def seed_everything(seed: int) -> None:
     ms.set_seed(seed)
 
 
-class MindSporeModule(nn.Cell):
+class MindSporeModule(HostValues, nn.Cell):
     """Holds a component's parameters (MindSpore names as in ``param_specs``) and runs
     ``component.forward(F, params, *inputs)``."""
 
@@ -76,7 +77,7 @@ class MindSporeModule(nn.Cell):
                  values: Optional[Dict[str, np.ndarray]] = None) -> None:
         super().__init__()
         self.component = component
-        self.backend_ops = MindSporeOps()
+        self.ops = MindSporeOps()
         self.specs = component.param_specs()
         self.names = tuple(self.specs)
         ms_dtype = check_dtype(dtype)
@@ -98,21 +99,7 @@ class MindSporeModule(nn.Cell):
         return super().__call__(*inputs)
 
     def construct(self, *inputs):
-        return self.component.forward(self.backend_ops, self.params(), *inputs)
+        return self.component.forward(self.ops, self.params(), *inputs)
 
-    def numpy_params(self) -> Dict[str, np.ndarray]:
-        return {name: self.backend_ops.to_numpy(value) for name, value in self.params().items()}
-
-    def load_numpy(self, values: Dict[str, np.ndarray]) -> None:
-        """In place (``copy_``): functions already compiled by ``ms.jit`` keep reading the
-        old memory after ``set_data``."""
-        for name, parameter in self.params().items():
-            parameter.copy_(ms.Tensor(np.asarray(values[name], dtype=np.float32), parameter.dtype))
-
-    def update_numpy(self, values: Dict[str, np.ndarray]) -> None:
-        """Set some parameters (e.g. a router's ``after_step`` result), leave the rest."""
-        params = self.params()
-        for name, value in values.items():
-            if name not in params:
-                raise ConfigError(f"update_numpy: {name!r} is not a parameter of this module")
-            params[name].copy_(ms.Tensor(np.asarray(value, dtype=np.float32), params[name].dtype))
+    def _assign(self, parameter, value) -> None:
+        parameter.copy_(ms.Tensor(np.asarray(value, dtype=np.float32), parameter.dtype))

@@ -49,7 +49,7 @@ class MindSporeTrainStep:
         self.loss_scale = loss_scale
         self.overflows, self.overflowed = 0, False
         self.objective = objective
-        self.F = module.backend_ops
+        self.F = module.ops
         self.grad_clip = float(grad_clip)
         self.skipped = 0
         self.metric_names: Tuple[str, ...] = ()

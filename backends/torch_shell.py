@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from backends.host_values import HostValues
 from backends.torch_ops import TorchOps
 from core.errors import ConfigError
 from core.params import init_params
@@ -62,7 +63,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class TorchModule(nn.Module):
+class TorchModule(HostValues, nn.Module):
     """Holds a component's parameters (names as in ``param_specs``, '.' stored as '__')
     and runs ``component.forward(F, params, *inputs)``."""
 
@@ -89,19 +90,6 @@ class TorchModule(nn.Module):
         self.component.check_inputs(*inputs, **kwargs)
         return self.component.forward(self.ops, self.params(), *inputs, **kwargs)
 
-    def numpy_params(self) -> Dict[str, np.ndarray]:
-        return {name: self.ops.to_numpy(value) for name, value in self.params().items()}
-
-    def load_numpy(self, values: Dict[str, np.ndarray]) -> None:
+    def _assign(self, parameter, value) -> None:
         with torch.no_grad():
-            for name, value in self.params().items():
-                value.copy_(torch.as_tensor(np.asarray(values[name])).to(value.dtype))
-
-    def update_numpy(self, values: Dict[str, np.ndarray]) -> None:
-        """Set some parameters (e.g. a router's ``after_step`` result), leave the rest."""
-        params = self.params()
-        with torch.no_grad():
-            for name, value in values.items():
-                if name not in params:
-                    raise ConfigError(f"update_numpy: {name!r} is not a parameter of this module")
-                params[name].copy_(torch.as_tensor(np.asarray(value)).to(params[name].dtype))
+            parameter.copy_(torch.as_tensor(np.asarray(value)).to(parameter.dtype))

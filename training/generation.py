@@ -68,7 +68,7 @@ class Decoder:
     def __init__(self, model: Transformer, module) -> None:
         for layer in model.moe_layers[:1]:
             layer.router.require_causal()
-        self.ops = getattr(module, "backend_ops", None) or module.ops
+        self.ops = module.ops
         self.params = {name: self.ops.stop_gradient(value) for name, value in module.params().items()}
         self.model = model
 

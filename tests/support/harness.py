@@ -72,7 +72,7 @@ class MindSporeRunner:
     def forward(self, component, values, x, context=None, dtype: str = "float32"):
         module = self.module(component, values, dtype)
         y, aux = module(*self._inputs(x, context))
-        return module.backend_ops.to_numpy(y), {k: module.backend_ops.to_numpy(v) for k, v in aux.items()}
+        return module.ops.to_numpy(y), {k: module.ops.to_numpy(v) for k, v in aux.items()}
 
     def forward_backward(self, component, values, x, cotangent, context=None):
         ms = self.ms

@@ -56,12 +56,12 @@ def lm_step(runner, model, values: Dict[str, np.ndarray], tokens, targets, domai
     weights = module.trainable_params()
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)  # learn the metric names without a second compile
-    keys = sorted(objective(module.backend_ops, module(x, *extra), y)[1])
+    keys = sorted(objective(module.ops, module(x, *extra), y)[1])
     ms.set_context(mode=mode)
 
     def loss_fn(x, domain_ids, routing_noise, y):
         logits, aux = module(x, domain_ids, routing_noise)
-        loss, metrics = objective(module.backend_ops, (logits, aux), y)
+        loss, metrics = objective(module.ops, (logits, aux), y)
         return loss, logits, tuple(metrics[k] for k in keys)
 
     grad_fn = ms.value_and_grad(loss_fn, None, weights, has_aux=True)
