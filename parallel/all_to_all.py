@@ -17,8 +17,6 @@ destination (all ranks know it: the dispatch all-gathers the per-expert counts).
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 import numpy as np
 
 from core.layout import Hierarchy
@@ -66,17 +64,3 @@ def hierarchical_all_to_all(F, x, counts: np.ndarray, me: int, hierarchy: Hierar
         rows = F.all_to_all(rows, gathered.sum(0).tolist(), by_rank[:, :, a, i].sum(1).tolist(), hierarchy.rail_group)
     return rows  # [source node c][source local i'] = source rank order
 
-
-def traffic(counts: np.ndarray, me: int, nodes_of: Tuple[int, ...], hierarchy=None) -> Tuple[int, int]:
-    """(rows this rank sends to other ranks, of which across nodes) for one exchange."""
-    if hierarchy is None:
-        others = [j for j in range(counts.shape[0]) if j != me]
-        return (int(sum(counts[me, j] for j in others)),
-                int(sum(counts[me, j] for j in others if nodes_of[j] != nodes_of[me])))
-    g = hierarchy.ranks_per_node
-    nodes = counts.shape[0] // g
-    a, i = divmod(me, g)
-    by_rank = counts.reshape(nodes, g, nodes, g)
-    inside = int(by_rank[a, i].sum() - by_rank[a, i, :, i].sum())  # phase A, to the other local ranks
-    across = int(by_rank[a, :, :, i].sum() - by_rank[a, :, a, i].sum())  # phase B, rail i to other nodes
-    return inside + across, across

@@ -146,13 +146,3 @@ def rank_log(run_dir: Path, rank: int, log: Callable[[str], None]) -> Callable[[
             log(line)
     return write
 
-
-def traffic_bytes(metrics: Dict[str, np.ndarray], d_model: int, element_bytes: int, world: int) -> Dict[str, float]:
-    """The MoE all-to-alls' bytes of one training step over all ranks, inside nodes and
-    across nodes (forward dispatch and combine, and as much again in backward), from the
-    rank-averaged row counters of ``models.dispatch.expert_parallel``; {} without them."""
-    if "a2a_sent_rows" not in metrics:
-        return {}
-    row = 2.0 * d_model * element_bytes * world
-    across = float(metrics["a2a_cross_node_rows"]) * row
-    return {"a2a_bytes_inside_nodes": float(metrics["a2a_sent_rows"]) * row - across, "a2a_bytes_across_nodes": across}

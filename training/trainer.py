@@ -30,16 +30,16 @@ from models.lm_objective import lm_objective
 from models.routers.base import Router
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
+from parallel.traffic import ELEMENT_BYTES, traffic_bytes
 from training.checkpoint import Checkpoint, checkpoint_dir, latest_checkpoint, newest_loadable
 from training.config import RunConfig, save_config
 from training.data.pipeline import build_data
-from training.distributed import Distributed, rank_log, traffic_bytes
+from training.distributed import Distributed, rank_log
 from training.metrics_log import MetricsLog, read_records
 from training.plots import plot_run
 from training.schedule import learning_rate
 
 ADAM_EPS = 1e-8
-ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 class TrainingStopped(RuntimeError):

@@ -23,7 +23,8 @@ import numpy as np
 
 from core.layout import ExpertParallel
 from models.experts import Experts
-from parallel.all_to_all import flat_all_to_all, hierarchical_all_to_all, permute_rows, traffic, transposed_blocks
+from parallel.all_to_all import flat_all_to_all, hierarchical_all_to_all, permute_rows, transposed_blocks
+from parallel.traffic import traffic
 
 
 class ExpertParallelExperts:
