@@ -9,8 +9,8 @@ gradient is no longer an overflow the scale can absorb: it is a bad step like an
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 APPLY, OVERFLOW, SKIP = "apply", "overflow", "skip"

@@ -153,6 +153,13 @@ class MindSporeOps:
     def max(self, x, axis=None, keepdims: bool = False):
         return ops.amax(x) if axis is None else ops.amax(x, axis, keepdims)
 
+    def global_norm(self, xs):
+        total = ops.zeros((), ms.float32)
+        for x in xs:
+            x32 = ops.cast(x, ms.float32)
+            total = total + ops.sum(x32 * x32)
+        return ops.sqrt(total)
+
     def logsumexp(self, x, axis: int):
         return ops.logsumexp(x, axis)
 

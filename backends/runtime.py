@@ -10,7 +10,7 @@ from typing import Callable, Dict
 import numpy as np
 
 from backends import check_backend
-from backends.train_step import make_train_step
+from backends.train_step import TrainStep, make_train_step
 
 
 class Runtime:
@@ -42,7 +42,7 @@ class Runtime:
             return ""
         import mindspore as ms
         mode = "GRAPH_MODE" if ms.get_context("mode") == ms.GRAPH_MODE else "PyNative"
-        return f", {mode}" + ("" if train_step.jit else ", forward and backward uncompiled")
+        return f", {mode}" + ("" if train_step.compiled else ", forward and backward uncompiled")
 
     def seed(self, seed: int) -> None:
         self.shell.seed_everything(seed)
@@ -54,9 +54,11 @@ class Runtime:
         return self.shell.MindSporeModule(component, dtype=dtype, values=values)
 
     def train_step(self, module, objective: Callable, lr: float, betas, eps: float,
-                   weight_decay: float, grad_clip: float, parallel=None, loss_scale=None):
+                   weight_decay: float, grad_clip: float, parallel=None, loss_scale=None,
+                   execution: str = "auto") -> TrainStep:
+        """``backends.train_step.make_train_step`` on this runtime's backend."""
         return make_train_step(self.backend, module, objective, lr, betas, eps, weight_decay, grad_clip, parallel,
-                               loss_scale)
+                               loss_scale, execution)
 
     def rng_state(self) -> Dict[str, np.ndarray]:
         """The framework's default generator, numpy's global generator and Python's

@@ -101,6 +101,11 @@ class TorchOps:
     def max(self, x, axis=None, keepdims: bool = False):
         return x.max() if axis is None else x.amax(dim=axis, keepdim=keepdims)
 
+    def global_norm(self, xs):
+        if not xs:
+            return torch.zeros((), dtype=torch.float32, device=self.device)
+        return torch.nn.utils.get_total_norm([x.float() for x in xs])
+
     def logsumexp(self, x, axis: int):
         return torch.logsumexp(x, dim=axis)
 

@@ -110,6 +110,10 @@ class Ops(Protocol):
     def max(self, x: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor:
         """Values only."""
 
+    def global_norm(self, xs: Sequence[Tensor]) -> Tensor:
+        """sqrt(sum over the tensors of the sum of their squared elements), computed in
+        float32 -> a float32 scalar (0 for no tensors)."""
+
     def logsumexp(self, x: Tensor, axis: int) -> Tensor: ...
 
     def softmax(self, x: Tensor, axis: int) -> Tensor: ...

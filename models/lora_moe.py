@@ -118,6 +118,8 @@ class LoRAMoEModel:
     (logits, aux): the base model's aux plus ``loss`` (adapter router losses added),
     ``adapter_true_experts_per_token`` (mean over adapters) and ``adapter_flops`` (sum)."""
 
+    compiles = False  # the adapters report their routing through attributes (module docstring)
+
     def __init__(self, config: TransformerConfig, lora: LoRAMoEConfig) -> None:
         self.base = Transformer(config)
         self.config, self.lora = config, lora.validate()

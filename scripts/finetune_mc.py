@@ -126,13 +126,8 @@ def evaluate(decoder, model, questions: List[Question], max_len: int, batch_size
 
 def train(runtime, model, values, questions: List[Question], args, seed: int):
     """Fine-tune the adapters on the gold continuations; returns the module and seconds."""
-    from backends.train_step import make_train_step
     module = runtime.module(model, values)
-    if runtime.backend == "torch":
-        step = make_train_step("torch", module, lm_objective, args.lr, weight_decay=0.0, grad_clip=1.0)
-    else:
-        from backends.mindspore_train import MindSporeTrainStep  # adapters run eagerly (models/lora_moe.py)
-        step = MindSporeTrainStep(module, lm_objective, args.lr, weight_decay=0.0, grad_clip=1.0, jit=False)
+    step = runtime.train_step(module, lm_objective, args.lr, (0.9, 0.999), 1e-8, 0.0, 1.0)  # adapters run eagerly
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     for i in range(args.steps):

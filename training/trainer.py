@@ -23,9 +23,9 @@ import numpy as np
 
 from backends.loss_scale import loss_scale_for
 from backends.runtime import Runtime
+from backends.train_step import forward_compiles
 from core.errors import ConfigError
 from core.params import init_params
-from launch.process_groups import launched_world
 from models.lm_objective import lm_objective
 from models.routers.base import Router
 from models.transformer import Transformer
@@ -78,9 +78,8 @@ class Trainer:
         except OSError as error:
             raise ConfigError(f"run_dir={str(self.run_dir)!r}: cannot write there ({error.strerror or error})") from None
         t = config.train
-        # expert parallelism: MindSpore runs PyNative (the all-to-all's split sizes are read on the host)
-        compiled = (launched_world(config.backend) or 1) == 1 or config.parallel.expert_parallel == 1
-        self.runtime = Runtime(config.backend, config.device, t.graph_mode and compiled)
+        self.runtime = Runtime(config.backend, config.device,
+                               t.graph_mode and forward_compiles(config.parallel.expert_parallel))
         self.dist = Distributed.start(config.backend, self.runtime.device, config.parallel, self.runtime.ops)
         self.log_dir = self.run_dir if self.dist.is_main else self.run_dir / "logs" / f"rank{self.dist.rank}"
         if self.dist.world > 1:

@@ -6,6 +6,7 @@ unchanged; AdaMoE tokens that pick null experts cost no adapter FLOPs."""
 import numpy as np
 import pytest
 
+from backends.train_step import make_train_step
 from core.errors import ConfigError
 from core.params import init_params
 from models.lm_objective import lm_objective
@@ -25,11 +26,7 @@ TOKENS = np.random.default_rng(0).integers(0, 64, (4, 12)).astype(np.int32)
 
 
 def train_step(runner, module):
-    if runner.name == "torch":
-        from backends.torch_train import TorchTrainStep
-        return TorchTrainStep(module, lm_objective, lr=1e-2, weight_decay=0.1)
-    from backends.mindspore_train import MindSporeTrainStep
-    return MindSporeTrainStep(module, lm_objective, lr=1e-2, weight_decay=0.1, jit=False)  # adapters run eagerly
+    return make_train_step(runner.name, module, lm_objective, lr=1e-2, weight_decay=0.1)  # adapters run eagerly
 
 
 @pytest.mark.parametrize("base,lora", [
