@@ -9,8 +9,11 @@ from typing import Any, Sequence
 
 import mindspore as ms
 import numpy as np
-from mindspore import nn, ops
+from mindspore import ops
 from scipy import optimize
+
+from backends.mindspore_collectives import RowExchange, all_gather, collective
+from backends.mindspore_grouped_matmul import grouped_matmul_kernel
 
 
 def _solve_assignments(cost: np.ndarray) -> np.ndarray:
@@ -233,179 +236,10 @@ class MindSporeOps:
 
     # collectives (mindspore.communication: HCCL on Ascend, NCCL on GPU, mccl on CPU)
     def all_reduce(self, x, group):
-        return ops.stop_gradient(_collective(ops.AllReduce, group)(x))
+        return ops.stop_gradient(collective(ops.AllReduce, group)(x))
 
     def all_gather(self, x, group):
-        return ops.stop_gradient(_all_gather(x, group))
+        return ops.stop_gradient(all_gather(x, group))
 
     def all_to_all(self, x, send_counts, recv_counts, group):
-        return _RowExchange(tuple(int(c) for c in send_counts), tuple(int(c) for c in recv_counts), group)(x)
-
-
-_COLLECTIVES: dict = {}
-
-
-def _collective(kind, group: str, **options):
-    """One primitive per (kind, group, options), made at first use."""
-    key = (kind.__name__, group, tuple(sorted(options.items())))
-    if key not in _COLLECTIVES:
-        _COLLECTIVES[key] = kind(group=group, **options)
-    return _COLLECTIVES[key]
-
-
-def _all_gather(x, group: str):
-    """AllGather; on MindSpore's CPU backend, whose AllGather takes only the world group, a
-    sub-group's gather is an AllReduce (float32, exact for counts below 2^24) of a zero
-    buffer holding x in this rank's block."""
-    from mindspore.communication import GlobalComm, get_group_size, get_rank
-    if ms.get_context("device_target") != "CPU" or group == GlobalComm.WORLD_COMM_GROUP:
-        return _collective(ops.AllGather, group)(x)
-    size, me = get_group_size(group), get_rank(group)
-    own_block = ms.Tensor(np.eye(size, dtype=np.float32)[me].reshape((size,) + (1,) * x.ndim))
-    total = _collective(ops.AllReduce, group)(ops.expand_dims(ops.cast(x, ms.float32), 0) * own_block)
-    return ops.cast(ops.reshape(total, (size * x.shape[0],) + tuple(x.shape[1:])), x.dtype)  # CPU AllReduce: floats
-
-
-def exchange_rows(x, send_counts, recv_counts, group: str):
-    """x [sum(send), m] -> [sum(recv), m]: ``AlltoAllV`` where the device has it (Ascend, GPU),
-    else ``all_to_all_stand_in``."""
-    width = x.shape[1]
-    if ms.get_context("device_target") == "CPU":
-        return all_to_all_stand_in(x, send_counts, recv_counts, group)
-    exchange = _collective(ops.AlltoAllV, group, block_size=width)
-    flat = exchange(ops.reshape(x, (-1,)), list(send_counts), list(recv_counts))
-    if sum(recv_counts) == 0:  # AlltoAllV returns a 0-d tensor for an empty receive
-        return ops.zeros((0, width), x.dtype)
-    return ops.reshape(flat, (sum(recv_counts), width))
-
-
-def all_to_all_stand_in(x, send_counts, recv_counts, group: str):
-    """A stand-in for all-to-all on MindSpore's CPU backend, which has none (AllReduce on any
-    group, AllGather on the world group only): the count matrix is all-gathered, every rank writes its
-    rows into its own [G, R, m] block of a zero [G, G, R, m] buffer (R = the largest count
-    any rank sends any rank), AllReduce sums the buffers, and each rank reads the rows sent
-    to it. It moves G^2 R m values instead of the rows themselves: for tests on CPU only,
-    never on the Ascend or GPU path."""
-    from mindspore.communication import get_group_size, get_rank
-    size, me = get_group_size(group), get_rank(group)
-    width = x.shape[1]
-    counts = _all_gather(ms.Tensor(np.asarray(send_counts, np.int32)), group).asnumpy()
-    rows = max(int(counts.max()), 1)
-    place = np.concatenate([j * rows + np.arange(n) for j, n in enumerate(send_counts)]).astype(np.int32)
-    mine = (ops.unsorted_segment_sum(x, ms.Tensor(place), size * rows) if place.size
-            else ops.zeros((size * rows, width), x.dtype))
-    own_block = ms.Tensor(np.eye(size, dtype=np.float32)[me].reshape(size, 1, 1), x.dtype)
-    buffer = ops.expand_dims(mine, 0) * own_block  # mine in block ``me``, zeros elsewhere (no empty slices)
-    total = ops.reshape(_collective(ops.AllReduce, group)(buffer), (size * size * rows, width))
-    take = np.concatenate([(j * size + me) * rows + np.arange(n) for j, n in enumerate(recv_counts)]).astype(np.int32)
-    return ops.gather(total, ms.Tensor(take), 0) if take.size else ops.zeros((0, width), x.dtype)
-
-
-class _RowExchange(nn.Cell):
-    """All-to-all of rows whose backward is the reverse all-to-all (gradients go back to the
-    rows they came from)."""
-
-    def __init__(self, send_counts: tuple, recv_counts: tuple, group: str) -> None:
-        super().__init__()
-        self.send_counts, self.recv_counts, self.group = send_counts, recv_counts, group
-
-    def construct(self, x):
-        sent = sum(self.send_counts)
-        rows = x if sent == x.shape[0] else x[:sent]
-        return exchange_rows(rows, self.send_counts, self.recv_counts, self.group)
-
-    def bprop(self, x, out, dout):
-        back = exchange_rows(dout, self.recv_counts, self.send_counts, self.group)
-        unsent = x.shape[0] - back.shape[0]
-        return (back if unsent == 0 else ops.concat((back, ops.zeros((unsent, x.shape[1]), x.dtype)), 0),)
-
-
-class _GroupedMatmul(nn.Cell):
-    """x [N, m] sorted by group, w [G, m, p], group_sizes [G] -> [N, p] with a hand-written
-    backward. Measured on CPU (d=512, f=2048, 8 groups): autograd through ``w[g]`` and the
-    row slices builds a full-size zero gradient per group and adds them up, and integer
-    indexing ``w[g]`` is itself a slow kernel (``Unstack`` is not); fwd+bwd 3.7x faster.
-    Each group's slice starts one row early (a zero row is put before x), so no MatMul sees
-    an empty input (GRAPH_MODE and ms.jit reject them; PyNative fails on the slice x[0:0]);
-    that row's output is dropped. For the weight gradient every group gets a zero row of its
-    own (one gather of x and of dout), so the extra row adds nothing: masking the previous
-    group's row instead cost a broadcast multiply per group, measured 340 of 880 ms of the
-    backward (PyNative, 8192 rows, 512 -> 2048, 8 groups)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cumsum = ops.CumSum()
-        self.unstack = ops.Unstack(0)
-        self.matmul = ops.MatMul()
-        self.matmul_ta = ops.MatMul(transpose_a=True)
-        self.matmul_tb = ops.MatMul(transpose_b=True)
-
-    def bounds(self, group_sizes):
-        """Slice bounds in the padded rows: [start, end) = the group's rows plus one before."""
-        ends = self.cumsum(group_sizes, 0) + 1
-        return ends - group_sizes - 1, ends
-
-    def grouped(self, x, weights, group_sizes, width: int, matmul):
-        starts, ends = self.bounds(group_sizes)
-        padded = ops.concat((ops.zeros((1, x.shape[1]), x.dtype), x), 0)
-        parts = ()
-        for g in range(len(weights)):
-            parts = parts + (matmul(padded[starts[g]:ends[g]], weights[g])[1:],)
-        tail = ops.zeros((x.shape[0] + 1, width), x.dtype)[ends[-1]:]
-        return ops.concat(parts + (tail,), 0)
-
-    def construct(self, x, w, group_sizes):
-        return self.grouped(x, self.unstack(w), group_sizes, w.shape[-1], self.matmul)
-
-    def own_zero_rows(self, group_sizes, rows: int):
-        """Gather index into [zero row; x] (rows + 1 rows) for a layout in which every group
-        follows a zero row of its own: [0, group 0, 0, group 1, ...] (rows + G entries), and
-        each group's slice bounds there, [lead, lead + size + 1), its zero row included."""
-        num = group_sizes.shape[0]
-        lead = self.cumsum(group_sizes, 0) - group_sizes + ops.arange(0, num, dtype=group_sizes.dtype)
-        place = ops.arange(0, rows + num, dtype=group_sizes.dtype)
-        group = ops.cast(ops.expand_dims(place, 1) >= ops.expand_dims(lead, 0), group_sizes.dtype).sum(1) - 1
-        index = ops.where(place == ops.gather(lead, group, 0), ops.zeros_like(place), place - group)
-        return index, lead, lead + group_sizes + 1
-
-    def bprop(self, x, w, group_sizes, out, dout):
-        weights = self.unstack(w)
-        grad_x = self.grouped(dout, weights, group_sizes, x.shape[1], self.matmul_tb)
-        index, starts, ends = self.own_zero_rows(group_sizes, x.shape[0])
-        own_x = ops.gather(ops.concat((ops.zeros((1, x.shape[1]), x.dtype), x), 0), index, 0)
-        own_dout = ops.gather(ops.concat((ops.zeros((1, dout.shape[1]), dout.dtype), dout), 0), index, 0)
-        grads = ()
-        for g in range(len(weights)):
-            grads = grads + (self.matmul_ta(own_x[starts[g]:ends[g]], own_dout[starts[g]:ends[g]]),)
-        return grad_x, ops.stack(grads, 0), ops.zeros_like(group_sizes)
-
-
-class _AscendGroupedMatmul(nn.Cell):
-    """MindSpore's ``GroupedMatmul`` (Ascend only) with split_item 3 and group_type 0: one x
-    [N, m] split on its rows at cumulative int64 ends, one w [G, m, p]; differentiable in
-    MindSpore itself in that setting (no bias, no quantisation). The ends must finish at N,
-    so the last group also takes the rows past the groups, which are zeroed on the way in
-    (no weight-gradient term) and on the way out."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from mindspore.ops.auto_generate import GroupedMatmul
-        self.grouped = GroupedMatmul(split_item=3, group_type=0)
-        self.cumsum = ops.CumSum()
-
-    def construct(self, x, w, group_sizes):
-        ends = self.cumsum(ops.cast(group_sizes, ms.int64), 0)
-        rows = x.shape[0]
-        inside = ops.expand_dims(ops.arange(0, rows, dtype=ms.int64) < ends[-1], -1)
-        ends = ops.concat((ends[:-1], ops.full((1,), rows, dtype=ms.int64)), 0)
-        out = self.grouped([ops.where(inside, x, ops.zeros((), x.dtype))], [w], None, None, None, None, None, ends)[0]
-        return ops.where(inside, out, ops.zeros((), out.dtype))
-
-
-# Created once at import, like _ASSIGNMENT: compiled code calls them, never builds them.
-_GROUPED_MATMUL_KERNELS = {"portable": _GroupedMatmul(), "ascend": _AscendGroupedMatmul()}
-
-
-def grouped_matmul_kernel(name: str):
-    """``portable`` (any device; the reference) or ``ascend`` (``ops.GroupedMatmul``)."""
-    return _GROUPED_MATMUL_KERNELS[name]
+        return RowExchange(tuple(int(c) for c in send_counts), tuple(int(c) for c in recv_counts), group)(x)

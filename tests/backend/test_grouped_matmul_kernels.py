@@ -115,14 +115,14 @@ def ms_ascend_ok() -> bool:
 @pytest.mark.parametrize("sizes", SIZES, ids=str)
 def test_mindspore_ascend_grouped_matmul_matches_portable(sizes):
     import mindspore as ms
-    from backends import mindspore_ops
+    from backends import mindspore_grouped_matmul
     x_np, w_np, cot_np = data(0)
 
     def run(kernel):
         def loss(x, w):
-            return (mindspore_ops.grouped_matmul_kernel(kernel)(x, w, ms.Tensor(np.asarray(sizes), ms.int64))
+            return (mindspore_grouped_matmul.grouped_matmul_kernel(kernel)(x, w, ms.Tensor(np.asarray(sizes), ms.int64))
                     * ms.Tensor(cot_np)).sum()
-        y = mindspore_ops.grouped_matmul_kernel(kernel)(ms.Tensor(x_np), ms.Tensor(w_np),
+        y = mindspore_grouped_matmul.grouped_matmul_kernel(kernel)(ms.Tensor(x_np), ms.Tensor(w_np),
                                                         ms.Tensor(np.asarray(sizes), ms.int64))
         grad_x, grad_w = ms.grad(loss, grad_position=(0, 1))(ms.Tensor(x_np), ms.Tensor(w_np))
         return y.asnumpy(), grad_x.asnumpy(), grad_w.asnumpy()

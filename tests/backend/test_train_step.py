@@ -113,3 +113,38 @@ def test_loaded_state_reaches_the_compiled_step(runner, clipped):
                                    source.step((x,), (target,), lr=1e-2)[0], rtol=1e-6)
     for name, value in weights(clipped).items():
         np.testing.assert_allclose(value, weights(source)[name], rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+def test_compiled_and_eager_steps_agree(runner):
+    """The same steps with the forward and backward compiled (ms.jit / torch.compile) and
+    uncompiled give the same losses, norms and weights (float32 rounding)."""
+    runs = {}
+    for execution in ("compiled", "eager"):
+        layer = tiny_layer()
+        step = make_train_step(runner.name, runner.module(layer, numpy_weights(layer, seed=1)), regression_objective,
+                               lr=1e-2, betas=BETAS, grad_clip=0.5, execution=execution)
+        assert step.compiled == (execution == "compiled")
+        x, target = fixed_batch(seed=7)
+        runs[execution] = [step.step((x,), (target,), lr=1e-2) for _ in range(2)], weights(step)
+    (compiled, compiled_weights), (eager, eager_weights) = runs["compiled"], runs["eager"]
+    for (loss_c, _, norm_c), (loss_e, _, norm_e) in zip(compiled, eager):
+        np.testing.assert_allclose([loss_c, norm_c], [loss_e, norm_e], rtol=1e-5)
+    for name, value in eager_weights.items():
+        np.testing.assert_allclose(compiled_weights[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_execution_mode_is_checked(runner):
+    from core.errors import ConfigError
+    from models.lora_moe import LoRAMoEConfig, LoRAMoEModel
+    from models.transformer_config import TransformerConfig
+    layer = tiny_layer()
+    module = runner.module(layer, numpy_weights(layer, seed=1))
+    with pytest.raises(ConfigError, match="execution='jit': valid values are auto, compiled, eager"):
+        make_train_step(runner.name, module, regression_objective, lr=1e-2, execution="jit")
+    base = TransformerConfig(vocab_size=32, d_model=16, num_layers=1, num_heads=2, num_kv_heads=1, ffn_hidden=24,
+                             max_seq_len=8, moe_every=0)
+    lora = LoRAMoEModel(base, LoRAMoEConfig(rank=2, num_experts=2, top_k=1))
+    lora_module = runner.module(lora, numpy_weights(lora, seed=1))
+    with pytest.raises(ConfigError, match="execution=compiled: this step cannot compile its forward"):
+        make_train_step(runner.name, lora_module, regression_objective, lr=1e-2, execution="compiled")
+    assert not make_train_step(runner.name, lora_module, regression_objective, lr=1e-2).compiled
