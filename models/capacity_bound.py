@@ -31,7 +31,7 @@ to 0.251 for both.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from scipy.special import betaincc
 
@@ -123,3 +123,10 @@ class MeasuredCapacityFactor:
         changed = new != self.factor
         self.factor = new
         return changed
+
+    def state_dict(self) -> Dict[str, Any]:
+        """What changes between steps: the factor and the number of measurements seen."""
+        return {"factor": self.factor, "updates": self.updates}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.factor, self.updates = float(state["factor"]), int(state["updates"])

@@ -28,6 +28,7 @@ from core.params import ParamSpec, constant_init, normal_init
 from models.metrics import true_assignment_count
 from models.moe_config import MoEConfig
 from models.routers import router_class
+from models.routers.context import routing_context
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
 
@@ -90,7 +91,7 @@ class LoRAMoEAdapter:
         n, r = c.num_experts, c.rank
         tokens = F.reshape(x, (-1, self.d_in))
         num_tokens = tokens.shape[0]
-        routing = self.router.route(F, params, F.cast(tokens, F.float32), {"parallel": None})
+        routing = self.router.route(F, params, F.cast(tokens, F.float32), routing_context())
         picked = F.one_hot(routing["expert_index"], n + c.num_null_experts, F.float32)
         gates = F.sum(picked * F.expand_dims(routing["expert_weight"], -1), 1)[:, :n]  # [T, n]
         lora_a = F.reshape(F.transpose(params[p + "lora_a"], (1, 0, 2)), (self.d_in, n * r))
@@ -141,6 +142,10 @@ class LoRAMoEModel:
         for adapter in self.adapters:
             specs.update(adapter.param_specs())
         return specs
+
+    def static_key(self) -> tuple:
+        """The base model's and every adapter router's ``static_key``."""
+        return self.base.static_key() + tuple(adapter.router.static_key() for adapter in self.adapters)
 
     def check_inputs(self, tokens, domain_ids=None, routing_noise=None) -> None:
         self.base.check_inputs(tokens, domain_ids, routing_noise)

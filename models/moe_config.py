@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict
 
 from core.errors import ConfigError
+from core.rules import FLAG, MAPPING, TEXT, check_fields, integer, number, one_of, setting
 
 EXPERT_TYPES = ("swiglu", "gelu")
 DISPATCH_MODES = ("dropless", "capacity")
@@ -14,8 +15,9 @@ DROP_POLICIES = ("position", "probability")
 
 @dataclass
 class MoEConfig:
-    """One MoE layer. Names follow docs/architecture.md; ``router_options`` holds the keys that only
-    the chosen router reads (each router validates its own).
+    """One MoE layer. Names follow docs/architecture.md; every field declares its rule
+    (``core.rules``); ``router_options`` holds the keys that only the chosen router reads
+    (each router's ``Options`` declares theirs).
 
     ``balance_loss_coef`` weighs a balance loss normalised per assignment: f_i is expert i's
     share of all T * k (token, slot) assignments, so L = N sum_i f_i P_i is 1 when balanced
@@ -29,24 +31,24 @@ class MoEConfig:
     shared(x), or with ``shared_expert_gate`` y = routed + sigmoid(x w_s^T) * shared(x)
     (Qwen2-MoE's gate, w_s [1, d]). 0: none."""
 
-    d_model: int = 512
-    ffn_hidden: int = 2048
-    num_experts: int = 8
-    num_null_experts: int = 0
-    top_k: int = 2
-    router: str = "topk"
-    expert_type: str = "swiglu"
-    dispatch: str = "dropless"
-    capacity_factor: float = 1.25
-    drop_policy: str = "position"
-    renormalize: bool = True
-    balance_loss_coef: float = 1e-2
-    z_loss_coef: float = 1e-3
-    router_init_std: float = 0.0
-    expert_init_std: float = 0.02
-    shared_expert_hidden: int = 0
-    shared_expert_gate: bool = False
-    router_options: Dict[str, Any] = field(default_factory=dict)
+    d_model: int = setting(512, integer(1))
+    ffn_hidden: int = setting(2048, integer(1))
+    num_experts: int = setting(8, integer(1))
+    num_null_experts: int = setting(0, integer(0))
+    top_k: int = setting(2, integer(1))
+    router: str = setting("topk", TEXT)
+    expert_type: str = setting("swiglu", one_of(*EXPERT_TYPES))
+    dispatch: str = setting("dropless", one_of(*DISPATCH_MODES))
+    capacity_factor: float = setting(1.25, number(None))  # > 0 with dispatch: capacity (validate)
+    drop_policy: str = setting("position", one_of(*DROP_POLICIES))
+    renormalize: bool = setting(True, FLAG)
+    balance_loss_coef: float = setting(1e-2, number(0.0))
+    z_loss_coef: float = setting(1e-3, number(0.0))
+    router_init_std: float = setting(0.0, number(0.0))
+    expert_init_std: float = setting(0.02, number(0.0))
+    shared_expert_hidden: int = setting(0, integer(0))
+    shared_expert_gate: bool = setting(False, FLAG)
+    router_options: Dict[str, Any] = setting({}, MAPPING)
 
     @property
     def num_slots(self) -> int:
@@ -59,39 +61,17 @@ class MoEConfig:
         return self.router_init_std or math.sqrt(0.1 / self.d_model)
 
     def validate(self, section: str = "moe") -> "MoEConfig":
-        def positive_int(key: str) -> None:
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{section}.{key}={value!r}: must be a positive integer")
-
-        for key in ("d_model", "ffn_hidden", "num_experts", "top_k"):
-            positive_int(key)
-        if not isinstance(self.num_null_experts, int) or self.num_null_experts < 0:
-            raise ConfigError(f"{section}.num_null_experts={self.num_null_experts!r}: must be an integer >= 0")
-        if not isinstance(self.shared_expert_hidden, int) or isinstance(self.shared_expert_hidden, bool) \
-                or self.shared_expert_hidden < 0:
-            raise ConfigError(f"{section}.shared_expert_hidden={self.shared_expert_hidden!r}: "
-                              "must be an integer >= 0 (0: no shared expert)")
-        if not isinstance(self.shared_expert_gate, bool):
-            raise ConfigError(f"{section}.shared_expert_gate={self.shared_expert_gate!r}: must be true or false")
+        """Every field against its declared rule, then the checks that span fields; one-line
+        ConfigErrors named ``<section>.<key>``."""
+        check_fields(self, section)
         if self.shared_expert_gate and not self.shared_expert_hidden:
             raise ConfigError(f"{section}.shared_expert_gate=True needs a shared expert (shared_expert_hidden > 0)")
         if self.top_k > self.num_slots:
             raise ConfigError(
                 f"{section}.top_k={self.top_k} exceeds num_experts + num_null_experts = {self.num_slots}")
-        for key, allowed in (("expert_type", EXPERT_TYPES), ("dispatch", DISPATCH_MODES),
-                             ("drop_policy", DROP_POLICIES)):
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"{section}.{key}={getattr(self, key)!r}: valid values are {', '.join(allowed)}")
-        if self.dispatch == "capacity" and not (isinstance(self.capacity_factor, (int, float))
-                                                and self.capacity_factor > 0):
+        if self.dispatch == "capacity" and self.capacity_factor <= 0:
             raise ConfigError(
                 f"{section}.capacity_factor={self.capacity_factor!r}: must be > 0 with dispatch: capacity")
-        for key in ("balance_loss_coef", "z_loss_coef", "router_init_std", "expert_init_std"):
-            if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) < 0:
-                raise ConfigError(f"{section}.{key}={getattr(self, key)!r}: must be a number >= 0")
-        if not isinstance(self.router_options, dict):
-            raise ConfigError(f"{section}.router_options must be a mapping, got {self.router_options!r}")
         return self
 
     def capacity(self, num_tokens: int) -> int:

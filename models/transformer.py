@@ -18,6 +18,7 @@ from core.params import ParamSpec, normal_init
 from models.attention import Attention, causal_bias
 from models.dense_ffn import DenseFFN
 from models.moe_layer import MoELayer
+from models.routers.context import RoutingContext, routing_context
 from models.norms import RMSNorm
 from models.rotary import rope_tables
 from models.transformer_config import TransformerConfig
@@ -45,14 +46,14 @@ class Block:
         return {**self.input_norm.param_specs(), **self.attention.param_specs(),
                 **self.ffn_norm.param_specs(), **self.ffn.param_specs()}
 
-    def forward(self, F, params: dict, h, rope, bias, token_ids, domain_ids, routing_noise, past=None):
-        """h [B, S, d] -> (h [B, S, d], MoE aux dict or None, this block's KV cache: see
-        ``Attention.attend_cached``)."""
+    def forward(self, F, params: dict, h, rope, bias, context: RoutingContext, past=None):
+        """h [B, S, d], the batch's routing side inputs (read by an MoE block) -> (h [B, S, d],
+        MoE aux dict or None, this block's KV cache: see ``Attention.attend_cached``)."""
         attended, kv = self.attention.attend_cached(F, params, self.input_norm.forward(F, params, h), rope, bias, past)
         h = h + attended
         normed = self.ffn_norm.forward(F, params, h)
         if self.is_moe:
-            y, aux = self.ffn.forward(F, params, normed, token_ids, domain_ids, routing_noise)
+            y, aux = self.ffn.apply(F, params, normed, context)
             return h + y, aux, kv
         return h + self.ffn.forward(F, params, normed), None, kv
 
@@ -92,6 +93,10 @@ class Transformer:
             specs["lm_head.weight"] = ParamSpec((c.vocab_size, c.d_model), init)
         return specs
 
+    def static_key(self) -> tuple:
+        """Every MoE layer's ``static_key``: host-side values that compiled code bakes in."""
+        return tuple(layer.static_key() for layer in self.moe_layers)
+
     def check_inputs(self, tokens, domain_ids=None, routing_noise=None) -> None:
         """Host-side checks before any (compiled) compute: shapes, token range (reads the
         token values: one host sync), and the side inputs the routers need."""
@@ -115,7 +120,7 @@ class Transformer:
             raise ConfigError(f"moe.router={router.name!r} needs domain_ids with every batch; none were given")
         if domain_ids is not None and tuple(domain_ids.shape) != shape:
             raise ConfigError(f"domain_ids have shape {tuple(domain_ids.shape)}; expected {shape} (one per token)")
-        router.check_context({"token_ids": tokens, "domain_ids": domain_ids})
+        router.check_context(routing_context(tokens, domain_ids))
         if routing_noise is not None and tuple(routing_noise.shape[:3]) != (len(self.moe_layers),) + shape:
             raise ConfigError(f"routing_noise has shape {tuple(routing_noise.shape)}; expected "
                               f"[{len(self.moe_layers)} MoE layers, {shape[0]}, {shape[1]}, noise width]")
@@ -155,7 +160,7 @@ class Transformer:
         layer_auxes, new_cache = (), ()
         for i, block in enumerate(self.blocks):
             noise = None if routing_noise is None or not block.is_moe else routing_noise[len(layer_auxes)]
-            h, aux, kv = block.forward(F, params, h, rope, bias, tokens, domain_ids, noise,
+            h, aux, kv = block.forward(F, params, h, rope, bias, routing_context(tokens, domain_ids, noise),
                                        None if cache is None else cache[i])
             new_cache = new_cache + (kv,)
             if block.is_moe:

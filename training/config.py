@@ -11,11 +11,11 @@ import difflib
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, get_type_hints
+from typing import Any, Dict, List, Sequence
 
 from core.errors import ConfigError
 from core.layout import check_experts
-from core.rules import FLAG, MAPPING, TEXT, Rule, integer, names, number, one_of, setting
+from core.rules import FLAG, TEXT, Rule, integer, names, number, one_of, rules_of, setting
 from models.moe_config import MoEConfig
 from training.data.corpora import CORPORA
 from training.yaml_io import parse_yaml, read_yaml, write_yaml_atomic
@@ -138,17 +138,13 @@ SECTIONS = {"model": ModelConfig, "moe": MoEConfig, "data": DataConfig, "train":
 _HINTS = {("moe", "d_model"): "the experts' width is model.d_model"}
 
 
-def _moe_rules() -> Dict[str, Rule]:
-    """Type rules for MoEConfig fields (ranges are MoEConfig.validate's job)."""
-    by_type = {int: Rule("int"), float: Rule("number", low=None), str: TEXT, bool: FLAG}
-    hints = get_type_hints(MoEConfig)
-    return {f.name: by_type.get(hints[f.name], MAPPING) for f in fields(MoEConfig) if f.name != "d_model"}
-
-
 def _rules(cls) -> Dict[str, Rule]:
+    """The YAML rules of a section's keys. MoE keys are checked here for their type only:
+    their values are ``MoEConfig.validate``'s (the layer's own messages, ``moe.top_k=0: ...``),
+    and the layer's width is model.d_model."""
     if cls is MoEConfig:
-        return _moe_rules()
-    return {f.name: f.metadata["rule"] for f in fields(cls) if "rule" in f.metadata}
+        return {name: rule.type_only() for name, rule in rules_of(cls).items() if name != "d_model"}
+    return rules_of(cls)
 
 
 def _check_keys(raw: dict, allowed: Sequence[str], section: str) -> None:

@@ -134,7 +134,8 @@ class Trainer:
                      f"position carry over to {self.config.backend}; its random generator starts from the seed")
 
     def restore(self, checkpoint: Checkpoint) -> None:
-        """Weights, optimizer state, random generators, data position and counters."""
+        """Weights, optimizer state, random generators, data position, counters and the
+        routers' host-side state (checkpoints written before it was saved have none)."""
         weights = self.dist.local(checkpoint.model, self.specs)
         self.module.load_numpy(weights)
         self.train_step.load_master_weights(weights)
@@ -146,12 +147,18 @@ class Trainer:
         self.skipped, self.elapsed = int(state["skipped"]), float(state["elapsed_s"])
         if self.train_step.loss_scale is not None and "loss_scale" in state:
             self.train_step.loss_scale.load_state_dict(state["loss_scale"])
+        routers = state.get("routers", {})
+        for layer in self.model.moe_layers:
+            if layer.router.prefix in routers:
+                layer.router.load_state_dict(routers[layer.router.prefix])
 
     def checkpoint(self) -> Checkpoint:
         state = {"data": self.batches.state_dict(), "bad_in_row": self.bad_in_row, "skipped": self.skipped,
                  "elapsed_s": self.elapsed}
         if self.train_step.loss_scale is not None:
             state["loss_scale"] = self.train_step.loss_scale.state_dict()
+        routers = {layer.router.prefix: layer.router.state_dict() for layer in self.model.moe_layers}
+        state["routers"] = {prefix: values for prefix, values in routers.items() if values}
         weights = {**self.module.numpy_params(), **self.train_step.master_weights()}  # float32 masters win
         return Checkpoint(step=self.step, model=weights,
                           optimizer=self.train_step.optimizer_state(), rng=self.runtime.rng_state(),
@@ -185,18 +192,13 @@ class Trainer:
 
     # training
     def _after_step(self, metrics: Dict[str, np.ndarray]) -> None:
-        """Routers' host-side state updates; a change of compiled-in state recompiles."""
-        if not self.hooked:
-            return
-        before = [getattr(router, "capacity_factor", None) for _, router in self.hooked]
-        params = self.module.numpy_params()
+        """Routers' host-side state updates, each given its own parameters only (the train
+        step recompiles by itself when a router's ``static_key`` changes)."""
         for index, router in self.hooked:
-            own = {name: params[name] for name in router.param_specs()}
+            own = self.module.numpy_params(router.param_specs())
             updates = router.after_step(own, self.model.layer_aux(metrics, index))
             if updates:
                 self.module.update_numpy(updates)
-        if before != [getattr(router, "capacity_factor", None) for _, router in self.hooked]:
-            self.train_step.invalidate()
 
     def _one_step(self) -> tuple:
         t = self.config.train

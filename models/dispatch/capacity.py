@@ -4,6 +4,8 @@ through the residual unchanged). Buffers are [E, C, d], computed with one bmm pe
 from __future__ import annotations
 
 from models.dispatch.assignments import flatten_assignments, scalar
+from models.metrics import true_assignment_count
+from models.moe_config import MoEConfig
 
 
 def capacity_plan(F, expert_index, expert_weight, num_experts: int, num_slots: int,
@@ -25,14 +27,42 @@ def capacity_plan(F, expert_index, expert_weight, num_experts: int, num_slots: i
             "tokens_per_expert": F.sum(kept_mask, 0)}
 
 
-def capacity_moe(F, params: dict, x, plan: dict, experts, num_experts: int, capacity: int):
-    """x [T, d] -> y [T, d] = sum over kept assignments of weight * expert(x)."""
-    num_tokens, d = x.shape
-    rows = num_experts * capacity
-    buffer = F.index_add(F.zeros((rows + 1, d), x.dtype), plan["dest"], F.gather_rows(x, plan["token"]))
-    expert_in = F.reshape(buffer[:rows], (num_experts, capacity, d))
-    expert_out = F.reshape(experts.batched(F, params, expert_in), (rows, d))
-    expert_out = F.concat([expert_out, F.zeros((1, d), x.dtype)], 0)
-    gate = F.cast(F.where(plan["kept"], plan["weight"], scalar(F, 0.0, F.float32)), x.dtype)
-    contribution = F.gather_rows(expert_out, plan["dest"]) * F.expand_dims(gate, -1)
-    return F.index_add(F.zeros((num_tokens, d), x.dtype), plan["token"], contribution)
+class CapacityDispatcher:
+    """``moe.dispatch: capacity`` for routers that give expert_index/expert_weight [T, k]:
+    plan (``capacity_plan``) -> dispatch into buffers [E, C, d] -> the experts, one bmm per
+    matrix -> combine, sum over kept assignments of weight * expert output."""
+
+    def __init__(self, config: MoEConfig, experts) -> None:
+        self.config = config
+        self.experts = experts
+
+    def plan(self, F, routing: dict, num_tokens: int) -> dict:
+        c = self.config
+        return capacity_plan(F, routing["expert_index"], routing["expert_weight"], c.num_experts, c.num_slots,
+                             c.capacity(num_tokens), c.drop_policy)
+
+    def load(self, F, routing: dict, plan: dict, num_tokens: int) -> tuple:
+        """(true assignments requested, tokens_per_expert [E], expert rows computed = E * C)."""
+        c = self.config
+        return (true_assignment_count(F, routing["expert_index"], c.num_experts), plan["tokens_per_expert"],
+                F.ones((), F.float32) * (c.num_experts * c.capacity(num_tokens)))
+
+    def dispatch(self, F, x, plan: dict):
+        """x [T, d] -> expert_in [E, C, d] (dropped and null assignments land on a cut-off row)."""
+        num_tokens, d = x.shape
+        num_experts, capacity = self.config.num_experts, self.config.capacity(num_tokens)
+        rows = num_experts * capacity
+        buffer = F.index_add(F.zeros((rows + 1, d), x.dtype), plan["dest"], F.gather_rows(x, plan["token"]))
+        return F.reshape(buffer[:rows], (num_experts, capacity, d))
+
+    def run_experts(self, F, params: dict, expert_in, plan: dict):
+        return self.experts.batched(F, params, expert_in)
+
+    def combine(self, F, expert_out, plan: dict, x):
+        """expert_out [E, C, d] -> y [T, d] = sum over kept assignments of weight * expert(x)."""
+        num_tokens, d = x.shape
+        rows = expert_out.shape[0] * expert_out.shape[1]
+        expert_out = F.concat([F.reshape(expert_out, (rows, d)), F.zeros((1, d), x.dtype)], 0)
+        gate = F.cast(F.where(plan["kept"], plan["weight"], scalar(F, 0.0, F.float32)), x.dtype)
+        contribution = F.gather_rows(expert_out, plan["dest"]) * F.expand_dims(gate, -1)
+        return F.index_add(F.zeros((num_tokens, d), x.dtype), plan["token"], contribution)

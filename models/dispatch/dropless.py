@@ -11,6 +11,8 @@ MindSpore GRAPH_MODE). Without null experts N = kT, a static shape, and nothing 
 from __future__ import annotations
 
 from models.dispatch.assignments import flatten_assignments, scalar
+from models.metrics import true_assignment_count
+from models.moe_config import MoEConfig
 
 
 def dropless_plan(F, expert_index, expert_weight, num_experts: int, num_slots: int) -> dict:
@@ -28,10 +30,33 @@ def dropless_plan(F, expert_index, expert_weight, num_experts: int, num_slots: i
     return {"token": token, "weight": weight, "tokens_per_expert": counts}
 
 
-def dropless_moe(F, params: dict, x, plan: dict, experts):
-    """x [T, d] -> y [T, d] = sum over assignments of weight * expert(x)."""
-    num_tokens, d = x.shape
-    rows = F.gather_rows(x, plan["token"])
-    out = experts.grouped(F, params, rows, plan["tokens_per_expert"])
-    contribution = out * F.expand_dims(F.cast(plan["weight"], x.dtype), -1)
-    return F.index_add(F.zeros((num_tokens, d), x.dtype), plan["token"], contribution)
+class DroplessDispatcher:
+    """``moe.dispatch: dropless`` for routers that give expert_index/expert_weight [T, k]:
+    plan (``dropless_plan``) -> dispatch, the rows sorted by expert -> the experts, one grouped
+    matmul per matrix -> combine, sum over assignments of weight * expert output."""
+
+    def __init__(self, config: MoEConfig, experts) -> None:
+        self.config = config
+        self.experts = experts
+
+    def plan(self, F, routing: dict, num_tokens: int) -> dict:
+        c = self.config
+        return dropless_plan(F, routing["expert_index"], routing["expert_weight"], c.num_experts, c.num_slots)
+
+    def load(self, F, routing: dict, plan: dict, num_tokens: int) -> tuple:
+        """(true assignments requested, tokens_per_expert [E], expert rows computed = their sum)."""
+        return (true_assignment_count(F, routing["expert_index"], self.config.num_experts),
+                plan["tokens_per_expert"], F.sum(plan["tokens_per_expert"]))
+
+    def dispatch(self, F, x, plan: dict):
+        """x [T, d] -> rows [N, d] sorted by expert."""
+        return F.gather_rows(x, plan["token"])
+
+    def run_experts(self, F, params: dict, rows, plan: dict):
+        return self.experts.grouped(F, params, rows, plan["tokens_per_expert"])
+
+    def combine(self, F, out, plan: dict, x):
+        """out [N, d] -> y [T, d] = sum over assignments of weight * expert(x)."""
+        num_tokens, d = x.shape
+        contribution = out * F.expand_dims(F.cast(plan["weight"], x.dtype), -1)
+        return F.index_add(F.zeros((num_tokens, d), x.dtype), plan["token"], contribution)

@@ -7,23 +7,26 @@ loss: ``null_bucket_balance_loss`` (all nulls one averaged bucket).
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
 from core.errors import ConfigError
+from core.layout import ExpertParallel
 from core.params import ParamSpec, truncated_normal_init
 from models.losses import null_bucket_balance_loss, router_z_loss
 from models.routers.base import LinearGateRouter
+from models.routers.context import RoutingContext
 from models.routers.registry import register_router
 
 
 @register_router("adamoe")
 class AdaMoERouter(LinearGateRouter):
-    def __init__(self, config, prefix: str = "router.") -> None:
+    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
+                 parallel: Optional[ExpertParallel] = None) -> None:
         if config.num_null_experts < 1:
             raise ConfigError("moe.num_null_experts=0: router 'adamoe' needs at least one null expert")
-        super().__init__(config, prefix)
+        super().__init__(config, prefix, layer_index, parallel)
 
     def weight_specs(self) -> Dict[str, ParamSpec]:
         c = self.config
@@ -31,7 +34,7 @@ class AdaMoERouter(LinearGateRouter):
         specs["null_weight"] = ParamSpec((c.d_model, c.num_null_experts), truncated_normal_init(c.router_std))
         return specs
 
-    def route(self, F, params: dict, x, context: dict) -> dict:
+    def route(self, F, params: dict, x, context: RoutingContext) -> dict:
         c = self.config
         logits = F.concat([F.matmul(x, self.param(params, "weight")),
                            F.matmul(x, self.param(params, "null_weight"))], -1)
@@ -41,7 +44,7 @@ class AdaMoERouter(LinearGateRouter):
         denominator = F.sum(true_probs, -1, True)
         denominator = F.where(denominator > 0, denominator, F.ones((), F.float32))
         losses = {"balance": null_bucket_balance_loss(F, probs, index, c.num_experts, c.num_null_experts,
-                                                       context.get("parallel")),
+                                                       self.parallel),
                   "z": router_z_loss(F, logits)}
         return {"logits": logits, "probs": probs, "expert_index": index,
                 "expert_weight": true_probs / denominator, "losses": losses}

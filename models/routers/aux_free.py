@@ -17,9 +17,10 @@ from typing import Dict
 
 import numpy as np
 
-from core.errors import ConfigError
 from core.params import ParamSpec, constant_init
-from models.routers.base import LinearGateRouter, finite_number
+from core.rules import number, one_of, setting
+from models.routers.base import LinearGateRouter
+from models.routers.context import RoutingContext
 from models.routers.registry import register_router
 
 SCORES = ("sigmoid", "softmax")
@@ -27,31 +28,21 @@ SCORES = ("sigmoid", "softmax")
 
 @dataclass
 class AuxFreeOptions:
-    score: str = "sigmoid"
-    bias_update_speed: float = 1e-3
+    score: str = setting("sigmoid", one_of(*SCORES, noun="scores"))
+    bias_update_speed: float = setting(1e-3, number(0.0))
 
 
 @register_router("aux_free")
 class AuxFreeRouter(LinearGateRouter):
     Options = AuxFreeOptions
-
-    def __init__(self, config, prefix: str = "router.") -> None:
-        super().__init__(config, prefix)
-        o = self.options
-        if o.score not in SCORES:
-            raise ConfigError(f"moe.router_options.score={o.score!r}: valid scores are {', '.join(SCORES)}")
-        u = o.bias_update_speed
-        if not finite_number(u) or u < 0:
-            raise ConfigError(f"moe.router_options.bias_update_speed={u!r}: must be a finite number >= 0")
-        if config.num_null_experts:
-            raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router 'aux_free' has no null experts")
+    null_experts = False
 
     def weight_specs(self) -> Dict[str, ParamSpec]:
         specs = super().weight_specs()
         specs["bias"] = ParamSpec((self.config.num_experts,), constant_init(0.0), trainable=False)
         return specs
 
-    def route(self, F, params: dict, x, context: dict) -> dict:
+    def route(self, F, params: dict, x, context: RoutingContext) -> dict:
         """x [T, d] -> expert_index [T, k] chosen on s + b, expert_weight [T, k] from s alone."""
         logits = F.matmul(x, self.param(params, "weight"))
         scores = F.sigmoid(logits) if self.options.score == "sigmoid" else F.softmax(logits, -1)

@@ -80,15 +80,18 @@ set ``solver: sinkhorn`` for those. Sinkhorn defaults: temperature 0.1, 50 itera
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from core.errors import ConfigError
+from core.layout import ExpertParallel
+from core.rules import integer, number, one_of, setting
 from models.losses import router_z_loss
 from models.routers.assignment_solvers import SOLVERS, balanced_assignment
-from models.routers.base import LinearGateRouter, finite_number, require_top1
+from models.routers.context import RoutingContext
 from models.routers.registry import register_router
 from models.routers.sampling import (
-    check_baseline,
-    check_routing_noise,
+    SampledRouter,
+    ScoreTermOptions,
     fill_slots,
     leave_one_out,
     places_in_expert,
@@ -97,20 +100,16 @@ from models.routers.sampling import (
 
 SMALLEST_UNIFORM = 1e-20
 LARGEST_UNIFORM = 1.0 - 2.0 ** -24
+REWARDS = ("batch", "token")
 
 
 @dataclass
-class BalancedOptions:
-    solver: str = "auto"
-    exact_max_tokens: int = 256
-    sinkhorn_temperature: float = 0.1
-    sinkhorn_iterations: int = 50
-    correction: bool = True
-    reward: str = "batch"
-    baseline: str = "none"
-
-
-REWARDS = ("batch", "token")
+class BalancedOptions(ScoreTermOptions):
+    solver: str = setting("auto", one_of(*SOLVERS, noun="solvers"))
+    exact_max_tokens: int = setting(256, integer(0))
+    sinkhorn_temperature: float = setting(0.1, number(0.0, low_open=True))
+    sinkhorn_iterations: int = setting(50, integer(1))
+    reward: str = setting("batch", one_of(*REWARDS, noun="rewards"))
 
 
 def gumbel_log_uniforms(F, noise):
@@ -143,33 +142,20 @@ def balanced_log_prob(F, log_probs, log_u, one_hot, correction: bool = True, rew
 
 
 @register_router("balanced")
-class BalancedRouter(LinearGateRouter):
+class BalancedRouter(SampledRouter):
     Options = BalancedOptions
-    causal = False
 
-    def __init__(self, config, prefix: str = "router.") -> None:
-        require_top1(config, "balanced")
-        super().__init__(config, prefix)
+    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
+                 parallel: Optional[ExpertParallel] = None) -> None:
+        super().__init__(config, prefix, layer_index, parallel)
         o = self.options
-        if o.solver not in SOLVERS:
-            raise ConfigError(f"moe.router_options.solver={o.solver!r}: valid solvers are {', '.join(SOLVERS)}")
-        if isinstance(o.exact_max_tokens, bool) or not isinstance(o.exact_max_tokens, int) or o.exact_max_tokens < 0:
-            raise ConfigError(f"moe.router_options.exact_max_tokens={o.exact_max_tokens!r}: must be an integer >= 0")
-        if not finite_number(o.sinkhorn_temperature) or o.sinkhorn_temperature <= 0:
-            raise ConfigError(f"moe.router_options.sinkhorn_temperature={o.sinkhorn_temperature!r}: "
-                              "must be a finite number > 0")
-        if isinstance(o.sinkhorn_iterations, bool) or not isinstance(o.sinkhorn_iterations, int) \
-                or o.sinkhorn_iterations < 1:
-            raise ConfigError(f"moe.router_options.sinkhorn_iterations={o.sinkhorn_iterations!r}: "
-                              "must be a positive integer")
-        if not isinstance(o.correction, bool):
-            raise ConfigError(f"moe.router_options.correction={o.correction!r}: must be true or false")
-        if o.reward not in REWARDS:
-            raise ConfigError(f"moe.router_options.reward={o.reward!r}: valid rewards are {', '.join(REWARDS)}")
-        check_baseline(o.baseline)
         if o.baseline == "leave_one_out" and o.reward == "batch" and o.correction:
             raise ConfigError("moe.router_options.baseline=leave_one_out needs reward: token "
                               "(with the batch reward every token's score is the same and would cancel)")
+
+    @property
+    def noise_width(self) -> int:
+        return self.config.num_experts
 
     def solver(self, num_tokens: int) -> str:
         """The solver used for a batch of ``num_tokens`` tokens (``auto`` resolved)."""
@@ -181,9 +167,9 @@ class BalancedRouter(LinearGateRouter):
         if num_tokens % self.config.num_experts:
             raise ConfigError(f"router 'balanced' needs the batch's token count ({num_tokens}) to be a multiple "
                               f"of moe.num_experts={self.config.num_experts}")
-        check_routing_noise(self.name, num_tokens, routing_noise, self.config.num_experts)
+        super().check_noise(num_tokens, routing_noise)
 
-    def route(self, F, params: dict, x, context: dict) -> dict:
+    def route(self, F, params: dict, x, context: RoutingContext) -> dict:
         """x [T, d] -> slot_token, slot_weight [E, T / E], routing_log_prob [T]."""
         c = self.config
         num_tokens = x.shape[0]

@@ -1,16 +1,19 @@
 """What every router provides, and the pieces most learned routers share."""
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from core.errors import ConfigError
+from core.layout import ExpertParallel
 from core.params import ParamSpec, kept_float32, prefixed, truncated_normal_init
+from core.rules import check_fields
+from models.dispatch.slots import SLOT_DISPATCH
 from models.moe_config import MoEConfig
+from models.routers.context import RoutingContext
 
 
 @dataclass
@@ -19,62 +22,92 @@ class NoOptions:
 
 
 class Router(ABC):
-    """A router maps float32 tokens x [T, d] to a routing dict:
+    """A router maps float32 tokens x [T, d] and the batch's ``RoutingContext`` to a routing dict:
 
     - ``logits`` [T, S] and ``probs`` [T, S] over the S = n + m slots (true then null);
     - ``expert_index`` [T, k] (index dtype; values >= n are null experts);
     - ``expert_weight`` [T, k] float32 (0 for null slots);
-    - ``losses``: dict of unweighted scalar losses; ``loss_coefs`` gives each coefficient.
+    - ``losses``: dict of unweighted scalar losses; ``loss_coefs`` gives each coefficient;
+    - optional ``stats`` (scalars for the layer's aux, no gradient) and ``routing_log_prob``
+      [T] (stochastic routers' score term, see ``models.moe_layer.MoELayer``).
 
-    A router that fills expert slots itself (expert choice, balanced assignment) returns
-    instead of expert_index/expert_weight: ``slot_token`` [E, C] (token per slot, T when
-    empty), ``slot_weight`` [E, C] and ``requested_assignments`` (scalar float32: the
-    (token, expert) pairs it wanted before capacity, for ``dropped_fraction``); the layer
-    then uses ``models.dispatch.slots`` whatever ``moe.dispatch`` says.
+    How the layer dispatches is declared by ``dispatch_mode``: ``moe.dispatch`` (``capacity``
+    or ``dropless``) for the expert_index/expert_weight above; ``slots`` for a router that
+    fills expert slots itself (``fills_slots = True``: expert choice, balanced assignment)
+    and returns instead ``slot_token`` [E, C] (token per slot, T when empty), ``slot_weight``
+    [E, C], optional ``slot_grad_scale`` [E, C], and ``requested_assignments`` (scalar
+    float32: the (token, expert) pairs it wanted before capacity, for ``dropped_fraction``).
 
-    ``context`` carries per-token side inputs (``token_ids``, ``domain_ids``, shaped like the
-    input's token axes) for routers that need them: list them in ``needs_context``, check
-    their values in ``check_context``. Routers without a learned gate (hash, RRE) may leave
-    out ``logits``/``probs``. Subclasses set ``Options`` to a dataclass of their own keys.
+    Side inputs (``models.routers.context``): list those a router needs in ``needs_context``,
+    check their values in ``check_context`` and the noise in ``check_noise`` (host side, before
+    any compiled compute). Routers without a learned gate (hash, RRE) may leave out
+    ``logits``/``probs``.
+
+    Settings: ``Options`` is a dataclass of the router's own keys, each declared with its rule
+    (``core.rules.setting``): ``parse_options`` refuses unknown keys and checks every value.
+    ``top1_only`` (exactly one true expert per token: moe.top_k 1) and ``null_experts = False``
+    (moe.num_null_experts must be 0) declare what the router needs of the layer's settings;
+    checks that span options stay in the router's ``__init__``.
 
     ``causal = False`` marks a router whose choice for a token depends on later tokens of
     the batch (expert choice): fine for training, refused by ``require_causal``, which
     autoregressive decoding must call.
 
-    Host-side state hook: a router with non-trainable state that follows the training
-    (aux-loss-free bias, measured capacity) implements ``after_step``. After each optimizer
-    step the trainer calls ``router.after_step(params, aux)`` with numpy values (``params``:
-    at least this router's parameters, full names; ``aux``: this layer's aux from the step,
-    reduced over data-parallel ranks) and loads the returned {full name: new value} dict of
-    non-trainable parameters into the shell with ``update_numpy``. State that compiled code
-    bakes in as a constant (a capacity, hence a shape) is reported by ``static_key``: when it
-    changes after ``after_step``, a compiling trainer (MindSpore ``ms.jit``) must rebuild.
+    Host-side state: a router with state that follows the training implements ``after_step``.
+    After each optimizer step the trainer calls ``router.after_step(params, aux)`` with numpy
+    values (``params``: this router's parameters, full names; ``aux``: this layer's aux from
+    the step, reduced over data-parallel ranks) and loads the returned {full name: new value}
+    dict of non-trainable parameters (aux-loss-free bias) into the shell. State kept on the
+    router itself (a measured capacity) goes into checkpoints through ``state_dict`` /
+    ``load_state_dict``; if compiled code bakes it in as a constant (a capacity, hence a
+    shape), ``static_key`` reports it and a compiling train step rebuilds when it changes.
 
-    ``layer_index``: the model layer this router serves (0 for a standalone layer), set by
-    ``MoELayer`` before any ``param_specs`` call; routers with fixed per-layer state (the
-    token tables of hash and RRE) seed it from this index.
+    Construction: ``layer_index`` is the model layer this router serves (0 for a standalone
+    layer; routers with fixed per-layer state, the token tables of hash and RRE, seed it from
+    this index); ``parallel`` is the layer's ``core.layout.ExpertParallel`` in a
+    multi-process run (None in one process): batch statistics (balance-loss counts) are
+    reduced over its data-parallel ranks, and routers that read the cluster's layout
+    (LocMoE's topology) take it from there.
     """
 
     name = "base"
     Options: Any = NoOptions
-    needs_context: tuple = ()
+    needs_context: Tuple[str, ...] = ()
     causal = True
-    layer_index = 0
+    top1_only = False
+    null_experts = True
+    fills_slots = False
 
-    def __init__(self, config: MoEConfig, prefix: str = "router.") -> None:
+    def __init__(self, config: MoEConfig, prefix: str = "router.", layer_index: int = 0,
+                 parallel: Optional[ExpertParallel] = None) -> None:
         self.config = config
         self.prefix = prefix
+        self.layer_index = layer_index
+        self.parallel = parallel
+        if self.top1_only and config.top_k != 1:
+            raise ConfigError(f"moe.top_k={config.top_k}: router {self.name!r} is top-1, set moe.top_k: 1")
+        if not self.null_experts and config.num_null_experts:
+            raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router {self.name!r} "
+                              "has no null experts")
         self.options = self.parse_options(config.router_options)
 
     @classmethod
     def parse_options(cls, raw: Dict[str, Any]):
+        """``moe.router_options`` as ``cls.Options``, every value checked against its rule."""
         allowed = {f.name for f in fields(cls.Options)}
         unknown = sorted(set(raw) - allowed)
         if unknown:
             raise ConfigError(
                 f"moe.router_options.{unknown[0]} is not an option of router {cls.name!r}; "
                 f"valid options: {', '.join(sorted(allowed)) or 'none'}")
-        return cls.Options(**raw)
+        options = cls.Options(**raw)
+        check_fields(options, "moe.router_options")
+        return options
+
+    @property
+    def dispatch_mode(self) -> str:
+        """``slots`` when this router fills expert slots itself, else ``moe.dispatch``."""
+        return SLOT_DISPATCH if self.fills_slots else self.config.dispatch
 
     def weight_specs(self) -> Dict[str, ParamSpec]:
         """This router's parameters, names relative to its prefix."""
@@ -90,9 +123,9 @@ class Router(ABC):
     def loss_coefs(self) -> Dict[str, float]:
         return {}
 
-    def check_context(self, context: Dict[str, Any]) -> None:
-        """Check the values of the side inputs (host side, before any compiled compute);
-        raise ConfigError on bad values."""
+    def check_context(self, context: RoutingContext) -> None:
+        """Check the values of the side inputs listed in ``needs_context`` (host side, before
+        any compiled compute); raise ConfigError on bad values."""
 
     def check_noise(self, num_tokens: int, routing_noise) -> None:
         """Check the batch's token count and the optional ``routing_noise`` (host side, before
@@ -112,16 +145,20 @@ class Router(ABC):
         docstring); none by default."""
         return {}
 
-    def bind_parallel(self, parallel) -> None:
-        """Called once by a multi-process MoE layer with its ``core.layout.ExpertParallel``
-        (routers that read the cluster's layout, e.g. LocMoE's topology, override it)."""
-
     def static_key(self) -> tuple:
         """Host-side values compiled into the step as constants; () by default."""
         return ()
 
+    def state_dict(self) -> Dict[str, Any]:
+        """Host-side state kept on the router (not a parameter), JSON-serialisable, for
+        checkpoints; {} by default."""
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned; nothing by default."""
+
     @abstractmethod
-    def route(self, F, params: dict, x, context: dict) -> dict:
+    def route(self, F, params: dict, x, context: RoutingContext) -> dict:
         """x [T, d] float32 -> the routing dict described in the class docstring."""
 
 
@@ -134,16 +171,3 @@ class LinearGateRouter(Router):
 
     def loss_coefs(self) -> Dict[str, float]:
         return {"balance": self.config.balance_loss_coef, "z": self.config.z_loss_coef}
-
-
-def finite_number(value: Any) -> bool:
-    """A real int or float (not bool), neither NaN nor +-inf: router options use it in their checks."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def require_top1(config: MoEConfig, router: str) -> None:
-    """For routers that give each token exactly one true expert: top_k 1, no null experts."""
-    if config.top_k != 1:
-        raise ConfigError(f"moe.top_k={config.top_k}: router {router!r} is top-1, set moe.top_k: 1")
-    if config.num_null_experts:
-        raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router {router!r} has no null experts")

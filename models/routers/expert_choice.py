@@ -15,36 +15,29 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from core.errors import ConfigError
-from models.routers.base import LinearGateRouter, finite_number
+from core.rules import number, setting
+from models.routers.base import LinearGateRouter
+from models.routers.context import RoutingContext
 from models.routers.registry import register_router
 
 
 @dataclass
 class ExpertChoiceOptions:
-    capacity_factor: float = 2.0
+    capacity_factor: float = setting(2.0, number(0.0, low_open=True))
 
 
 @register_router("expert_choice")
 class ExpertChoiceRouter(LinearGateRouter):
     Options = ExpertChoiceOptions
     causal = False
-
-    def __init__(self, config, prefix: str = "router.") -> None:
-        super().__init__(config, prefix)
-        c = self.options.capacity_factor
-        if not finite_number(c) or c <= 0:
-            raise ConfigError(f"moe.router_options.capacity_factor={c!r}: router 'expert_choice' needs a finite "
-                              "number > 0")
-        if config.num_null_experts:
-            raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router 'expert_choice' "
-                              "has no null experts")
+    null_experts = False
+    fills_slots = True
 
     def capacity(self, num_tokens: int) -> int:
         """C = ceil(T * c / E), at least 1 and at most T."""
         return min(num_tokens, max(1, math.ceil(num_tokens * self.options.capacity_factor / self.config.num_experts)))
 
-    def route(self, F, params: dict, x, context: dict) -> dict:
+    def route(self, F, params: dict, x, context: RoutingContext) -> dict:
         """x [T, d] -> slot_token [E, C], slot_weight [E, C], requested_assignments = E * C."""
         num_tokens = x.shape[0]
         capacity = self.capacity(num_tokens)

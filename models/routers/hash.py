@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 from core.errors import ConfigError
+from core.layout import ExpertParallel
 from core.params import ParamSpec
-from models.routers.base import Router, require_top1
+from core.rules import TEXT, one_of, optional, setting
+from models.routers.base import Router
+from models.routers.context import RoutingContext
 from models.routers.registry import register_router
 from models.routers.token_tables import (
-    bool_option,
+    TokenTableOptions,
     check_ids,
     frequency_balanced_table,
-    int_option,
     load_token_counts,
     random_table,
     table_rng,
@@ -37,28 +39,22 @@ TABLES = ("random", "balanced")
 
 
 @dataclass
-class HashOptions:
-    vocab_size: int = 0
-    table: str = "random"
-    seed: int = 0
-    counts_file: Optional[str] = None
-    shared_table: bool = False
+class HashOptions(TokenTableOptions):
+    table: str = setting("random", one_of(*TABLES, noun="tables"))
+    counts_file: Optional[str] = setting(None, optional(TEXT))
 
 
 @register_router("hash")
 class HashRouter(Router):
     Options = HashOptions
     needs_context = ("token_ids",)
+    top1_only = True
+    null_experts = False
 
-    def __init__(self, config, prefix: str = "router.") -> None:
-        super().__init__(config, prefix)
+    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
+                 parallel: Optional[ExpertParallel] = None) -> None:
+        super().__init__(config, prefix, layer_index, parallel)
         o = self.options
-        require_top1(config, "hash")
-        int_option("hash", "vocab_size", o.vocab_size, 1)
-        int_option("hash", "seed", o.seed, 0)
-        bool_option("shared_table", o.shared_table)
-        if o.table not in TABLES:
-            raise ConfigError(f"moe.router_options.table={o.table!r}: valid tables are {', '.join(TABLES)}")
         if (o.table == "balanced") != (o.counts_file is not None):
             raise ConfigError("moe.router_options.counts_file: table 'balanced' needs a token-count file "
                               "and table 'random' takes none")
@@ -72,10 +68,10 @@ class HashRouter(Router):
             return {"table": table_spec(frequency_balanced_table(self.counts, n, rng))}
         return {"table": table_spec(random_table(o.vocab_size, n, rng))}
 
-    def check_context(self, context: dict) -> None:
+    def check_context(self, context: RoutingContext) -> None:
         check_ids(context["token_ids"], "token_ids", self.options.vocab_size, "moe.router_options.vocab_size")
 
-    def route(self, F, params: dict, x, context: dict) -> dict:
+    def route(self, F, params: dict, x, context: RoutingContext) -> dict:
         """x [T, d], context token_ids [...] (T in all) -> expert_index [T, 1], weight [T, 1] = 1."""
         num_tokens = x.shape[0]
         ids = F.reshape(F.cast(context["token_ids"], F.index_dtype), (num_tokens,))

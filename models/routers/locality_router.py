@@ -20,7 +20,7 @@ Router options (``moe.router_options``):
 Routers of this family add to the layer's aux (no gradient): ``own_node_share`` (with a
 topology) and the measured cosine their capacity bound reads (``measured_key``).
 
-In a multi-process run (``bind_parallel``) the topology is the launcher's real placement
+In a multi-process run (``launcher_placement``) the topology is the launcher's real placement
 and the locality loss, own-node share and capacity are those of the same tokens on virtual
 nodes in one process (tests/distributed checks it).
 """
@@ -28,15 +28,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from core.errors import ConfigError
+from core.layout import ExpertParallel
+from core.rules import MAPPING, number, one_of, optional, setting
 from core.topology import Topology
 from models.capacity_bound import MeasuredCapacityFactor, device_capacity, device_capacity_in_tokens
 from models.locality import DIVERGENCES, locality_loss, own_node_share, rank_locality_loss
-from models.routers.base import Router, finite_number
+from models.routers.base import Router
 
 DEFAULT_LOCALITY_COEF = 0.03  # smallest mu at the plateau of scripts/locality_experiment.py
 CAPACITY_POLICIES = ("bound", "factor")
@@ -46,12 +48,12 @@ NORM_FLOOR = 1e-12
 
 @dataclass
 class LocalityOptions:
-    topology: Optional[Dict[str, Any]] = None
-    locality_coef: Optional[float] = None
-    locality_divergence: str = "forward"
-    locality_epsilon: float = 0.01
-    capacity_policy: str = "bound"
-    bound_unit: str = "factor"
+    topology: Optional[Dict[str, Any]] = setting(None, optional(MAPPING))
+    locality_coef: Optional[float] = setting(None, optional(number(0.0)))
+    locality_divergence: str = setting("forward", one_of(*DIVERGENCES))
+    locality_epsilon: float = setting(0.01, number(0.0, low_open=True, high=1.0, high_open=True))
+    capacity_policy: str = setting("bound", one_of(*CAPACITY_POLICIES))
+    bound_unit: str = setting("factor", one_of(*BOUND_UNITS))
 
 
 def grap_logits(F, x, num_experts: int):
@@ -71,45 +73,39 @@ def grap_affinity(F, x, num_experts: int):
 
 class LocalityRouter(Router):
     """Base of ``locmoe`` and ``locmoe_plus``. Subclasses set ``measured_key`` (the aux entry
-    with the measured cosine), ``refresh_every`` and implement ``bound`` and ``route``."""
+    with the measured cosine), ``refresh_every`` and implement ``bound`` and ``route``.
+
+    ``node``: this rank's node in the EP group of a multi-process run (``parallel`` of more
+    than one rank: the topology is then the launcher's), None when the nodes are virtual
+    (one process)."""
 
     Options = LocalityOptions
+    null_experts = False
     measured_key = ""
 
-    def __init__(self, config, prefix: str = "router.") -> None:
-        super().__init__(config, prefix)
+    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
+                 parallel: Optional[ExpertParallel] = None) -> None:
+        super().__init__(config, prefix, layer_index, parallel)
         o = self.options
         section = "moe.router_options"
-        if config.num_null_experts:
-            raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router {self.name!r} "
-                              "has no null experts")
         self.topology = None if o.topology is None else Topology.from_config(o.topology, config.num_experts)
-        if o.locality_coef is not None and (not finite_number(o.locality_coef) or o.locality_coef < 0):
-            raise ConfigError(f"{section}.locality_coef={o.locality_coef!r}: must be a number >= 0")
         if self.topology is None and o.locality_coef:
             raise ConfigError(f"{section}.locality_coef={o.locality_coef}: the locality loss needs "
                               f"{section}.topology (which experts live on which node)")
+        self.node: Optional[int] = None
+        if parallel is not None and parallel.size > 1:
+            self.topology, self.node = self.launcher_placement(parallel)
         default = DEFAULT_LOCALITY_COEF if self.topology is not None else 0.0
         self.locality_coef = default if o.locality_coef is None else float(o.locality_coef)
-        if o.locality_divergence not in DIVERGENCES:
-            raise ConfigError(f"{section}.locality_divergence={o.locality_divergence!r}: "
-                              f"valid values are {', '.join(DIVERGENCES)}")
-        if not finite_number(o.locality_epsilon) or not 0.0 < o.locality_epsilon < 1.0:
-            raise ConfigError(f"{section}.locality_epsilon={o.locality_epsilon!r}: must be in (0, 1)")
-        if o.capacity_policy not in CAPACITY_POLICIES:
-            raise ConfigError(f"{section}.capacity_policy={o.capacity_policy!r}: "
-                              f"valid values are {', '.join(CAPACITY_POLICIES)}")
-        if o.bound_unit not in BOUND_UNITS:
-            raise ConfigError(f"{section}.bound_unit={o.bound_unit!r}: valid values are {', '.join(BOUND_UNITS)}")
         self.num_devices = 1 if self.topology is None else self.topology.num_devices
-        self.rank = None  # multi-process: this rank's ExpertParallel (see bind_parallel)
         self.capacity_state = MeasuredCapacityFactor(config.capacity_factor, self.bound,
                                                      self.configured_delta(), self.refresh_every())
 
-    def bind_parallel(self, parallel) -> None:
-        """A multi-process run: the topology is the launcher's (the EP group's nodes and ranks
-        per node; a configured one must agree), and every token of this rank lives on its
-        node and device. Everything else stays as with virtual nodes in one process."""
+    def launcher_placement(self, parallel: ExpertParallel) -> Tuple[Topology, int]:
+        """A multi-process run: (the launcher's topology, this rank's node). The topology is the
+        EP group's nodes and ranks per node (a configured one must agree), and every token of
+        this rank lives on its node and device. Everything else stays as with virtual nodes
+        in one process."""
         nodes = sorted(set(parallel.nodes))
         if any(parallel.nodes.count(node) * len(nodes) != parallel.size for node in nodes):
             raise ConfigError(f"moe.router={self.name!r} needs the {parallel.size} expert-parallel ranks spread "
@@ -119,26 +115,23 @@ class LocalityRouter(Router):
             raise ConfigError(f"moe.router_options.topology={self.options.topology}: the launcher placed the "
                               f"{parallel.size} expert-parallel ranks on {real.num_nodes} node(s) of "
                               f"{real.devices_per_node}; set it to match or leave it out")
-        if self.topology is None and self.options.locality_coef is None:
-            self.locality_coef = DEFAULT_LOCALITY_COEF
-        self.topology, self.num_devices, self.rank = real, real.num_devices, parallel
-        self.node = nodes.index(parallel.nodes[parallel.rank])
+        return real, nodes.index(parallel.nodes[parallel.rank])
 
     def device_ranges(self, num_tokens: int):
         """(start, end) of every device's tokens in this batch: the virtual devices' chunks,
         or, on one rank of a multi-process run, all of them on this rank's device."""
-        if self.rank is not None or self.topology is None:
+        if self.node is not None or self.topology is None:
             return [(0, num_tokens)]
         return self.topology.device_token_ranges(num_tokens)
 
     def batch_tokens(self, num_tokens: int) -> int:
         """Tokens of the expert-parallel batch the capacity ec = ceil(T cf / (ep n)) reads:
         this batch, or the EP group's (every rank holds as many) in a multi-process run."""
-        return num_tokens * (self.num_devices if self.rank is not None else 1)
+        return num_tokens * (self.num_devices if self.node is not None else 1)
 
     def node_share(self, F, assignment):
         """Share of assignments that stay on their token's node (aux ``own_node_share``)."""
-        return own_node_share(F, assignment, self.topology, self.node if self.rank is not None else None)
+        return own_node_share(F, assignment, self.topology, self.node)
 
     def check_grap(self, section: str) -> None:
         d, n = self.config.d_model, self.config.num_experts
@@ -178,14 +171,22 @@ class LocalityRouter(Router):
     def locality(self, F, probs):
         """L_loc over the topology (call only when ``locality_coef`` > 0). probs [T, n] -> scalar."""
         o = self.options
-        if self.rank is None:
+        if self.node is None:
             return locality_loss(F, probs, self.topology, o.locality_divergence, o.locality_epsilon)
-        return rank_locality_loss(F, probs, self.topology, self.node, self.rank.node_group,
+        return rank_locality_loss(F, probs, self.topology, self.node, self.parallel.node_group,
                                   self.topology.devices_per_node, o.locality_divergence, o.locality_epsilon)
 
     def static_key(self) -> tuple:
-        """The capacity factor: it sets the slot shapes that a compiled step bakes in."""
-        return (self.capacity_factor,)
+        """The capacity setting in use (and whether it is a measured bound, which ``bound_unit:
+        tokens`` reads differently): it sets the slot shapes that a compiled step bakes in."""
+        return (self.capacity_factor, self.capacity_state.measured)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The measured capacity factor and how many measurements it has seen."""
+        return self.capacity_state.state_dict()
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.capacity_state.load_state_dict(state)
 
     def after_step(self, params: Dict[str, np.ndarray], aux: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Feed the step's measured cosine to the capacity state (host side). The capacity is a

@@ -30,12 +30,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from core.errors import ConfigError
+from core.layout import ExpertParallel
 from core.params import ParamSpec, constant_init, truncated_normal_init
+from core.rules import number, one_of, optional, setting
 from models.capacity_bound import capacity_bound
 from models.dispatch.device_slots import device_capacity_slots
 from models.losses import switch_balance_loss
-from models.routers.base import finite_number
+from models.routers.context import RoutingContext
 from models.routers.locality_router import NORM_FLOOR, LocalityOptions, LocalityRouter, grap_affinity, grap_logits
 from models.routers.registry import register_router
 
@@ -44,29 +45,30 @@ GATES = ("grap_relu", "learned", "grap")
 
 @dataclass
 class LocMoEOptions(LocalityOptions):
-    gate: str = "grap_relu"
-    delta: Optional[float] = None
+    gate: str = setting("grap_relu", one_of(*GATES))
+    delta: Optional[float] = setting(None, optional(number(0.0, low_open=True, high=1.0, high_open=True,
+                                                          noun="a cosine")))
 
 
 @register_router("locmoe")
 class LocMoERouter(LocalityRouter):
     Options = LocMoEOptions
     measured_key = "affinity_delta"
+    top1_only = True
 
-    def __init__(self, config, prefix: str = "router.") -> None:
-        if config.top_k != 1:
-            raise ConfigError(f"moe.top_k={config.top_k}: router 'locmoe' is top-1, set moe.top_k: 1")
-        super().__init__(config, prefix)
-        if self.options.gate not in GATES:
-            raise ConfigError(f"moe.router_options.gate={self.options.gate!r}: valid values are {', '.join(GATES)}")
+    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
+                 parallel: Optional[ExpertParallel] = None) -> None:
+        super().__init__(config, prefix, layer_index, parallel)
         if self.options.gate != "learned":
             self.check_grap(f"moe.router_options.gate={self.options.gate}")
 
+    @property
+    def fills_slots(self) -> bool:
+        """Capacity dispatch fills slots per (device, expert) itself; dropless uses the layer's."""
+        return self.config.dispatch == "capacity"
+
     def configured_delta(self) -> Optional[float]:
-        delta = self.options.delta
-        if delta is not None and (not finite_number(delta) or not 0.0 < delta < 1.0):
-            raise ConfigError(f"moe.router_options.delta={delta!r}: must be a cosine in (0, 1)")
-        return delta
+        return self.options.delta
 
     def bound(self, delta: float) -> float:
         return capacity_bound(delta, self.config.d_model, self.config.num_experts)
@@ -98,7 +100,7 @@ class LocMoERouter(LocalityRouter):
         pre = scores + self.param(params, "bias")
         return F.relu(pre), pre, cosine
 
-    def route(self, F, params: dict, x, context: dict) -> dict:
+    def route(self, F, params: dict, x, context: RoutingContext) -> dict:
         c = self.config
         num_tokens = x.shape[0]
         logits, selection, cosine = self.gate(F, params, x)
@@ -106,13 +108,13 @@ class LocMoERouter(LocalityRouter):
         _, index = F.topk(selection, 1)
         weight = F.take_along_axis(probs, index, 1)
         assignment = F.one_hot(index[:, 0], c.num_experts, F.float32)
-        losses = {"balance": switch_balance_loss(F, probs, index, c.num_experts, context.get("parallel"))}
+        losses = {"balance": switch_balance_loss(F, probs, index, c.num_experts, self.parallel)}
         stats = {"affinity_delta": F.stop_gradient(F.mean(F.sum(cosine * assignment, -1)))}
         if self.locality_coef > 0:
             losses["locality"] = self.locality(F, probs)
         if self.topology is not None:
             stats["own_node_share"] = self.node_share(F, assignment)
-        if c.dispatch != "capacity":
+        if not self.fills_slots:
             return {"logits": logits, "probs": probs, "expert_index": index, "expert_weight": weight,
                     "losses": losses, "stats": stats}
         ranges = self.device_ranges(num_tokens)

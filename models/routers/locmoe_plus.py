@@ -27,11 +27,14 @@ Not causal (expert choice sees the whole batch).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from core.errors import ConfigError
+from core.layout import ExpertParallel
+from core.rules import integer, number, setting
 from models.capacity_bound import large_d_capacity_bound
 from models.losses import batch_total
-from models.routers.base import finite_number
+from models.routers.context import RoutingContext
 from models.routers.locality_router import LocalityOptions, LocalityRouter, grap_affinity, grap_logits
 from models.routers.registry import register_router
 
@@ -40,8 +43,8 @@ EMPTY_SCORE = -2.0  # below any cosine: marks tokens that did not choose the exp
 
 @dataclass
 class LocMoEPlusOptions(LocalityOptions):
-    token_threshold: float = 0.5
-    capacity_interval: int = 100
+    token_threshold: float = setting(0.5, number(0.0, low_open=True, high=1.0))
+    capacity_interval: int = setting(100, integer(1))  # steps
 
 
 @register_router("locmoe_plus")
@@ -49,22 +52,18 @@ class LocMoEPlusRouter(LocalityRouter):
     Options = LocMoEPlusOptions
     measured_key = "affinity_max"
     causal = False
+    fills_slots = True
 
-    def __init__(self, config, prefix: str = "router.") -> None:
-        super().__init__(config, prefix)
-        o = self.options
-        if not finite_number(o.token_threshold) or not 0.0 < o.token_threshold <= 1.0:
-            raise ConfigError(f"moe.router_options.token_threshold={o.token_threshold!r}: must be in (0, 1]")
+    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
+                 parallel: Optional[ExpertParallel] = None) -> None:
+        super().__init__(config, prefix, layer_index, parallel)
         if config.top_k > config.num_experts:
             raise ConfigError(f"moe.top_k={config.top_k}: router 'locmoe_plus' takes at most "
                               f"moe.num_experts={config.num_experts} experts per token")
         self.check_grap("moe.router='locmoe_plus'")
 
     def refresh_every(self) -> int:
-        interval = self.options.capacity_interval
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ConfigError(f"moe.router_options.capacity_interval={interval!r}: must be a positive integer (steps)")
-        return interval
+        return self.options.capacity_interval
 
     def bound(self, delta: float) -> float:
         return large_d_capacity_bound(delta, self.config.d_model, self.config.num_experts)
@@ -86,7 +85,7 @@ class LocMoEPlusRouter(LocalityRouter):
         keep = F.concat([F.ones((num_tokens, 1), F.float32), keep[:, 1:]], 1)
         return F.sum(F.one_hot(order, n, F.float32) * F.expand_dims(keep, -1), 1)
 
-    def route(self, F, params: dict, x, context: dict) -> dict:
+    def route(self, F, params: dict, x, context: RoutingContext) -> dict:
         c = self.config
         n = c.num_experts
         num_tokens = x.shape[0]
@@ -103,7 +102,7 @@ class LocMoEPlusRouter(LocalityRouter):
         slot_weight = F.take_along_axis(F.transpose(weight, (1, 0)), slot_token, 1)
         slot_weight = F.where(filled, slot_weight, F.zeros((), F.float32))
         slot_token = F.where(filled, slot_token, F.ones((), slot_token.dtype) * num_tokens)
-        counts = batch_total(F, F.sum(chosen, 0), context.get("parallel"))
+        counts = batch_total(F, F.sum(chosen, 0), self.parallel)
         share = counts / F.sum(counts)
         losses = {"balance": n * F.sum(share * F.mean(probs, 0))}
         stats = {"affinity_max": F.stop_gradient(F.mean(F.max(affinity, -1)))}

@@ -20,38 +20,36 @@ correlated; keep ``shared_table: true`` to test the other reading.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
 from core.errors import ConfigError
+from core.layout import ExpertParallel
 from core.params import ParamSpec
-from models.routers.base import Router, require_top1
+from core.rules import integer, setting
+from models.routers.base import Router
+from models.routers.context import RoutingContext
 from models.routers.registry import register_router
-from models.routers.token_tables import bool_option, check_ids, int_option, random_table, table_rng, table_spec
+from models.routers.token_tables import TokenTableOptions, check_ids, random_table, table_rng, table_spec
 
 
 @dataclass
-class RREOptions:
-    num_domains: int = 0
-    vocab_size: int = 0
-    seed: int = 0
-    shared_table: bool = False
+class RREOptions(TokenTableOptions):
+    num_domains: int = setting(0, integer(1))  # required
 
 
 @register_router("rre")
 class RandomRoutedExpertsRouter(Router):
     Options = RREOptions
     needs_context = ("domain_ids", "token_ids")
+    top1_only = True
+    null_experts = False
 
-    def __init__(self, config, prefix: str = "router.") -> None:
-        super().__init__(config, prefix)
+    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
+                 parallel: Optional[ExpertParallel] = None) -> None:
+        super().__init__(config, prefix, layer_index, parallel)
         o = self.options
-        require_top1(config, "rre")
-        int_option("rre", "num_domains", o.num_domains, 1)
-        int_option("rre", "vocab_size", o.vocab_size, 1)
-        int_option("rre", "seed", o.seed, 0)
-        bool_option("shared_table", o.shared_table)
         if config.num_experts % o.num_domains:
             raise ConfigError(f"moe.router_options.num_domains={o.num_domains} must divide "
                               f"moe.num_experts={config.num_experts} (experts are split into equal domain groups)")
@@ -65,11 +63,11 @@ class RandomRoutedExpertsRouter(Router):
                                 for g in range(o.num_domains)])
         return {"table": table_spec(table)}
 
-    def check_context(self, context: dict) -> None:
+    def check_context(self, context: RoutingContext) -> None:
         check_ids(context["domain_ids"], "domain_ids", self.options.num_domains, "moe.router_options.num_domains")
         check_ids(context["token_ids"], "token_ids", self.options.vocab_size, "moe.router_options.vocab_size")
 
-    def route(self, F, params: dict, x, context: dict) -> dict:
+    def route(self, F, params: dict, x, context: RoutingContext) -> dict:
         """x [T, d], context token_ids and domain_ids [...] (T in all) -> expert_index [T, 1]
         (inside the domain's group), expert_weight [T, 1] = 1."""
         num_tokens = x.shape[0]

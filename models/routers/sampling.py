@@ -1,12 +1,43 @@
-"""Pieces shared by the stochastic routers (skip, balanced): their noise input, the slot
-layout of ``models.dispatch.slots`` filled from one sampled expert per token, and the
-leave-one-out baseline of their score term."""
+"""Pieces shared by the stochastic routers (skip, balanced): their base class and score-term
+options, their noise input, the slot layout of ``models.dispatch.slots`` filled from one
+sampled expert per token, and the leave-one-out baseline of their score term."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from core.errors import ConfigError
+from core.rules import FLAG, one_of, setting
 from models.dispatch.assignments import scalar
+from models.routers.base import LinearGateRouter
+from models.routers.context import RoutingContext
+
+BASELINES = ("none", "leave_one_out")
+
+
+@dataclass
+class ScoreTermOptions:
+    """``correction``: the estimator's unbiasing weights (false: the naive, biased estimator,
+    kept for comparison); ``baseline``: subtracted from each token's loss in the score term
+    (``leave_one_out``: the mean loss of the batch's other tokens, see ``leave_one_out``)."""
+
+    correction: bool = setting(True, FLAG)
+    baseline: str = setting("none", one_of(*BASELINES, noun="baselines"))
+
+
+class SampledRouter(LinearGateRouter):
+    """A top-1 router that samples each token's expert from ``routing_noise`` [..., noise_width]
+    and fills expert slots itself; not causal (a token's slot depends on the others)."""
+
+    Options = ScoreTermOptions
+    causal = False
+    top1_only = True
+    null_experts = False
+    fills_slots = True
+    noise_width = 1
+
+    def check_noise(self, num_tokens: int, routing_noise) -> None:
+        check_routing_noise(self.name, num_tokens, routing_noise, self.noise_width)
 
 
 def check_routing_noise(router: str, num_tokens: int, noise, width: int) -> None:
@@ -17,15 +48,6 @@ def check_routing_noise(router: str, num_tokens: int, noise, width: int) -> None
     if len(shape) < 2 or shape[-1] != width or math.prod(shape[:-1]) != num_tokens:
         raise ConfigError(f"routing_noise has shape {shape}: router {router!r} needs the input's token axes "
                           f"({num_tokens} tokens) plus a last axis of {width}")
-
-
-BASELINES = ("none", "leave_one_out")
-
-
-def check_baseline(value) -> None:
-    """``router_options.baseline`` must be one of BASELINES."""
-    if value not in BASELINES:
-        raise ConfigError(f"moe.router_options.baseline={value!r}: valid baselines are {', '.join(BASELINES)}")
 
 
 def leave_one_out(F, score):
@@ -40,12 +62,13 @@ def leave_one_out(F, score):
     return (score * float(num_tokens) - total) / float(num_tokens - 1)
 
 
-def routing_uniforms(F, context: dict, num_tokens: int, width: int):
-    """U[0, 1) noise [T, width]: the caller's ``routing_noise`` if given, else ``F.uniform``."""
-    noise = context.get("routing_noise")
+def routing_uniforms(F, context: RoutingContext, num_tokens: int, width: int):
+    """U[0, 1) noise [T, width]: the context's ``routing_noise`` (the input's token axes plus
+    a last axis of ``width``) if given, else ``F.uniform``."""
+    noise = context["routing_noise"]
     if noise is None:
         return F.uniform((num_tokens, width), F.float32)
-    return F.cast(noise, F.float32)
+    return F.cast(F.reshape(noise, (num_tokens, width)), F.float32)
 
 
 def places_in_expert(F, expert, rank, num_experts: int):

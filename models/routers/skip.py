@@ -63,28 +63,12 @@ order, later positions included.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from core.errors import ConfigError
 from models.losses import router_z_loss, switch_balance_loss
-from models.routers.base import LinearGateRouter, require_top1
+from models.routers.context import RoutingContext
 from models.routers.registry import register_router
-from models.routers.sampling import (
-    check_baseline,
-    check_routing_noise,
-    fill_slots,
-    leave_one_out,
-    places_in_expert,
-    routing_uniforms,
-)
+from models.routers.sampling import SampledRouter, fill_slots, leave_one_out, places_in_expert, routing_uniforms
 
 NOISE_WIDTH = 2
-
-
-@dataclass
-class SkipOptions:
-    correction: bool = True
-    baseline: str = "none"
 
 
 def skip_sample(F, probs, noise, capacity: int) -> dict:
@@ -116,21 +100,10 @@ def skip_log_prob(F, log_probs, sample: dict, correction: bool = True):
 
 
 @register_router("skip")
-class SkipRouter(LinearGateRouter):
-    Options = SkipOptions
-    causal = False
+class SkipRouter(SampledRouter):
+    noise_width = NOISE_WIDTH
 
-    def __init__(self, config, prefix: str = "router.") -> None:
-        require_top1(config, "skip")
-        super().__init__(config, prefix)
-        if not isinstance(self.options.correction, bool):
-            raise ConfigError(f"moe.router_options.correction={self.options.correction!r}: must be true or false")
-        check_baseline(self.options.baseline)
-
-    def check_noise(self, num_tokens: int, routing_noise) -> None:
-        check_routing_noise(self.name, num_tokens, routing_noise, NOISE_WIDTH)
-
-    def route(self, F, params: dict, x, context: dict) -> dict:
+    def route(self, F, params: dict, x, context: RoutingContext) -> dict:
         """x [T, d] -> slot_token, slot_weight, slot_grad_scale [E, C], routing_log_prob [T]."""
         c = self.config
         num_tokens = x.shape[0]
@@ -146,7 +119,7 @@ class SkipRouter(LinearGateRouter):
         if self.options.correction:
             scale = scale * F.expand_dims(F.maximum(sample["counts"] / capacity, F.ones((), F.float32)), -1)
         losses = {"balance": switch_balance_loss(F, probs, F.expand_dims(sample["expert"], -1), c.num_experts,
-                                                  context.get("parallel")),
+                                                  self.parallel),
                   "z": router_z_loss(F, logits)}
         score = skip_log_prob(F, F.log_softmax(logits, -1), sample, self.options.correction)
         if self.options.baseline == "leave_one_out":

@@ -8,12 +8,24 @@ draws; ``router_options.shared_table: true`` gives every layer the one table see
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from core.errors import ConfigError
 from core.params import ParamSpec
+from core.rules import FLAG, integer, setting
+
+
+@dataclass
+class TokenTableOptions:
+    """What every token-table router reads: ``vocab_size`` (table rows; required), ``seed``
+    and ``shared_table`` (``table_rng``)."""
+
+    vocab_size: int = setting(0, integer(1))
+    seed: int = setting(0, integer(0))
+    shared_table: bool = setting(False, FLAG)
 
 
 def table_rng(seed: int, layer_index: int, shared: bool) -> np.random.Generator:
@@ -87,17 +99,3 @@ def check_ids(values: Any, name: str, limit: int, setting: str) -> None:
     low, high = int(values.min()), int(values.max())
     if low < 0 or high >= limit:
         raise ConfigError(f"{name} range from {low} to {high}; they must lie in [0, {setting}={limit})")
-
-
-def bool_option(key: str, value) -> None:
-    """ConfigError unless the router option is true or false."""
-    if not isinstance(value, bool):
-        raise ConfigError(f"moe.router_options.{key}={value!r}: must be true or false")
-
-
-def int_option(router: str, key: str, value, minimum: int) -> None:
-    """ConfigError unless the router option is an integer >= minimum."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"moe.router_options.{key}={value!r}: router {router!r} needs an integer >= {minimum}")
-
-

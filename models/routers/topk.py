@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from models.losses import router_z_loss, switch_balance_loss
 from models.routers.base import LinearGateRouter
+from models.routers.context import RoutingContext
 from models.routers.registry import register_router
 
 
@@ -11,7 +12,7 @@ from models.routers.registry import register_router
 class TopKRouter(LinearGateRouter):
     renormalize_weights = None  # None: follow moe.renormalize
 
-    def route(self, F, params: dict, x, context: dict) -> dict:
+    def route(self, F, params: dict, x, context: RoutingContext) -> dict:
         c = self.config
         logits = F.matmul(x, self.param(params, "weight"))
         probs = F.softmax(logits, -1)
@@ -19,7 +20,7 @@ class TopKRouter(LinearGateRouter):
         renormalize = c.renormalize if self.renormalize_weights is None else self.renormalize_weights
         if renormalize:
             weight = weight / F.sum(weight, -1, True)
-        losses = {"balance": switch_balance_loss(F, probs, index, c.num_experts, context.get("parallel")),
+        losses = {"balance": switch_balance_loss(F, probs, index, c.num_experts, self.parallel),
                   "z": router_z_loss(F, logits)}
         return {"logits": logits, "probs": probs, "expert_index": index, "expert_weight": weight,
                 "losses": losses}

@@ -7,6 +7,7 @@ from typing import Dict
 
 from core.params import ParamSpec
 from models.dispatch.capacity import capacity_plan
+from models.routers.context import routing_context
 
 
 class RouterProbe:
@@ -22,7 +23,7 @@ class RouterProbe:
         pass
 
     def forward(self, F, params: dict, x):
-        routing = self.router.route(F, params, x, {})
+        routing = self.router.route(F, params, x, routing_context())
         aux = {"expert_index": F.cast(routing["expert_index"], F.float32),
                "logits": routing["logits"], "probs": routing["probs"]}
         for name, value in routing["losses"].items():

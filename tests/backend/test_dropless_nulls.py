@@ -8,6 +8,7 @@ import pytest
 from models.dispatch.dropless import dropless_plan
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
+from models.routers.context import routing_context
 from tests.support.harness import numpy_weights, random_inputs
 
 TOKENS, K = 24, 4
@@ -34,7 +35,7 @@ class PlanProbe:
 
     def forward(self, F, params, x):
         c = self.layer.config
-        routing = self.layer.router.route(F, params, x, {"parallel": None})
+        routing = self.layer.router.route(F, params, x, routing_context())
         plan = dropless_plan(F, routing["expert_index"], routing["expert_weight"], c.num_experts, c.num_slots)
         return x, {"token": F.cast(plan["token"], F.float32), "weight": plan["weight"],
                    "index": F.cast(routing["expert_index"], F.float32), "loss": F.zeros((), F.float32)}

@@ -13,6 +13,7 @@ from scipy.integrate import quad
 from scipy.special import expit, softmax
 
 from core.params import ParamSpec, constant_init
+from models.routers.context import routing_context
 
 
 class CotangentComponent:
@@ -64,7 +65,7 @@ class NoisyRouterProbe:
 
     def forward(self, F, params: dict, x_aug):
         d = self.layer.config.d_model
-        routing = self.layer.router.route(F, params, x_aug[..., :d], {"routing_noise": x_aug[..., d:]})
+        routing = self.layer.router.route(F, params, x_aug[..., :d], routing_context(routing_noise=x_aug[..., d:]))
         aux = {key: F.cast(routing[key], F.float32) for key in self.keys}
         aux["loss"] = F.zeros((), F.float32)
         return routing["probs"], aux

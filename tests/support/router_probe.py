@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from models.routers.context import routing_context
+
 
 class RouterProbe:
     """forward(x [..., d], token_ids, domain_ids) -> (routing[output], aux): aux holds the
@@ -23,7 +25,7 @@ class RouterProbe:
 
     def forward(self, F, params: dict, x, token_ids=None, domain_ids=None):
         tokens = F.reshape(x, (-1, self.layer.config.d_model))
-        routing = self.layer.router.route(F, params, tokens, {"token_ids": token_ids, "domain_ids": domain_ids})
+        routing = self.layer.router.route(F, params, tokens, routing_context(token_ids, domain_ids))
         aux = {key: F.cast(routing[key], F.float32) for key in self.keys}
         aux["loss"] = F.zeros((), F.float32)
         return routing[self.output], aux
