@@ -1,10 +1,10 @@
 """LocMoE / LocMoE+ capacity policies: what the measured bound does to tokens per expert,
 drops and the task loss, against moe.capacity_factor and a Switch baseline.
 
-Trains a tiny layer with the shared train step on N(0, I) tokens (target 0.8 tanh(x)); after
-every step the router's ``after_step`` gets the step's aux, and when its ``static_key``
-changes (a new capacity, hence new shapes) the train step is rebuilt with the optimizer
-state carried over. LocMoE uses its default gate, the paper's ReLU(GrAP(x) + eps). First
+Trains a tiny layer with the toy loop (scripts/experiments/toy_loop.py) on N(0, I) tokens
+(target 0.8 tanh(x)); after every step the router's ``after_step`` gets the step's metrics,
+and when its ``static_key`` changes (a new capacity, hence new shapes) the train step is
+rebuilt with the optimizer state carried over. LocMoE uses its default gate, the paper's ReLU(GrAP(x) + eps). First
 prints what Theorem 1's bound gives under each ``bound_unit`` reading in the paper's regime
 (d = 5120, n = 16, delta ~ 0.03) and in ours; then, per router, ``capacity_policy`` and
 ``bound_unit``: the bound (or factor) in use at the end, the slots per expert it gives, the
@@ -26,12 +26,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends.train_step import make_train_step  # noqa: E402
+from backends.runtime import Runtime  # noqa: E402
 from core.params import init_params  # noqa: E402
 from models.capacity_bound import capacity_bound, device_capacity, device_capacity_in_tokens, large_d_capacity_bound  # noqa: E402
 from models.moe_config import MoEConfig  # noqa: E402
 from models.moe_layer import MoELayer  # noqa: E402
-from scripts.locality_experiment import build_module  # noqa: E402
+from scripts.experiments.toy_loop import Batch, ToyLoop  # noqa: E402
+from scripts.reporting.stats import mean_of  # noqa: E402
 
 D_MODEL, EXPERTS, ROWS, SEQ = 32, 4, 4, 32
 CASES = [("switch", None, None), ("locmoe", "factor", None), ("locmoe", "bound", "factor"),
@@ -41,9 +42,10 @@ PAPER_REGIME = (5120, 16, 0.03)  # d, n and the measured delta of LocMoE's exper
 MEASURED = {"locmoe": "affinity_delta", "locmoe_plus": "affinity_max"}
 
 
-def batch(rng: np.random.Generator):
+def batch(rng: np.random.Generator) -> Batch:
+    """((x,), (target,)): x [ROWS, SEQ, d] N(0, I), target 0.8 tanh(x)."""
     x = rng.standard_normal((ROWS, SEQ, D_MODEL)).astype(np.float32)
-    return x, (0.8 * np.tanh(x)).astype(np.float32)
+    return (x,), ((0.8 * np.tanh(x)).astype(np.float32),)
 
 
 def objective(F, outputs, target):
@@ -58,38 +60,27 @@ def objective(F, outputs, target):
     return mse + aux["loss"], metrics
 
 
-def capacity_run(backend: str, router: str, options: dict, steps: int, seed: int, top_k: int = 1,
+def capacity_run(runtime: Runtime, router: str, options: dict, steps: int, seed: int, top_k: int = 1,
                  lr: float = 2e-2) -> Dict[str, float]:
+    """Train one layer with capacity dispatch for ``steps`` steps, the router's host-side
+    capacity updated after every step; the numbers of one row of the tables (``main``)."""
     layer = MoELayer(MoEConfig(d_model=D_MODEL, ffn_hidden=16, num_experts=EXPERTS, top_k=top_k, router=router,
                                dispatch="capacity", capacity_factor=1.0, expert_init_std=0.2,
                                router_options=options))
-    module = build_module(backend, layer, init_params(layer.param_specs(), seed))
-    step = make_train_step(backend, module, objective, lr=lr)
+    loop = ToyLoop(runtime, layer, init_params(layer.param_specs(), seed), objective, lr, router=layer.router)
     rng = np.random.default_rng(seed)
-    load, dropped, measured, chosen = [], [], [], []
-    for index in range(steps):
-        x, target = batch(rng)
-        _, metrics, _ = step.step((x,), (target,), lr)
-        if index >= steps - 10:
-            load.append(float(np.mean(metrics["tokens_per_expert"])))
-            dropped.append(float(metrics["dropped_fraction"]))
-            chosen.append(float(metrics["experts_per_token"]))
-        if router in MEASURED:
-            measured.append(float(metrics[MEASURED[router]]))
-        before = layer.router.static_key()
-        module.update_numpy(layer.router.after_step(module.numpy_params(), metrics))
-        if layer.router.static_key() != before:
-            state = step.optimizer_state()
-            step = make_train_step(backend, module, objective, lr=lr)
-            step.load_optimizer_state(state)
+    history = loop.train(steps, lambda previous: batch(rng))
+    last = history[-10:]
     held_out = np.random.default_rng(seed + 10_000)
-    mse = float(np.mean([step.evaluate(*[(a,) for a in batch(held_out)])[1]["mse"] for _ in range(4)]))
+    mse = float(np.mean([m["mse"] for m in loop.evaluate(batch(held_out) for _ in range(4))]))
+    measured = [float(m[MEASURED[router]]) for m in history] if router in MEASURED else []
     factor = layer.config.capacity_factor if router == "switch" else layer.router.capacity_factor
     slots = layer.config.capacity(ROWS * SEQ) if router == "switch" else (
         layer.router.capacity(ROWS * SEQ) if router == "locmoe_plus" else layer.router.capacity_per_device(ROWS * SEQ))
     return {"capacity_factor": factor, "slots": slots, "measured": float(np.mean(measured)) if measured else float("nan"),
-            "tokens_per_expert": float(np.mean(load)), "dropped": float(np.mean(dropped)), "mse": mse,
-            "experts_per_token": float(np.mean(chosen))}
+            "tokens_per_expert": float(np.mean([float(np.mean(m["tokens_per_expert"])) for m in last])),
+            "dropped": float(np.mean([float(m["dropped_fraction"]) for m in last])), "mse": mse,
+            "experts_per_token": float(np.mean([float(m["experts_per_token"]) for m in last]))}
 
 
 def options_for(router: str, policy, unit) -> dict:
@@ -101,10 +92,6 @@ def options_for(router: str, policy, unit) -> dict:
     return options
 
 
-def mean_of(runs) -> Dict[str, float]:
-    return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
-
-
 def bound_readings(d: int, n: int, delta: float, tokens: int) -> str:
     """One line: Theorem 1's ec_min and the large-d form at (d, n, delta), and the slots per
     expert each reading gives for a batch of ``tokens`` on one device."""
@@ -114,17 +101,19 @@ def bound_readings(d: int, n: int, delta: float, tokens: int) -> str:
             f"(balanced share {tokens / n:g}), as tokens ec=ceil(ec_min)={device_capacity_in_tokens(tokens, exact, 1)}")
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("torch", "mindspore"), default="torch")
     parser.add_argument("--mode", choices=("pynative", "graph"), default="graph", help="MindSpore execution mode")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--thresholds", type=float, nargs="*", default=[], help="LocMoE+ token_threshold sweep")
-    args = parser.parse_args()
-    if args.backend == "mindspore":
-        from backends.mindspore_shell import select_device
-        select_device("cpu", graph_mode=args.mode == "graph")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    runtime = Runtime(args.backend, "cpu", graph_mode=args.mode == "graph")
     tokens = ROWS * SEQ
     print("Theorem 1 under both readings of ec_min (bound_unit: factor | tokens):")
     print("  paper: " + bound_readings(*PAPER_REGIME, tokens=4096))  # T: an example batch per device
@@ -134,7 +123,7 @@ def main() -> None:
           f"{'dropped':>8} {'mse':>8}")
     measured = {}
     for router, policy, unit in CASES:
-        mean = mean_of([capacity_run(args.backend, router, options_for(router, policy, unit), args.steps, seed)
+        mean = mean_of([capacity_run(runtime, router, options_for(router, policy, unit), args.steps, seed)
                         for seed in range(args.seeds)])
         print(f"{router:>12} {policy or '-':>7} {unit or '-':>7} {mean['capacity_factor']:>7.3f} {mean['slots']:>6.1f} "
               f"{mean['measured']:>9.3f} {mean['tokens_per_expert']:>14.2f} {mean['dropped']:>8.3f} {mean['mse']:>8.4f}")
@@ -146,11 +135,12 @@ def main() -> None:
         print(f"{'threshold':>10} {'experts/token':>14} {'tokens/expert':>14} {'dropped':>8} {'mse':>8}")
     for threshold in args.thresholds:
         options = {"capacity_policy": "factor", "token_threshold": threshold}
-        mean = mean_of([capacity_run(args.backend, "locmoe_plus", options, args.steps, seed, top_k=EXPERTS)
+        mean = mean_of([capacity_run(runtime, "locmoe_plus", options, args.steps, seed, top_k=EXPERTS)
                         for seed in range(args.seeds)])
         print(f"{threshold:>10g} {mean['experts_per_token']:>14.2f} {mean['tokens_per_expert']:>14.2f} "
               f"{mean['dropped']:>8.3f} {mean['mse']:>8.4f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """LocMoE locality loss: does raising mu raise the share of tokens kept on their own node?
 
 A tiny LocMoE layer (the dense ``gate: learned`` ablation, 4 experts on 2 virtual nodes of 2
-devices) is trained with the shared train step (backends/train_step.py) on synthetic
+devices) is trained with the toy loop (scripts/experiments/toy_loop.py) on synthetic
 regression data sharded by domain the way PanGu-Sigma places data: the batch rows of node j
 are N(0, I) tokens shifted along a node-specific direction, so the gate can tell where a
 token lives (with i.i.d. tokens on every node no shared gate could localise anything).
@@ -22,10 +22,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends.train_step import make_train_step  # noqa: E402
+from backends.runtime import Runtime  # noqa: E402
 from core.params import init_params  # noqa: E402
 from models.moe_config import MoEConfig  # noqa: E402
 from models.moe_layer import MoELayer  # noqa: E402
+from scripts.experiments.toy_loop import Batch, ToyLoop  # noqa: E402
+from scripts.reporting.stats import mean_of  # noqa: E402
 
 D_MODEL, EXPERTS, ROWS, SEQ = 16, 4, 4, 16
 TOPOLOGY = {"nodes": 2, "devices_per_node": 2}
@@ -51,54 +53,49 @@ def objective(F, outputs, target):
     return mse + aux["loss"], metrics
 
 
-def build_module(backend: str, layer, values):
-    if backend == "torch":
-        from backends.torch_shell import TorchModule
-        return TorchModule(layer, values=values)
-    from backends.mindspore_shell import MindSporeModule
-    return MindSporeModule(layer, values=values)
-
-
-def locality_run(backend: str, mu: float, divergence: str = "forward", steps: int = 40, seed: int = 0,
+def locality_run(runtime: Runtime, mu: float, divergence: str = "forward", steps: int = 40, seed: int = 0,
                  epsilon: float = 0.01, shift: float = 1.5, lr: float = 2e-2,
                  eval_batches: int = 4) -> Dict[str, float]:
-    """Train one layer for ``steps`` steps; returns the held-out own_node_share, mse,
-    locality_loss (unweighted; nan when mu = 0, where it is not computed) and balance_loss."""
+    """Train one layer for ``steps`` steps on ``runtime`` (``backends.runtime.Runtime``);
+    returns the held-out own_node_share, mse, locality_loss (unweighted; nan when mu = 0,
+    where it is not computed) and balance_loss."""
     options = {"gate": "learned", "topology": dict(TOPOLOGY), "locality_coef": mu,
                "locality_divergence": divergence, "locality_epsilon": epsilon}
     layer = MoELayer(MoEConfig(d_model=D_MODEL, ffn_hidden=16, num_experts=EXPERTS, top_k=1, router="locmoe",
                                dispatch="dropless", expert_init_std=0.2, router_options=options))
-    module = build_module(backend, layer, init_params(layer.param_specs(), seed))
-    step = make_train_step(backend, module, objective, lr=lr)
+    loop = ToyLoop(runtime, layer, init_params(layer.param_specs(), seed), objective, lr)
     rng = np.random.default_rng(seed)
     directions = rng.standard_normal((TOPOLOGY["nodes"], D_MODEL))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    for _ in range(steps):
-        x, target = domain_batch(rng, directions, shift)
-        step.step((x,), (target,), lr)
+
+    def batch(source: np.random.Generator) -> Batch:
+        x, target = domain_batch(source, directions, shift)
+        return (x,), (target,)
+
+    loop.train(steps, lambda previous: batch(rng))
     held_out = np.random.default_rng(seed + 10_000)
-    rows = [step.evaluate(*[(a,) for a in domain_batch(held_out, directions, shift)])[1] for _ in range(eval_batches)]
+    rows = loop.evaluate(batch(held_out) for _ in range(eval_batches))
     keys = ("own_node_share", "mse", "locality_loss", "balance_loss")
     return {k: float(np.mean([r[k] for r in rows])) if k in rows[0] else float("nan") for k in keys}
 
 
-def table(backend: str, mus: Sequence[float], divergences: Sequence[str], epsilons: Sequence[float], seeds: int,
+def table(runtime: Runtime, mus: Sequence[float], divergences: Sequence[str], epsilons: Sequence[float], seeds: int,
           steps: int) -> None:
-    print(f"backend={backend} steps={steps} seeds={seeds} (held-out means; own-node share of an "
+    print(f"backend={runtime.backend} steps={steps} seeds={seeds} (held-out means; own-node share of an "
           f"untrained gate ~ {EXPERTS // TOPOLOGY['nodes']}/{EXPERTS} = 0.5)")
     print(f"{'divergence':>10} {'epsilon':>8} {'mu':>7} {'own_node_share':>15} {'mse':>8} {'locality_loss':>14} "
           f"{'balance_loss':>13}")
     settings = [(div, eps) for div in divergences for eps in (epsilons if div == "forward" else [None])]
     for divergence, epsilon in settings:
         for mu in mus:
-            runs = [locality_run(backend, mu, divergence, steps, seed, epsilon or 0.01) for seed in range(seeds)]
-            mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+            mean = mean_of([locality_run(runtime, mu, divergence, steps, seed, epsilon or 0.01)
+                            for seed in range(seeds)])
             shown = "-" if epsilon is None else f"{epsilon:g}"
             print(f"{divergence:>10} {shown:>8} {mu:>7g} {mean['own_node_share']:>15.3f} {mean['mse']:>8.4f} "
                   f"{mean['locality_loss']:>14.4f} {mean['balance_loss']:>13.4f}")
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("torch", "mindspore"), default="torch")
     parser.add_argument("--mode", choices=("pynative", "graph"), default="graph", help="MindSpore execution mode")
@@ -107,12 +104,15 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, nargs="+", default=[0.01], help="forward-KL smoothing")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40)
-    args = parser.parse_args()
-    if args.backend == "mindspore":
-        from backends.mindspore_shell import select_device
-        select_device("cpu", graph_mode=args.mode == "graph")
-    table(args.backend, args.mu, args.divergence, args.epsilon, args.seeds, args.steps)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    runtime = Runtime(args.backend, "cpu", graph_mode=args.mode == "graph")
+    table(runtime, args.mu, args.divergence, args.epsilon, args.seeds, args.steps)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,15 +17,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from scripts.experiments.common import machine, markdown_table  # noqa: E402
-from scripts.experiments.run_utils import (RunCurves, add_seed_arguments, call_history, fmt,  # noqa: E402
-                                           read_run, run_info, seeds_to_train, stats, tokens_per_step,
-                                           train_run, write_results)
+from scripts.experiments.lm_runs import add_seed_arguments, seeds_to_train, step_overrides, tokens_per_step, train  # noqa: E402
+from scripts.experiments.run_metrics import RunCurves, read_run  # noqa: E402
+from scripts.reporting.figures import pyplot  # noqa: E402
+from scripts.reporting.provenance import command_line, machine  # noqa: E402
+from scripts.reporting.results_files import call_history, run_info, write_results  # noqa: E402
+from scripts.reporting.stats import stats  # noqa: E402
+from scripts.reporting.tables import fmt_mean_sd, markdown_table  # noqa: E402
 
 TOPK = ROOT / "configs/experiments/adamoe_topk2.yaml"
 ADAMOE = ROOT / "configs/experiments/adamoe_null.yaml"
@@ -51,14 +54,6 @@ def variants(nulls: List[int]) -> Dict[str, Tuple[Path, List[str]]]:
     out = {"top-2": (TOPK, [])}
     out.update({f"AdaMoE m={m}": (ADAMOE, [f"moe.num_null_experts={m}"]) for m in nulls})
     return out
-
-
-def step_overrides(steps: Optional[int]) -> List[str]:
-    if steps is None:
-        return []
-    every = max(1, steps // 4)
-    return [f"train.steps={steps}", f"train.warmup_steps={steps // 5}", f"train.eval_every={every}",
-            f"train.log_every={every}"]
 
 
 def run_metrics(curves: RunCurves, tokens: int) -> Dict[str, float]:
@@ -92,8 +87,8 @@ def table(summary: dict, vs_topk: dict) -> str:
     rows = []
     for label, s in summary.items():
         r = vs_topk[label]
-        rows.append([label, fmt(s["final_val_loss"]), fmt(r["val_loss_change"]), fmt(s["true_experts_run"], 2),
-                     fmt(s["true_experts_last"], 2), f"{r['flops_change_pct_run']['mean']:+.1f}%",
+        rows.append([label, fmt_mean_sd(s["final_val_loss"]), fmt_mean_sd(r["val_loss_change"]),
+                     fmt_mean_sd(s["true_experts_run"], 2), fmt_mean_sd(s["true_experts_last"], 2), f"{r['flops_change_pct_run']['mean']:+.1f}%",
                      f"{r['flops_change_pct_last']['mean']:+.1f}%", f"{s['tokens_per_s']['mean']:.0f}"])
     note = ("\nMean ± sample std over seeds; Δ loss and FLOPs changes are paired by seed. Expert FLOPs: forward FLOPs "
             "of the expert FFNs per token (2 layers), from the train metric `expert_flops`; true experts per token "
@@ -102,10 +97,7 @@ def table(summary: dict, vs_topk: dict) -> str:
 
 
 def figure(runs: Dict[str, List[RunCurves]], per_run: Dict[str, List[Dict[str, float]]]):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4))
     base = per_run["top-2"]
     for i, (label, rs) in enumerate(per_run.items()):
         color = f"C{i}"
@@ -139,13 +131,12 @@ def main(argv=None) -> int:
             for label in cases}
     for seed in trained:
         for label, (config, extra) in cases.items():
-            train_run(config, dirs[label][seed], seed, extra + step_overrides(args.steps), args.backend)
+            train(config, [f"seed={seed}", *extra, *step_overrides(args.steps)], dirs[label][seed], args.backend)
     runs = {label: [read_run(d) for d in paths] for label, paths in dirs.items()}
     per_run = {label: [run_metrics(c, tokens_per_step(d)) for c, d in zip(runs[label], dirs[label])] for label in cases}
     summary = {label: {key: stats([r[key] for r in rs]) for key in rs[0]} for label, rs in per_run.items()}
     vs_topk = relative(per_run)
-    command = "python scripts/experiments/adamoe_vs_topk.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    this_call = {"machine": machine(), "command": command.strip()}
+    this_call = {"machine": machine(), "command": command_line(argv)}
     payload = {"claim": "AdaMoE: about -15% FLOPs at equal or better quality (Zeng et al. 2024, Mixtral fine-tune)",
                **this_call, "backend": args.backend, "seeds": seeds,
                "runs": call_history(args.out / f"{NAME}.json", seeds, trained, this_call),
@@ -156,7 +147,7 @@ def main(argv=None) -> int:
     if args.report_only:
         payload.update(run_info(args.out / f"{NAME}.json"))
     text = table(summary, vs_topk)
-    paths = write_results(args.out, NAME, payload, text, figure(runs, per_run))
+    paths = write_results(NAME, payload, text, figure(runs, per_run), out_dir=args.out)
     print(text)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

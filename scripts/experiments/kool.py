@@ -2,11 +2,11 @@
 right expert? Unbiased (skip, balanced) against their uncorrected versions and the biased
 capacity routers (switch, top-2).
 
-Runs scripts/kool_toy.py's task (its options in configs/experiments/kool.yaml) for every method
+Runs scripts/experiments/kool_task.py's task (its options in configs/experiments/kool.yaml) for every method
 (or ``--methods``) and seed on one backend (MindSpore in PyNative, as kool_toy.py does), keeps
 every result in docs/results/kool.json (a later call for another backend or other methods adds
 to it, replacing what it reruns) and redraws the table
-(.md: success mean ± sd, seeds solved, held-out and training loss, drops, per backend) and
+(_table.md: success mean ± sd, seeds solved, held-out and training loss, drops, per backend) and
 the plot (.png: success per seed, and the training task loss over steps, mean over seeds).
 
     PYTHONPATH=. .venv/bin/python scripts/experiments/kool.py --backend torch --methods skip balanced skip_naive
@@ -17,9 +17,9 @@ the plot (.png: success per seed, and the training task loss over steps, mean ov
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Dict
 
@@ -27,46 +27,38 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.experiments.common import (save_figure, RESULTS, ROOT, command_line, fmt_mean_sd, machine,  # noqa: E402
-                                        markdown_table, mean_sd, read_spec, write_results)
+from scripts.experiments.kool_task import ToySettings, run, summary_cells, summary_headers  # noqa: E402
+from scripts.experiments.lm_runs import read_spec  # noqa: E402
+from scripts.reporting.figures import pyplot  # noqa: E402
+from scripts.reporting.provenance import ROOT, command_line, machine  # noqa: E402
+from scripts.reporting.results_files import load_payload, write_results  # noqa: E402
+from scripts.reporting.tables import markdown_table  # noqa: E402
 
 NAME = "kool"
 SPEC = ROOT / "configs" / "experiments" / f"{NAME}.yaml"
 
 
-TOY_OPTIONS = ("steps", "tokens", "experts", "d_model", "ffn_hidden", "similarity", "separation", "noise_std",
-               "router_init_std", "lr", "solved")  # what scripts/kool_toy.run reads
-
-
-def toy_args(settings: Dict[str, Any]) -> argparse.Namespace:
-    """kool_toy.py's options from the spec's ``toy`` mapping: every one of TOY_OPTIONS, no other."""
-    if set(settings) != set(TOY_OPTIONS):
-        raise SystemExit(f"{SPEC}: toy options must be exactly {', '.join(TOY_OPTIONS)}; "
-                         f"missing {sorted(set(TOY_OPTIONS) - set(settings))}, unknown {sorted(set(settings) - set(TOY_OPTIONS))}")
-    return argparse.Namespace(**settings)
+def toy_settings(settings: Dict[str, Any]) -> ToySettings:
+    """The task's options from the spec's ``toy`` mapping: every field of ToySettings, no other."""
+    names = {option.name for option in fields(ToySettings)}
+    if set(settings) != names:
+        raise SystemExit(f"{SPEC}: toy options must be exactly {', '.join(sorted(names))}; "
+                         f"missing {sorted(names - set(settings))}, unknown {sorted(set(settings) - names)}")
+    return ToySettings(**settings)
 
 
 def table(payload: Dict[str, Any]) -> str:
-    rows = []
-    for backend, methods in payload["results"].items():
-        threshold = payload["toy"]["solved"]
-        for method, runs in methods.items():
-            success = [r["success"] for r in runs]
-            rows.append([backend, f"`{method}`", fmt_mean_sd(mean_sd(success)),
-                         f"{sum(s >= threshold for s in success)}/{len(success)}",
-                         fmt_mean_sd(mean_sd([r["loss"] for r in runs])),
-                         fmt_mean_sd(mean_sd([r["train"] for r in runs])),
-                         fmt_mean_sd(mean_sd([r["dropped"] for r in runs]))])
-    return markdown_table(["backend", "method", "success", f"solved (>= {payload['toy']['solved']})",
-                           "held-out loss", "train loss (last 10%)", "dropped"], rows, align="llrrrrr")
+    """A row per backend and method: ``kool_task.summary_cells`` over its seeds."""
+    solved = payload["toy"]["solved"]
+    rows = [[backend, f"`{method}`", *summary_cells(runs, solved)]
+            for backend, methods in payload["results"].items() for method, runs in methods.items()]
+    return markdown_table(["backend", "method", *summary_headers(solved)], rows, align="llrrrrr")
 
 
-def plot(payload: Dict[str, Any], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def figure(payload: Dict[str, Any]):
+    """Per backend: success per seed and method, and the training task loss over steps."""
     backends = list(payload["results"])
-    fig, axes = plt.subplots(len(backends), 2, figsize=(11, 3.8 * len(backends)), squeeze=False)
+    fig, axes = pyplot().subplots(len(backends), 2, figsize=(11, 3.8 * len(backends)), squeeze=False)
     for (dots, curves), backend in zip(axes, backends):
         methods = payload["results"][backend]
         for i, (method, runs) in enumerate(methods.items()):
@@ -87,10 +79,10 @@ def plot(payload: Dict[str, Any], path: Path) -> None:
         curves.legend(fontsize=8)
         for ax in (dots, curves):
             ax.grid(alpha=0.3)
-    save_figure(fig, path)
+    return fig
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("torch", "mindspore"), required=True)
     parser.add_argument("--methods", nargs="+", help="a subset of the spec's methods (results of the others are kept)")
@@ -98,32 +90,34 @@ def main() -> None:
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="OPTION=VALUE",
                         help="change one toy option (a dry run: --set steps=10)")
     parser.add_argument("--name", default=NAME, help="results file stem under docs/results (dry runs: another)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     spec = read_spec(SPEC)
+    from backends.runtime import Runtime
     from training.yaml_io import parse_yaml
-    settings = {**spec["toy"], **{k: parse_yaml(v, f"--set {k}") for k, v in (e.split("=", 1) for e in args.extra)}}
-    toy = toy_args(settings)
-    if args.backend == "mindspore":
-        from backends.mindspore_shell import select_device
-        select_device("cpu")
-    from scripts.kool_toy import run
-    path = RESULTS / f"{args.name}.json"
-    payload = json.loads(path.read_text()) if path.is_file() else {"results": {}, "runs": []}
+    toy = toy_settings({**spec["toy"], **{k: parse_yaml(v, f"--set {k}")
+                                          for k, v in (e.split("=", 1) for e in args.extra)}})
+    runtime = Runtime(args.backend, "cpu", graph_mode=False)
+    payload = load_payload(args.name)
     results = payload["results"].setdefault(args.backend, {})
-    payload["runs"].append({**machine(), "command": command_line()})
-    payload.update(toy=vars(toy), spec=str(SPEC.relative_to(ROOT)))
+    payload["runs"].append({**machine(), "command": command_line(argv)})
+    payload.update(toy=asdict(toy), spec=str(SPEC.relative_to(ROOT)))
     for method in args.methods or spec["methods"]:
         started = time.perf_counter()
         results[method] = [{**r, "curve": [round(v, 4) for v in r["curve"]]}
-                           for r in (run(toy, args.backend, method, seed) for seed in range(args.seeds or spec["seeds"]))]
+                           for r in (run(toy, runtime, method, seed) for seed in range(args.seeds or spec["seeds"]))]
         print(f"{args.backend} {method}: success {[round(r['success'], 3) for r in results[method]]} "
               f"({time.perf_counter() - started:.0f}s)", flush=True)
         payload["results"][args.backend] = {m: results[m] for m in spec["methods"] if m in results}
         payload["runs"][-1].update(machine())  # the load average after the latest method
-        write_results(args.name, payload, table(payload), payload["runs"])  # after every method: a cut run keeps its part
-        plot(payload, RESULTS / f"{args.name}.png")
+        # after every method: a cut run keeps its part
+        write_results(args.name, payload, table(payload), figure(payload), calls=payload["runs"])
     print(table(payload))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

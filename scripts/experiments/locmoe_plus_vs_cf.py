@@ -9,7 +9,7 @@ FLOPs of one row / experts, the work actually done with capacity dispatch), the 
 fraction and experts per token over the last half of the steps, and the validation loss
 every ``train.eval_every`` steps. Each is the mean ± sd over seeds; the change against the
 first arm (the baseline) is given in percent, and the validation loss also as the difference
-to the baseline's at the same seed. Writes docs/results/locmoe_plus_vs_cf.{json,md,png};
+to the baseline's at the same seed. Writes docs/results/locmoe_plus_vs_cf.json, _table.md and .png;
 every (arm, seed) result is kept in the JSON (a later call adds its seeds to the earlier ones).
 
     PYTHONPATH=. .venv/bin/python scripts/experiments/locmoe_plus_vs_cf.py
@@ -29,9 +29,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.experiments.common import (save_figure, RESULTS, ROOT, as_overrides, command_line, fmt_mean_sd,  # noqa: E402
-                                        load_payload, machine, markdown_table, mean_sd, merge_runs,
-                                        paired_difference, read_spec, summarise, train, write_results)
+from scripts.experiments.lm_runs import add_spec_arguments, as_overrides, read_spec, train  # noqa: E402
+from scripts.experiments.run_metrics import summarise  # noqa: E402
+from scripts.reporting.figures import pyplot  # noqa: E402
+from scripts.reporting.provenance import ROOT, command_line, machine  # noqa: E402
+from scripts.reporting.results_files import load_payload, merge_runs, write_results  # noqa: E402
+from scripts.reporting.stats import paired_difference, stats  # noqa: E402
+from scripts.reporting.tables import fmt_mean_sd, markdown_table  # noqa: E402
 
 NAME = "locmoe_plus_vs_cf"
 SPEC = ROOT / "configs" / "experiments" / f"{NAME}.yaml"
@@ -63,7 +67,8 @@ def run_arm(spec: Dict[str, Any], arm: Dict[str, Any], seed: int, extra, run_dir
 
 
 def arm_stats(runs: Dict[str, Dict[str, Any]], key: str) -> Dict[str, Any]:
-    return mean_sd([run.get(key) for run in runs.values()])
+    """``stats`` of ``key`` over an arm's seeds ({seed: result})."""
+    return stats([run.get(key) for run in runs.values()])
 
 
 def change(value, reference) -> str:
@@ -90,12 +95,11 @@ def table(payload: Dict[str, Any]) -> str:
                            "experts/token", "val loss", f"Δ val loss vs {base}, same seed", "tokens/s", "seeds"], rows)
 
 
-def plot(payload: Dict[str, Any], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def figure(payload: Dict[str, Any]):
+    """Validation loss minus the baseline's per step, and tokens processed and slots computed
+    per expert (mean ± sd over seeds)."""
     arms = payload["results"]
-    fig, (curve, bars) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (curve, bars) = pyplot().subplots(1, 2, figsize=(11, 4.2))
     base = next(iter(arms))
     for name, runs in arms.items():  # each seed's curve minus the baseline's at that seed
         seeds = [seed for seed in runs if seed in arms[base]]
@@ -119,18 +123,17 @@ def plot(payload: Dict[str, Any], path: Path) -> None:
     bars.legend(fontsize=8)
     bars.grid(axis="y", alpha=0.3)
     fig.suptitle(f"LocMoE+ vs capacity factor ({payload['budget']})", fontsize=10)
-    save_figure(fig, path)
+    return fig
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", help="the seeds to run (default: the spec's)")
-    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="one more override for every run")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "experiments" / NAME, help="run directories")
-    parser.add_argument("--name", default=NAME, help="results file stem under docs/results (dry runs: another)")
-    parser.add_argument("--report-only", action="store_true", help="redraw the table and plot from the JSON, train nothing")
-    args = parser.parse_args()
+    add_spec_arguments(parser, NAME)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     spec = read_spec(SPEC)
     results: Dict[str, Dict[str, Any]] = {}
     for seed in [] if args.report_only else args.seeds or spec["seeds"]:
@@ -144,14 +147,14 @@ def main() -> None:
     payload = load_payload(args.name)  # read after training: another call may have added to it meanwhile
     if results:
         merge_runs(payload["results"], results)
-        payload["runs"].append({**machine(), "command": command_line()})
+        payload["runs"].append({**machine(), "command": command_line(argv)})
     payload.update(spec=str(SPEC.relative_to(ROOT)), backend=spec["backend"],
                    budget=f"{spec['backend']}, {o['train.steps']} steps x {o['train.batch_size']} x "
                           f"{o['data.seq_len']} tokens, d_model {o['model.d_model']}")
-    write_results(args.name, payload, table(payload), payload["runs"])
-    plot(payload, RESULTS / f"{args.name}.png")
+    write_results(args.name, payload, table(payload), figure(payload), calls=payload["runs"])
     print(table(payload))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,7 +7,7 @@ averaged over MoE layers) and experts per token over the last half of the steps,
 median tokens/s, each as mean ± sd over the seeds run, and the validation loss minus the dense
 model's at the same seed (the seed moves every router's loss alike). Every (backend, router, seed) result
 is kept in docs/results/routers_side_by_side.json (a later call adds to it), and the table
-(.md) and plot (.png) are redrawn from all of them.
+(_table.md) and plot (.png) are redrawn from all of them.
 
     PYTHONPATH=. .venv/bin/python scripts/experiments/routers_side_by_side.py --backend torch --seeds 0
     PYTHONPATH=. .venv/bin/python scripts/experiments/routers_side_by_side.py --backend mindspore --seeds 0
@@ -24,9 +24,13 @@ from typing import Any, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.experiments.common import (save_figure, RESULTS, ROOT, as_overrides, command_line, fmt_mean_sd,  # noqa: E402
-                                        load_payload, machine, markdown_table, mean_sd, merge_runs, paired_difference,
-                                        read_spec, summarise, train, write_results)
+from scripts.experiments.lm_runs import add_spec_arguments, as_overrides, read_spec, train  # noqa: E402
+from scripts.experiments.run_metrics import summarise  # noqa: E402
+from scripts.reporting.figures import pyplot  # noqa: E402
+from scripts.reporting.provenance import ROOT, command_line, machine  # noqa: E402
+from scripts.reporting.results_files import load_payload, merge_runs, write_results  # noqa: E402
+from scripts.reporting.stats import paired_difference, stats  # noqa: E402
+from scripts.reporting.tables import fmt_mean_sd, markdown_table  # noqa: E402
 
 NAME = "routers_side_by_side"
 SPEC = ROOT / "configs" / "experiments" / f"{NAME}.yaml"
@@ -54,13 +58,13 @@ def run_backend(spec: Dict[str, Any], backend: str, routers, seeds, extra, out_d
     return results
 
 
-def stats(payload: Dict[str, Any], backend: str, router: str, key: str) -> Dict[str, Any]:
-    """Mean ± sd over the router's seeds of ``key``, or of DELTA over the seeds the dense model
+def router_stats(payload: Dict[str, Any], backend: str, router: str, key: str) -> Dict[str, Any]:
+    """``stats`` over the router's seeds of ``key``, or of DELTA over the seeds the dense model
     also ran (the seed moves every router's loss alike; the difference removes that)."""
     runs = payload["results"].get(backend, {})
     if key == DELTA:
         return paired_difference(runs.get(router, {}), runs.get("dense", {}))
-    return mean_sd([run.get(key) for run in runs.get(router, {}).values() if "error" not in run])
+    return stats([run.get(key) for run in runs.get(router, {}).values() if "error" not in run])
 
 
 def table(payload: Dict[str, Any]) -> str:
@@ -74,28 +78,26 @@ def table(payload: Dict[str, Any]) -> str:
                 continue
             failed = [run["error"] for run in runs.values() if "error" in run]
             seeds = f"{len(runs) - len(failed)}" + (f" ({len(failed)} failed: {failed[0]})" if failed else "")
-            rows.append([f"`{router}`", backend] + [fmt_mean_sd(stats(payload, backend, router, key), digits)
+            rows.append([f"`{router}`", backend] + [fmt_mean_sd(router_stats(payload, backend, router, key), digits)
                                                     for key, _, digits in COLUMNS] + [seeds])
     return markdown_table(["router", "backend"] + [label for _, label, _ in COLUMNS] + ["seeds"], rows,
                           align="ll" + "r" * (len(COLUMNS) + 1))
 
 
-def plot(payload: Dict[str, Any], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def figure(payload: Dict[str, Any]):
+    """A bar panel per column (mean ± sd over seeds), the backends side by side."""
     import numpy as np
     routers = payload["routers"]
     backends = [b for b in ("torch", "mindspore") if b in payload["results"]]
     panels = (("val_loss", "validation loss (lower is better)"), (DELTA, "val loss - dense's, same seed"),
               ("dropped_fraction", "dropped fraction"),
               ("load_max_over_mean", "max / mean expert load"), ("tokens_per_s", "tokens/s"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), sharey=True)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), sharey=True)
     y = np.arange(len(routers))
     height = 0.8 / max(1, len(backends))
     for ax, (key, title) in zip(axes, panels):
         for i, backend in enumerate(backends):
-            values = [stats(payload, backend, r, key) for r in routers]
+            values = [router_stats(payload, backend, r, key) for r in routers]
             ax.barh(y + (i - (len(backends) - 1) / 2) * height, [np.nan if v["mean"] is None else v["mean"]
                                                                  for v in values],
                     height, xerr=[v["sd"] or 0.0 for v in values], label=backend)
@@ -105,7 +107,7 @@ def plot(payload: Dict[str, Any], path: Path) -> None:
             ax.set_xscale("symlog", linthresh=0.1, linscale=2.0)
             ax.axvline(0.0, color="grey", lw=0.8)
         if key == "val_loss":
-            finite = [v["mean"] for b in backends for v in (stats(payload, b, r, key) for r in routers)
+            finite = [v["mean"] for b in backends for v in (router_stats(payload, b, r, key) for r in routers)
                       if v["mean"] is not None]
             if finite:
                 ax.set_xlim(min(finite) - 0.1, max(finite) + 0.1)
@@ -113,20 +115,19 @@ def plot(payload: Dict[str, Any], path: Path) -> None:
     axes[0].invert_yaxis()
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Routers side by side: {payload['budget']}", fontsize=10)
-    save_figure(fig, path)
+    return fig
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("torch", "mindspore"), required=True)
     parser.add_argument("--routers", nargs="+", help="a subset of the spec's routers")
-    parser.add_argument("--seeds", type=int, nargs="+", help="the seeds to run (default: the spec's)")
-    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="one more override for every run (a dry run: --set train.steps=2)")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "experiments" / NAME, help="run directories")
-    parser.add_argument("--name", default=NAME, help="results file stem under docs/results (dry runs: another)")
-    parser.add_argument("--report-only", action="store_true", help="redraw the table and plot from the JSON, train nothing")
-    args = parser.parse_args()
+    add_spec_arguments(parser, NAME)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     spec = read_spec(SPEC)
     routers = args.routers or spec["routers"]
     if not args.report_only:
@@ -134,14 +135,15 @@ def main() -> None:
     payload = load_payload(args.name)  # read after training: another call may have added to it meanwhile
     if not args.report_only:
         merge_runs(payload["results"].setdefault(args.backend, {}), new)
-        payload["runs"].append({**machine(), "command": command_line()})
+        payload["runs"].append({**machine(), "command": command_line(argv)})
     o = {**spec["overrides"], **dict(e.split("=", 1) for e in args.extra)}
     payload.update(routers=spec["routers"], spec=str(SPEC.relative_to(ROOT)),
                    budget=(f"{o['train.steps']} steps x {o['train.batch_size']} x {o['data.seq_len']} tokens, "
                            f"d_model {o['model.d_model']}"))
-    write_results(args.name, payload, table(payload), payload["runs"])
-    plot(payload, RESULTS / f"{args.name}.png")
+    write_results(args.name, payload, table(payload), figure(payload), calls=payload["runs"])
     print(table(payload))
+    return 0
+
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -25,10 +25,13 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from scripts.experiments.common import machine, markdown_table  # noqa: E402
-from scripts.experiments.run_utils import (RunCurves, add_seed_arguments, call_history, fmt, reach,  # noqa: E402
-                                           read_run, run_info, seconds_at, seeds_to_train, stats,
-                                           tokens_per_step, train_run, write_results)
+from scripts.experiments.lm_runs import add_seed_arguments, seeds_to_train, step_overrides, tokens_per_step, train  # noqa: E402
+from scripts.experiments.run_metrics import RunCurves, reach, read_run, seconds_at  # noqa: E402
+from scripts.reporting.figures import pyplot  # noqa: E402
+from scripts.reporting.provenance import command_line, machine  # noqa: E402
+from scripts.reporting.results_files import call_history, run_info, write_results  # noqa: E402
+from scripts.reporting.stats import stats  # noqa: E402
+from scripts.reporting.tables import fmt_mean_sd, markdown_table  # noqa: E402
 from training.config import load_config  # noqa: E402
 
 CONFIGS = {"dense": ROOT / "configs/experiments/dense_baseline.yaml",
@@ -56,11 +59,7 @@ def overrides(steps: Optional[int], constant_lr: bool) -> List[str]:
         if len(lrs) != 1:
             raise SystemExit(f"--constant-lr: the configs' train.lr differ ({sorted(lrs)})")
         out.append(f"train.min_lr={lrs.pop()}")
-    if steps is not None:
-        every = max(1, steps // 4)
-        out += [f"train.steps={steps}", f"train.warmup_steps={steps // 5}", f"train.eval_every={every}",
-                f"train.log_every={every}"]
-    return out
+    return out + step_overrides(steps)
 
 
 def compare(dense: RunCurves, switch: RunCurves) -> Dict[str, Optional[float]]:
@@ -109,27 +108,24 @@ def table(summary: dict) -> str:
         to_target = [f"{summary['switch_steps_to_target']['mean']:.0f} "
                      f"({summary['switch_steps_to_target']['min']:.0f}-{summary['switch_steps_to_target']['max']:.0f})",
                      f"{summary['switch_seconds_to_target']['mean']:.0f}",
-                     fmt(summary["speedup_steps"], 2) + "x", fmt(summary["speedup_median_time"], 2) + "x",
-                     fmt(summary["speedup_seconds"], 2) + "x"]
-    rows = [["dense (FFN 352)", fmt(d["final_val_loss"]), f"{d['train_seconds']['mean']:.0f}",
+                     fmt_mean_sd(summary["speedup_steps"], 2) + "x", fmt_mean_sd(summary["speedup_median_time"], 2) + "x",
+                     fmt_mean_sd(summary["speedup_seconds"], 2) + "x"]
+    rows = [["dense (FFN 352)", fmt_mean_sd(d["final_val_loss"]), f"{d['train_seconds']['mean']:.0f}",
              f"{d['tokens_per_s']['mean']:.0f}", "-", "-", "-", "-", "-"],
-            ["Switch top-1 (8 x 352, cf 1.25)", fmt(s["final_val_loss"]), f"{s['train_seconds']['mean']:.0f}",
+            ["Switch top-1 (8 x 352, cf 1.25)", fmt_mean_sd(s["final_val_loss"]), f"{s['train_seconds']['mean']:.0f}",
              f"{s['tokens_per_s']['mean']:.0f}", *to_target]]
     header = ["model", "final val loss", "train s (all steps)", "tokens/s", "steps to dense final loss (min-max)",
               "train s to it", "speed-up (steps)", "speed-up (time: steps x median step time)",
               "speed-up (time: measured seconds)"]
     note = (f"\nSeeds reaching the dense final loss: {summary['reached']}; Switch dropped fraction "
-            f"{fmt(s['dropped_fraction'], 4)}. Mean ± sample std over seeds; speed-ups per seed (dense seed i's "
+            f"{fmt_mean_sd(s['dropped_fraction'], 4)}. Mean ± sample std over seeds; speed-ups per seed (dense seed i's "
             f"final loss as seed i's target), then averaged.\n")
     return markdown_table(header, rows) + "\n" + note
 
 
 def figure(runs: Dict[str, List[RunCurves]], step_seconds: Dict[str, List[float]], per_seed: List[dict], schedule: str):
     """Validation loss against step and against steps x the run's median step time."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4))
     colors = {"dense": "tab:blue", "switch": "tab:orange"}
     for name, curves in runs.items():
         for i, c in enumerate(curves):
@@ -166,17 +162,16 @@ def main(argv=None) -> int:
     dirs = {model: [runs_dir / f"{model}_seed{seed}" for seed in seeds] for model in CONFIGS}
     for seed in trained:
         for model, config in CONFIGS.items():
-            train_run(config, dirs[model][seed], seed, overrides(args.steps, args.constant_lr), args.backend)
+            train(config, [f"seed={seed}", *overrides(args.steps, args.constant_lr)], dirs[model][seed], args.backend)
     runs = {model: [read_run(d) for d in paths] for model, paths in dirs.items()}
     step_seconds = {model: [tokens_per_step(d) / c.median_tokens_per_s() for d, c in zip(dirs[model], runs[model])]
                     for model in CONFIGS}
-    command = "python scripts/experiments/switch_vs_dense.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    payload, text, fig = report(runs, step_seconds, seeds, command.strip(), args.backend, schedule)
+    payload, text, fig = report(runs, step_seconds, seeds, command_line(argv), args.backend, schedule)
     payload["runs"] = call_history(args.out / f"{name}.json", seeds, trained,
                                    {"machine": payload["machine"], "command": payload["command"]})
     if args.report_only:
         payload.update(run_info(args.out / f"{name}.json"))
-    paths = write_results(args.out, name, payload, text, fig)
+    paths = write_results(name, payload, text, fig, out_dir=args.out)
     print(text)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -1,12 +1,17 @@
-"""The Results experiments' reductions of a metrics log (scripts/experiments/common.py and
-locmoe_plus_vs_cf.slots_per_expert) on hand-made records."""
+"""The Results experiments' reductions of a metrics log (scripts/experiments/run_metrics.py and
+locmoe_plus_vs_cf.slots_per_expert), their statistics over seeds and tables
+(scripts/reporting/) on hand-made records."""
+import json
 import math
 
 import pytest
 
-from scripts.experiments.common import (as_overrides, load_ratio, markdown_table, mean_sd, merge_runs,
-                                        paired_difference, summarise)
+from scripts.experiments.lm_runs import as_overrides
 from scripts.experiments.locmoe_plus_vs_cf import slots_per_expert
+from scripts.experiments.run_metrics import load_ratio, summarise
+from scripts.reporting.results_files import merge_runs, write_results
+from scripts.reporting.stats import paired_difference, stats
+from scripts.reporting.tables import markdown_table
 
 
 def records():
@@ -48,10 +53,10 @@ def test_slots_per_expert_divides_expert_flops_by_row_flops_and_experts():
     assert slots_per_expert(records(), num_experts=2, flops_per_row=10.0) == pytest.approx(3.0)
 
 
-def test_mean_sd_skips_missing_values():
-    assert mean_sd([1.0, None, 3.0]) == {"mean": 2.0, "sd": pytest.approx(math.sqrt(2.0)), "n": 2}
-    assert mean_sd([None]) == {"mean": None, "sd": None, "n": 0}
-    assert mean_sd([5.0])["sd"] == 0.0
+def test_stats_skip_missing_values():
+    assert stats([1.0, None, 3.0]) == {"mean": 2.0, "sd": pytest.approx(math.sqrt(2.0)), "min": 1.0, "max": 3.0, "n": 2}
+    assert stats([None]) == {"mean": None, "sd": None, "min": None, "max": None, "n": 0}
+    assert stats([5.0])["sd"] == 0.0
 
 
 def test_overrides_and_table_format():
@@ -69,5 +74,14 @@ def test_merge_runs_adds_seeds_and_replaces_a_rerun_seed():
 def test_paired_difference_uses_only_the_seeds_both_ran_without_error():
     runs = {"0": {"val_loss": 5.0}, "1": {"val_loss": 4.0}, "2": {"val_loss": 1.0}, "3": {"error": "x"}}
     reference = {"0": {"val_loss": 5.5}, "1": {"val_loss": 4.5}, "2": {"error": "x"}, "3": {"val_loss": 1.0}}
-    assert paired_difference(runs, reference) == {"mean": -0.5, "sd": 0.0, "n": 2}
+    assert paired_difference(runs, reference) == {"mean": -0.5, "sd": 0.0, "min": -0.5, "max": -0.5, "n": 2}
     assert paired_difference(runs, {})["n"] == 0
+
+
+def test_write_results_puts_one_provenance_line_per_call_above_the_table(tmp_path):
+    call = {"command": "c", "date_utc": "d", "cores": 2, "cpu": "x", "load_average": [1.0]}
+    paths = write_results("exp", {"a": 1}, "| t |", calls=[call], out_dir=tmp_path)
+    assert paths == {"json": tmp_path / "exp.json", "table": tmp_path / "exp_table.md"}
+    assert json.loads(paths["json"].read_text()) == {"a": 1}
+    assert paths["table"].read_text() == "- `c`: d UTC, 2-core x, load average at the end [1.0]\n\n| t |\n"
+    assert write_results("bare", {}, "| t |\n", out_dir=tmp_path)["table"].read_text() == "| t |\n"

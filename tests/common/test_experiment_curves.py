@@ -1,14 +1,17 @@
-"""The pure parts of scripts/experiments/run_utils.py on hand-made curves: where a validation
+"""The curves of scripts/experiments/run_metrics.py on hand-made records: where a validation
 curve reaches a target (interpolated between evaluations, None when never), and training
 seconds with each validation's time taken out; the Switch comparison built on them; what
---report-only keeps of an earlier results file."""
+--report-only keeps of an earlier results file (scripts/reporting/results_files.py), and
+which seeds a call trains (scripts/experiments/lm_runs.py)."""
 import pytest
 
 import json
 
-from scripts.experiments.run_utils import (call_history, curves_from_records, reach, run_info, seconds_at,
-                                           seeds_to_train, stats)
+from scripts.experiments.lm_runs import seeds_to_train
+from scripts.experiments.run_metrics import curves_from_records, reach, seconds_at
 from scripts.experiments.switch_vs_dense import compare
+from scripts.reporting.results_files import call_history, run_info
+from scripts.reporting.stats import stats
 
 
 def records(val_losses, step_seconds=1.0, eval_seconds=10.0, every=10):
@@ -68,8 +71,8 @@ def test_compare_reports_no_speedup_when_the_target_is_missed():
 
 
 def test_stats_of_one_value_has_zero_spread():
-    assert stats([2.0]) == {"mean": 2.0, "std": 0.0, "min": 2.0, "max": 2.0, "n": 1}
-    assert stats([1.0, 3.0])["std"] == pytest.approx(2 ** 0.5)
+    assert stats([2.0]) == {"mean": 2.0, "sd": 0.0, "min": 2.0, "max": 2.0, "n": 1}
+    assert stats([1.0, 3.0])["sd"] == pytest.approx(2 ** 0.5)
 
 
 def test_run_info_keeps_an_earlier_runs_date_and_command(tmp_path):
