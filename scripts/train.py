@@ -47,10 +47,8 @@ def resolve_config(args: argparse.Namespace):
     if args.backend:
         overrides.append(f"backend={args.backend}")
     if args.resume is not None:
-        saved = args.resume / "config.yaml"
-        if not saved.is_file():
-            raise ConfigError(f"--resume {args.resume}: no config.yaml there (not a run directory)")
-        config = load_config(saved, overrides + [f"run_dir={args.resume}"])
+        from training.convert import run_config  # imports the checkpoint format's safetensors
+        config = run_config(args.resume, overrides)
         if args.config is not None:
             _check_same(load_config(args.config, overrides + [f"run_dir={args.resume}"]), config, args)
         return config

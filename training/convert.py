@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 from core.errors import ConfigError
 from training.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -18,12 +19,13 @@ from training.config import RunConfig, load_config, save_config
 from training.metrics_log import read_records
 
 
-def run_config(run_dir: Path) -> RunConfig:
-    """The resolved config saved in a run directory."""
+def run_config(run_dir: Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """The resolved config saved in a run directory, with ``overrides`` (``section.key=value``)
+    applied and ``run_dir`` set to where it now is."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: no config.yaml there (not a run directory)")
-    return load_config(path, [f"run_dir={run_dir}"])
+    return load_config(path, [*overrides, f"run_dir={run_dir}"])
 
 
 def convert_run(source: Path, target: Path, backend: str) -> Path:
