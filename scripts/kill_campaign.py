@@ -2,7 +2,7 @@
 
     python scripts/kill_campaign.py --backend torch --kills 20 [--json out.json]
 
-A small MoE LM (tests/support/train_fixtures.py) first trains uninterrupted: the reference.
+A small MoE LM (training/tiny_run.py) first trains uninterrupted: the reference.
 Each trial then starts the same run in a fresh directory and kills it once: alternately at a
 random moment of its training (uniform over the reference's training time) and the moment a
 temporary file of a randomly chosen checkpoint appears (mid-write). After the kill, every checkpoint file the
@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from tests.support.train_fixtures import tiny_run_config, write_corpus  # noqa: E402
 from training.checkpoint import checkpoint_dir, latest_checkpoint, list_checkpoints, load_checkpoint  # noqa: E402
+from training.tiny_run import tiny_run_config, write_corpus  # noqa: E402
 from training.yaml_io import write_yaml_atomic  # noqa: E402
 
 DEFAULT_RTOL = {"torch": 0.0, "mindspore": 1e-5}

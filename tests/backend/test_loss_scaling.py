@@ -9,10 +9,11 @@ import pytest
 from backends.loss_scale import LossScale
 from backends.train_step import make_train_step
 from tests.support.harness import numpy_weights
-from tests.support.train_fixtures import fixed_batch, regression_objective, tiny_layer, tiny_run_config, write_corpus
+from tests.support.train_fixtures import fixed_batch, regression_objective, tiny_layer
 from training.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint
 from training.config import config_from_dict
 from training.metrics_log import read_records
+from training.tiny_run import tiny_run_config, write_corpus
 from training.trainer import Trainer
 
 TINY = 2.0 ** -20  # dL/dy ~ 1e-8 after this factor: below float16's smallest subnormal (6e-8)

@@ -14,9 +14,9 @@ import pytest
 
 from core.errors import ConfigError
 from scripts.train import done_line
-from tests.support.train_fixtures import tiny_run_config, write_corpus
 from training.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint, save_checkpoint
 from training.config import config_from_dict
+from training.tiny_run import tiny_run_config, write_corpus
 from training.trainer import Trainer, TrainingStopped
 
 

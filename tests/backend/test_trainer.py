@@ -15,10 +15,10 @@ from models.moe_config import MoEConfig
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
 from tests.support.harness import numpy_weights
-from tests.support.train_fixtures import tiny_run_config, write_corpus
 from training.checkpoint import checkpoint_dir, latest_checkpoint, list_checkpoints, load_checkpoint
 from training.config import config_from_dict
 from training.metrics_log import read_records
+from training.tiny_run import tiny_run_config, write_corpus
 from training.trainer import Trainer, TrainingStopped
 
 # MindSpore's CPU kernels may round differently between two compiled graphs (measured: last

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from core.errors import ConfigError
-from tests.support.train_fixtures import write_corpus
 from training.config import DataConfig
 from training.data.pipeline import build_data
 from training.data.tokenizer import EOS, train_bpe
+from training.tiny_run import write_corpus
 
 
 def data_config(tmp_path: Path, *files: Path, **overrides) -> DataConfig:

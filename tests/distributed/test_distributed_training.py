@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from tests.distributed.launch import ROOT
-from tests.support.train_fixtures import tiny_run_config, write_corpus
 from training.checkpoint import latest_checkpoint, load_checkpoint
 from training.metrics_log import read_records
+from training.tiny_run import tiny_run_config, write_corpus
 
 RTOL, ATOL = 2e-4, 2e-5
 CLIP = {"grad_clip": 0.05}  # small enough that every step is clipped

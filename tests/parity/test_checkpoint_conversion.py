@@ -8,10 +8,10 @@ import os
 
 import numpy as np
 
-from tests.support.train_fixtures import tiny_run_config, write_corpus
 from training.config import config_from_dict
 from training.convert import convert_run, run_config
 from training.metrics_log import read_records
+from training.tiny_run import tiny_run_config, write_corpus
 from training.trainer import Trainer
 
 RTOL = 1e-4
