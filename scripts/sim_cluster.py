@@ -22,9 +22,9 @@ the configs' capacity dispatch, ``--set`` adds overrides to every run):
   the moment rank 0's first and last train records appear in metrics.jsonl (polled every
   few ms), so start-up, rendezvous and validation traffic fall outside; frame headers
   (Ethernet, IP, TCP) and ACKs are counted;
-- all-to-all bytes per step from the library's counters: a2a_cross_node_rows (averaged over
-  ranks, summed over MoE layers, dispatch + combine) x ranks x d_model x 4 bytes x 2
-  (backward moves as many again), over the same steps;
+- all-to-all bytes per step from the library's counters (``parallel.traffic.step_bytes``):
+  a2a_cross_node_rows (averaged over ranks, summed over MoE layers, dispatch + combine) x
+  ranks x d_model x the dtype's bytes x 2 (backward moves as many again), over the same steps;
 - gradient all-reduce bytes per step, estimated on torch: gloo's ring all-reduce sends 2 (W-1)/W of
   the replicated gradients' bytes S over every ring edge r -> r+1; the edges whose ends sit
   on different nodes cross the link. The link minus the all-to-all is what that estimate
@@ -36,408 +36,28 @@ the configs' capacity dispatch, ``--set`` adds overrides to every run):
 
 Everything the script creates (namespaces, veth, qdiscs, processes inside) is removed on
 exit, failure or Ctrl-C; leftovers of a crashed run with the same --prefix are removed
-first. Every launch has a timeout. Not part of the tests (root, minutes of CPU).
+first. Every launch has a timeout. Not part of the tests (root, minutes of CPU). The pieces
+live in scripts/cluster_sim/.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ROUTERS = ("switch", "hash", "locmoe", "locmoe_plus")
-ALL_TO_ALL = ("flat", "hierarchical")
-BACKENDS = ("torch", "mindspore")
-NODES, RANKS_PER_NODE = 2, 2
-WORLD = NODES * RANKS_PER_NODE
-SUBNET = "10.200.0"
-ELEMENT_BYTES = 4  # float32 activations and gradients
-
-
-class Failure(Exception):
-    """A step of the benchmark failed: one line for the user."""
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """One training run on the simulated cluster (per-step quantities over the measured steps)."""
-
-    backend: str
-    router: str
-    all_to_all: str
-    mbit: int
-    seed: int
-    measured_steps: int
-    step_s: float
-    link_bytes: float
-    a2a_bytes: float
-    allreduce_bytes: Optional[float]  # gloo's ring model; None on MindSpore (mccl's algorithm unknown)
-    kept_on_node: Optional[float]
-    val_loss: float
-
-
-# ---------------------------------------------------------------- pure helpers (unit-tested)
-
-def ring_cross_edges(world: int, ranks_per_node: int) -> int:
-    """Edges r -> r+1 (mod world) of the all-reduce ring whose ends are on different nodes."""
-    return sum((r // ranks_per_node) != (((r + 1) % world) // ranks_per_node) for r in range(world))
-
-
-def ring_allreduce_cross_bytes(grad_bytes: float, world: int, ranks_per_node: int) -> float:
-    """Bytes a ring all-reduce of ``grad_bytes`` per rank sends across nodes (both directions):
-    every edge carries reduce-scatter + all-gather = 2 (W-1)/W of the buffer."""
-    return 2 * (world - 1) / world * grad_bytes * ring_cross_edges(world, ranks_per_node)
-
-
-def a2a_cross_bytes(records: Sequence[dict], first_step: int, d_model: int, world: int) -> float:
-    """All-to-all bytes across nodes, forward + backward, summed over ranks, for the steps
-    after ``first_step``: every train record holds the mean over its interval of the per-rank
-    (rank-averaged) a2a_cross_node_rows."""
-    total, previous = 0.0, first_step
-    for record in records:
-        if record["step"] > first_step:
-            total += record.get("a2a_cross_node_rows", 0.0) * (record["step"] - previous)
-            previous = record["step"]
-    return total * world * d_model * ELEMENT_BYTES * 2
-
-
-def kept_share(record: dict, dropless: bool, tokens_per_rank: int, top_k: int, moe_layers: int) -> Optional[float]:
-    """Share of assignments that stay on their token's node: the router's own_node_share, or
-    from the counters for dropless dispatch (a cross-node assignment is a dispatch + combine
-    pair of rows); None when neither says."""
-    if record.get("own_node_share") is not None:
-        return float(record["own_node_share"])
-    if not dropless:
-        return None
-    assignments = tokens_per_rank * top_k * moe_layers
-    return 1.0 - record.get("a2a_cross_node_rows", 0.0) / 2 / assignments
-
-
-def parse_list(text: str, choices: Sequence[str], option: str) -> List[str]:
-    """A comma-separated list of ``choices`` (one-line error otherwise)."""
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    bad = [item for item in items if item not in choices]
-    if not items or bad:
-        raise Failure(f"{option}={text!r}: expected a comma-separated list of {', '.join(choices)}")
-    return items
-
-
-def parse_ints(text: str, option: str, minimum: int) -> List[int]:
-    """A comma-separated list of integers >= ``minimum`` (one-line error otherwise)."""
-    try:
-        values = [int(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < minimum:
-        raise Failure(f"{option}={text!r}: expected a comma-separated list of whole numbers >= {minimum}")
-    return values
-
-
-def aggregate(results: Sequence[RunResult]) -> List[dict]:
-    """One row per (backend, router, all-to-all, Mbit): means over seeds (and the spread of
-    step time and validation loss when there are several seeds)."""
-    groups: Dict[tuple, List[RunResult]] = {}
-    for r in results:
-        groups.setdefault((r.backend, r.router, r.all_to_all, r.mbit), []).append(r)
-    rows = []
-    for (backend, router, a2a, mbit), runs in groups.items():
-        shares = [r.kept_on_node for r in runs if r.kept_on_node is not None]
-        rows.append({"backend": backend, "router": router, "all_to_all": a2a, "mbit": mbit, "seeds": len(runs),
-                     "step_s": statistics.mean(r.step_s for r in runs),
-                     "step_s_sd": statistics.stdev(r.step_s for r in runs) if len(runs) > 1 else 0.0,
-                     "link_mb": statistics.mean(r.link_bytes for r in runs) / 1e6,
-                     "a2a_mb": statistics.mean(r.a2a_bytes for r in runs) / 1e6,
-                     "allreduce_mb": None if runs[0].allreduce_bytes is None
-                     else statistics.mean(r.allreduce_bytes for r in runs) / 1e6,
-                     "kept_on_node": statistics.mean(shares) if shares else None,
-                     "val_loss": statistics.mean(r.val_loss for r in runs),
-                     "val_loss_sd": statistics.stdev(r.val_loss for r in runs) if len(runs) > 1 else 0.0})
-    return rows
-
-
-COLUMNS = ("backend", "router", "all-to-all", "Mbit/s", "seeds", "step s", "link MB/step", "a2a MB/step",
-           "link - a2a", "all-reduce est.", "kept on node", "val loss")
-
-
-def table_cells(row: dict) -> List[str]:
-    """A row of ``aggregate`` as the table's strings."""
-    spread = row["seeds"] > 1
-    return [row["backend"], row["router"], row["all_to_all"], str(row["mbit"]), str(row["seeds"]),
-            f"{row['step_s']:.3f}" + (f" ± {row['step_s_sd']:.3f}" if spread else ""),
-            f"{row['link_mb']:.2f}", f"{row['a2a_mb']:.2f}", f"{row['link_mb'] - row['a2a_mb']:.2f}",
-            "n/a" if row["allreduce_mb"] is None else f"{row['allreduce_mb']:.2f}",
-            "n/a" if row["kept_on_node"] is None else f"{row['kept_on_node']:.3f}",
-            f"{row['val_loss']:.3f}" + (f" ± {row['val_loss_sd']:.3f}" if spread else "")]
-
-
-def text_table(rows: Sequence[dict]) -> str:
-    """Aligned plain-text table."""
-    cells = [list(COLUMNS)] + [table_cells(row) for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(c.rjust(w) if i > 2 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths)))
-                     for line in cells)
-
-
-def markdown_table(rows: Sequence[dict]) -> str:
-    """GitHub markdown table."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * 3 + "---:|" * (len(COLUMNS) - 3)]
-    return "\n".join(lines + ["| " + " | ".join(table_cells(row)) + " |" for row in rows])
-
-
-# ---------------------------------------------------------------- the simulated cluster
-
-def sh(*cmd: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a short system command (ip, tc) with a timeout; a failure is one line."""
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise Failure(f"{' '.join(cmd)}: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
-    return result
-
-
-class Cluster:
-    """Namespaces ``<prefix>0`` and ``<prefix>1`` joined by veth ``<prefix>0v`` <-> ``<prefix>1v``."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.holder: Optional[subprocess.Popen] = None
-
-    def ns(self, node: int) -> str:
-        return f"{self.prefix}{node}"
-
-    def veth(self, node: int) -> str:
-        return f"{self.prefix}{node}v"
-
-    def addr(self, node: int) -> str:
-        return f"{SUBNET}.{node + 1}"
-
-    def remove(self) -> None:
-        """Delete everything of this prefix (idempotent): processes inside the namespaces
-        (by pid), the namespaces (which takes the veth and its qdiscs along), a stray veth."""
-        existing = sh("ip", "netns", "list", check=False).stdout.split()
-        for node in range(NODES):
-            if self.ns(node) not in existing:
-                continue
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                pids = [int(p) for p in sh("ip", "netns", "pids", self.ns(node), check=False).stdout.split()]
-                for pid in pids:
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
-                if pids and sig == signal.SIGTERM:
-                    time.sleep(1.0)
-            sh("ip", "netns", "del", self.ns(node), check=False)
-        sh("ip", "link", "del", self.veth(0), check=False)  # a pair left in the root namespace
-        if self.holder is not None:
-            self.holder.wait(10)
-            self.holder = None
-
-    def build(self) -> None:
-        """Fresh namespaces, veth pair with addresses, loopback up; a holder process in node 0
-        whose /proc/<pid>/net/dev shows the namespace's counters."""
-        self.remove()
-        for node in range(NODES):
-            sh("ip", "netns", "add", self.ns(node))
-        sh("ip", "link", "add", self.veth(0), "type", "veth", "peer", "name", self.veth(1))
-        for node in range(NODES):
-            sh("ip", "link", "set", self.veth(node), "netns", self.ns(node))
-            sh("ip", "-n", self.ns(node), "addr", "add", f"{self.addr(node)}/24", "dev", self.veth(node))
-            sh("ip", "-n", self.ns(node), "link", "set", "lo", "up")
-            sh("ip", "-n", self.ns(node), "link", "set", self.veth(node), "up")
-        self.holder = subprocess.Popen(["ip", "netns", "exec", self.ns(0), "sleep", "86400"])
-
-    def set_rate(self, mbit: int) -> None:
-        """tbf on both veth ends: each direction limited to ``mbit``; burst 1 ms of traffic
-        (at least 64 KiB, one GSO packet), queue up to 100 ms."""
-        burst = max(64 * 1024, mbit * 1_000_000 // 8 // 1000)
-        for node in range(NODES):
-            sh("tc", "-n", self.ns(node), "qdisc", "replace", "dev", self.veth(node), "root", "tbf",
-               "rate", f"{mbit}mbit", "burst", str(burst), "latency", "100ms")
-
-    def link_bytes(self) -> int:
-        """rx + tx bytes of node 0's veth end (= everything that crossed the link)."""
-        assert self.holder is not None
-        for line in Path(f"/proc/{self.holder.pid}/net/dev").read_text().splitlines():
-            name, _, counters = line.partition(":")
-            if name.strip() == self.veth(0):
-                fields = counters.split()
-                return int(fields[0]) + int(fields[8])
-        raise Failure(f"{self.veth(0)} is missing from node 0's namespace")
-
-    def launch(self, node: int, framework: str, port: int, log_dir: Path, timeout: int,
-               train_args: Sequence[str], log: Path) -> subprocess.Popen:
-        """Node ``node``'s launcher inside its namespace, with its own hostname (MindSpore
-        groups ranks into nodes by host) and gloo bound to its veth."""
-        launcher = ["bash", str(ROOT / "scripts" / "launch.sh"), "--nnodes", str(NODES), "--nproc-per-node",
-                    str(RANKS_PER_NODE), "--node-rank", str(node), "--master-addr", self.addr(0),
-                    "--master-port", str(port), "--log-dir", str(log_dir / f"node{node}"),
-                    "--timeout", str(timeout), "--framework", framework, *train_args]
-        cmd = ["ip", "netns", "exec", self.ns(node), "unshare", "--uts", "sh", "-c",
-               f'hostname {self.ns(node)} && exec "$@"', "sh", *launcher]
-        env = {**os.environ, "GLOO_SOCKET_IFNAME": self.veth(node)}
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-# ---------------------------------------------------------------- one run
-
-@dataclass(frozen=True)
-class Model:
-    """What the byte accounting needs from a router's config."""
-
-    d_model: int
-    top_k: int
-    dropless: bool
-    moe_layers: int
-    tokens_per_rank: int
-    grad_bytes: int  # replicated (non-expert) trainable parameters, float32
-
-
-def model_facts(config_path: Path, overrides: Sequence[str]) -> Model:
-    """Read the config and count the replicated parameters (framework-free)."""
-    import numpy as np
-    from models.transformer import Transformer
-    from training.config import load_config
-    from training.trainer import transformer_config
-    config = load_config(config_path, list(overrides))
-    vocab = config.model.vocab_size or config.data.vocab_size
-    model = Transformer(transformer_config(config, vocab))
-    replicated = sum(int(np.prod(s.shape)) for s in model.param_specs().values() if s.trainable and not s.expert_sharded)
-    return Model(config.model.d_model, config.moe.top_k, config.moe.dispatch == "dropless", len(model.moe_layers),
-                 config.train.batch_size // WORLD * config.data.seq_len, replicated * ELEMENT_BYTES)
-
-
-def new_records(path: Path, offset: int) -> Tuple[List[dict], int]:
-    """Complete JSON lines appended to ``path`` since ``offset`` -> (records, new offset)."""
-    if not path.is_file():
-        return [], offset
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        data = handle.read()
-    end = data.rfind(b"\n") + 1
-    return [json.loads(line) for line in data[:end].splitlines() if line.strip()], offset + end
-
-
-def train_args(router: str, backend: str, a2a: Optional[str], seed: int, steps: int, run_dir: Path,
-               log_every: int, eval_batches: int, extra: Sequence[str]) -> List[str]:
-    """scripts/train.py arguments of one run: the router's config at 4-way expert parallelism,
-    then ``extra`` overrides."""
-    sets = [f"backend={backend}", f"run_dir={run_dir}", f"seed={seed}", f"train.steps={steps}",
-            f"train.eval_every={steps}", f"train.eval_batches={eval_batches}", f"train.log_every={log_every}",
-            "train.checkpoint_every=0", f"train.warmup_steps={min(5, steps)}",
-            f"parallel.expert_parallel={WORLD}", "parallel.timeout_s=120"]
-    if a2a is not None:
-        sets.append(f"parallel.all_to_all={a2a}")
-    sets += extra
-    return ["--config", str(ROOT / "configs" / f"{router}.yaml"), "--no-progress"] + [x for s in sets for x in ("--set", s)]
-
-
-def run_once(cluster: Cluster, backend: str, router: str, a2a: Optional[str], mbit: int, seed: int,
-             steps: int, port: int, scratch: Path, timeout: int, eval_batches: int,
-             extra: Sequence[str]) -> RunResult:
-    """Train one config on both nodes; sample the link counters at rank 0's train records."""
-    log_every = max(1, steps // 4)
-    name = f"{backend}_{router}_{a2a or 'flat'}_{mbit}_{seed}"
-    run_dir = scratch / name
-    run_dir.mkdir(parents=True)
-    cluster.set_rate(mbit)
-    args = train_args(router, backend, a2a, seed, steps, run_dir / "run", log_every, eval_batches, extra)
-    jobs = [cluster.launch(node, backend, port, run_dir, timeout, args, run_dir / f"node{node}.out")
-            for node in range(NODES)]
-    metrics, offset, samples, records = run_dir / "run" / "metrics.jsonl", 0, {}, []
-    deadline = time.monotonic() + timeout + 30
-    try:
-        while any(job.poll() is None for job in jobs):
-            if time.monotonic() > deadline:
-                raise Failure(f"{name}: no end after {timeout + 30}s; logs in {run_dir}")
-            fresh, offset = new_records(metrics, offset)
-            for record in fresh:
-                if record["kind"] == "train":
-                    samples[record["step"]] = cluster.link_bytes()
-            records += fresh
-            time.sleep(0.005)
-    finally:
-        for job in jobs:
-            if job.poll() is None:
-                os.killpg(job.pid, signal.SIGKILL)
-                job.wait(10)
-    fresh, offset = new_records(metrics, offset)
-    records += fresh
-    failed = [node for node, job in enumerate(jobs) if job.returncode != 0]
-    if failed:
-        tail = (run_dir / f"node{failed[0]}.out").read_text(errors="replace").strip().splitlines()[-3:]
-        raise Failure(f"{name}: node {failed[0]} exited {jobs[failed[0]].returncode}: {' | '.join(tail)} "
-                      f"(logs in {run_dir})")
-    train = [r for r in records if r["kind"] == "train"]
-    first, last = train[0], train[-1]
-    measured = last["step"] - first["step"]
-    if measured < 1 or first["step"] not in samples or last["step"] not in samples:
-        raise Failure(f"{name}: too few train records to measure (raise --steps)")
-    facts = model_facts(ROOT / "configs" / f"{router}.yaml", extra)
-    return RunResult(backend, router, a2a or "flat", mbit, seed, measured,
-                     step_s=(last["elapsed_s"] - first["elapsed_s"]) / measured,
-                     link_bytes=(samples[last["step"]] - samples[first["step"]]) / measured,
-                     a2a_bytes=a2a_cross_bytes(train, first["step"], facts.d_model, WORLD) / measured,
-                     allreduce_bytes=ring_allreduce_cross_bytes(facts.grad_bytes, WORLD, RANKS_PER_NODE)
-                     if backend == "torch" else None,
-                     kept_on_node=kept_share(last, facts.dropless, facts.tokens_per_rank, facts.top_k,
-                                             facts.moe_layers),
-                     val_loss=[r for r in records if r["kind"] == "val"][-1]["val_loss"])
-
-
-# ---------------------------------------------------------------- the sweep
-
-def hierarchical_supported() -> bool:
-    """Whether this checkout knows parallel.all_to_all (train.py --print-backend exits 2 if not)."""
-    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "--print-backend", "--config",
-           str(ROOT / "configs" / "quickstart.yaml"), "--set", "parallel.all_to_all=hierarchical"]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=120).returncode == 0
-
-
-def plan(args: argparse.Namespace) -> Iterator[Tuple[str, str, str, int, int]]:
-    """(backend, router, all-to-all, Mbit, seed) of every run, slowest link first per backend."""
-    for backend in args.backends:
-        for mbit in sorted(args.mbit):
-            for router in args.routers:
-                for a2a in args.all_to_all:
-                    for seed in args.seeds:
-                        yield backend, router, a2a, mbit, seed
-
-
-def plot(rows: Sequence[dict], path: Path) -> None:
-    """Step time against link bandwidth, one line per router (solid flat, dashed hierarchical)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    backends = sorted({row["backend"] for row in rows})
-    fig, axes = plt.subplots(1, len(backends), figsize=(6 * len(backends), 4.5), squeeze=False)
-    for ax, backend in zip(axes[0], backends):
-        for index, router in enumerate(ROUTERS):
-            for a2a, style in (("flat", "-"), ("hierarchical", "--")):
-                line = sorted((r["mbit"], r["step_s"]) for r in rows
-                              if (r["backend"], r["router"], r["all_to_all"]) == (backend, router, a2a))
-                if line:
-                    ax.plot(*zip(*line), style, marker="o", color=f"C{index}", label=f"{router} ({a2a})")
-        ax.set(xscale="log", xlabel="inter-node link (Mbit/s, tbf)", ylabel="step time (s)",
-               title=f"{backend}: 2 nodes x 2 ranks, EP=4")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+from scripts.cluster_sim.network import Cluster  # noqa: E402
+from scripts.cluster_sim.one_run import hierarchical_supported, run_once  # noqa: E402
+from scripts.cluster_sim.options import ALL_TO_ALL, BACKENDS, ROUTERS, parse_ints, parse_list  # noqa: E402
+from scripts.cluster_sim.outcome import Failure, RunResult  # noqa: E402
+from scripts.cluster_sim.report import report  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -482,6 +102,16 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
+def plan(args: argparse.Namespace) -> Iterator[Tuple[str, str, str, int, int]]:
+    """(backend, router, all-to-all, Mbit, seed) of every run, slowest link first per backend."""
+    for backend in args.backends:
+        for mbit in sorted(args.mbit):
+            for router in args.routers:
+                for a2a in args.all_to_all:
+                    for seed in args.seeds:
+                        yield backend, router, a2a, mbit, seed
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = parse_args(argv)
@@ -521,24 +151,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         cluster.remove()
     if results:
-        report(results, args, partial=len(results) < len(runs))
+        report(results, len(results) < len(runs), args.json, args.markdown, args.plot)
     return status
 
-
-def report(results: Sequence[RunResult], args: argparse.Namespace, partial: bool) -> None:
-    """The table on stdout and the requested files (the runs so far when the sweep stopped)."""
-    rows = aggregate(results)
-    if partial:
-        print(f"partial: {len(results)} run(s) finished before the sweep stopped")
-    print(text_table(rows))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": [asdict(r) for r in results], "table": rows}, indent=2))
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown_table(rows) + "\n")
-    if args.plot:
-        plot(rows, args.plot)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,8 +1,12 @@
-"""Pure helpers of scripts/sim_cluster.py: byte accounting, shares, option parsing, tables."""
+"""Pure helpers of scripts/sim_cluster.py (scripts/cluster_sim/): byte accounting, shares,
+option parsing, tables."""
 import pytest
 
-from scripts.sim_cluster import (Failure, RunResult, a2a_cross_bytes, aggregate, kept_share, markdown_table,
-                                 parse_ints, parse_list, ring_allreduce_cross_bytes, ring_cross_edges, text_table)
+from parallel.traffic import ELEMENT_BYTES
+from scripts.cluster_sim.accounting import a2a_cross_bytes, kept_share, ring_allreduce_cross_bytes, ring_cross_edges
+from scripts.cluster_sim.options import parse_ints, parse_list
+from scripts.cluster_sim.outcome import Failure, RunResult
+from scripts.cluster_sim.report import aggregate, markdown, text_table
 
 
 def test_ring_edges_and_allreduce_bytes():
@@ -16,7 +20,7 @@ def test_a2a_bytes_weight_each_record_by_its_interval():
     records = [{"step": 5, "a2a_cross_node_rows": 999.0}, {"step": 10, "a2a_cross_node_rows": 100.0},
                {"step": 12, "a2a_cross_node_rows": 50.0}]
     # steps 6..10 at 100 rows per rank, 11..12 at 50; 4 ranks, d=8, float32, forward + backward
-    assert a2a_cross_bytes(records, 5, 8, 4) == (5 * 100 + 2 * 50) * 4 * 8 * 4 * 2
+    assert a2a_cross_bytes(records, 5, 8, ELEMENT_BYTES["float32"], 4) == (5 * 100 + 2 * 50) * 4 * 8 * 4 * 2
 
 
 def test_kept_share():
@@ -42,6 +46,6 @@ def test_aggregate_and_tables():
     [row] = aggregate(runs)
     assert row["seeds"] == 2 and row["step_s"] == pytest.approx(0.6) and row["link_mb"] == pytest.approx(18.0)
     assert row["kept_on_node"] is None
-    text, markdown = text_table([row]), markdown_table([row])
+    text, table = text_table([row]), markdown([row])
     assert "0.600 ± 0.141" in text and "n/a" in text
-    assert markdown.count("\n") == 2 and "| torch | switch | flat | 200 | 2 |" in markdown
+    assert table.count("\n") == 2 and "| torch | switch | flat | 200 | 2 |" in table
