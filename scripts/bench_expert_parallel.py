@@ -7,7 +7,8 @@ minimum (assignments whose expert lives on another rank x d x element size).
 
 Each run trains ``--steps`` steps of the config (no evaluation, no checkpoints) and reads
 its metrics log: step time = global tokens per step / the median tokens/s of the logged
-intervals (the first interval, with compilation and warm-up, is dropped). Both runs use
+intervals (the first interval, with compilation and warm-up, is dropped); all-to-all bytes
+per step over all processes from the last record's row counters (``parallel.traffic.step_bytes``). Both runs use
 the same two cores (torchrun and msrun give each process one thread).
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from parallel.traffic import ELEMENT_BYTES, step_bytes  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.metrics_log import read_records  # noqa: E402
 
@@ -44,13 +46,15 @@ def run(backend: str, config: Path, steps: int, nproc: int, ep: int, run_dir: Pa
     settings = load_config(config, [f"backend={backend}"])
     tokens = settings.train.batch_size * settings.data.seq_len
     rates = [r["tokens_per_s"] for r in records[1:] if r.get("tokens_per_s")] or [records[-1]["tokens_per_s"]]
-    row_bytes = settings.model.d_model * 4  # float32 activations
     last = records[-1]
+
+    def bytes_per_step(rows: float) -> float:
+        return step_bytes(rows, settings.model.d_model, ELEMENT_BYTES[settings.dtype], nproc)
+
     return {"backend": backend, "processes": nproc, "expert_parallel": ep, "step_ms": 1000.0 * tokens / statistics.median(rates),
             "tokens_per_s": statistics.median(rates),
-            # per rank and step: forward dispatch + combine (the counters), backward as much again
-            "a2a_bytes_per_step": 2 * row_bytes * last.get("a2a_sent_rows", 0.0) * nproc,
-            "a2a_min_bytes_per_step": 2 * row_bytes * last.get("a2a_needed_rows", 0.0) * nproc,
+            "a2a_bytes_per_step": bytes_per_step(last.get("a2a_sent_rows", 0.0)),
+            "a2a_min_bytes_per_step": bytes_per_step(last.get("a2a_needed_rows", 0.0)),
             "final_loss": last["loss"]}
 
 

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import multiprocessing
 import os
-import platform
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
@@ -40,6 +38,7 @@ from scripts.bench.common import PEERS, BenchSettings  # noqa: E402
 from scripts.bench.environment import MALLOC_MODES, worker_environment  # noqa: E402
 from scripts.bench.report import add_comparisons, expert_targets, point_targets, table  # noqa: E402
 from scripts.bench.worker import run_group  # noqa: E402
+from scripts.reporting.provenance import command_line, machine  # noqa: E402
 
 BACKENDS = ("torch", "ms-graph", "ms-pynative")
 DISPATCHES = ("dropless", "capacity")
@@ -133,16 +132,15 @@ def run_point(settings: BenchSettings, args: argparse.Namespace, peers: List[str
     return rows
 
 
-def machine() -> Dict[str, Any]:
-    versions = {}
+def package_versions() -> Dict[str, Optional[str]]:
+    """The installed version of each of PACKAGES (None: not installed)."""
+    versions: Dict[str, Optional[str]] = {}
     for package in PACKAGES:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "versions": versions}
+    return versions
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -155,7 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings.moe_config("capacity").validate()
     environment = worker_environment(args.malloc, args.omp_wait_policy)  # read by each spawned worker
     load_before = os.getloadavg()[0]
-    info = machine()
+    info = {**machine(), "versions": package_versions()}
     results = []
     for settings in points:
         with_peers = settings.num_experts == args.experts[0] and settings.tokens <= args.peers_max_tokens
@@ -172,9 +170,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if sweep_goals:
         print("\n".join(["", "expert sweep:"] + ["  " + line for line in sweep_goals]))
     info.update(load_average_1m=[load_before, os.getloadavg()[0]], environment=environment,
-                command="PYTHONPATH=. .venv/bin/python scripts/bench_layer.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    print(f"\n{info['cpu_count']} CPUs, {' '.join(f'{k}={v}' for k, v in environment.items())}, "
-          f"load {load_before:.1f} -> {os.getloadavg()[0]:.1f}, {info['date']}")
+                command=command_line(argv))
+    print(f"\n{info['cores']} CPUs, {' '.join(f'{k}={v}' for k, v in environment.items())}, "
+          f"load {load_before:.1f} -> {os.getloadavg()[0]:.1f}, {info['date_utc']} UTC")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         for point in results:
@@ -182,9 +180,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(args.json, "w") as handle:
             json.dump({"machine": info, "points": results, "expert_sweep": sweep_goals}, handle, indent=1)
     if args.plot:
-        from scripts.bench.plot import plot_sweeps
-        plot_sweeps(results, args.plot, title=f"d={base.d_model} ffn={base.ffn_hidden} top-{base.top_k}, "
-                                              f"{info['cpu_count']} CPUs, {info['date'][:10]}")
+        from scripts.bench.plot import plot_sweeps, sweep_title
+        plot_sweeps(results, args.plot, sweep_title(base.as_dict(), info))
     return 0
 
 

@@ -3,19 +3,29 @@ case), and time over the fewest-experts time against the expert count. Also redr
 saved run: ``python -m scripts.bench.plot RUN.json OUT.png``."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import defaultdict
-from typing import Any, Dict, List
+from pathlib import Path
+from typing import Any, Dict, List, Mapping
 
 from scripts.bench.report import DENSE_LIMIT, EXPERTS_LIMIT, expert_series
+from scripts.reporting.figures import pyplot, save_figure
 
 
-def plot_sweeps(points: List[Dict[str, Any]], path: str, title: str) -> None:
-    import matplotlib
+def sweep_title(settings: Mapping[str, Any], machine: Mapping[str, Any]) -> str:
+    """d, ffn, top-k, CPUs and date of a bench_layer run (its first point's settings and its
+    machine record; runs saved before scripts/reporting name the last two cpu_count and date)."""
+    cores = machine.get("cores", machine.get("cpu_count"))
+    date = machine.get("date_utc", machine.get("date", ""))
+    return f"d={settings['d_model']} ffn={settings['ffn_hidden']} top-{settings['top_k']}, {cores} CPUs, {date[:10]}"
+
+
+def plot_sweeps(points: List[Dict[str, Any]], path: Path, title: str) -> None:
+    """The sweep figure of bench_layer's ``points`` (module docstring), written to ``path``."""
     import matplotlib.ticker
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     first_experts = points[0]["settings"]["num_experts"]
     by_tokens: Dict[str, Dict[int, float]] = defaultdict(dict)
     for point in points:
@@ -58,18 +68,16 @@ def plot_sweeps(points: List[Dict[str, Any]], path: str, title: str) -> None:
         right.set_ylabel("(time / same-process dense) / its value at the fewest experts")
         right.legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, Path(path))
 
 
 def main(argv=None) -> int:
-    json_path, png_path = (sys.argv[1:] if argv is None else argv)
-    with open(json_path) as handle:
-        run = json.load(handle)
-    settings, date = run["points"][0]["settings"], run["machine"]["date"]
-    plot_sweeps(run["points"], png_path, title=f"d={settings['d_model']} ffn={settings['ffn_hidden']} "
-                                               f"top-{settings['top_k']}, {run['machine']['cpu_count']} CPUs, {date[:10]}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a bench_layer --json file")
+    parser.add_argument("png", type=Path, help="where the plot goes")
+    args = parser.parse_args(argv)
+    run = json.loads(args.run.read_text())
+    plot_sweeps(run["points"], args.png, sweep_title(run["points"][0]["settings"], run["machine"]))
     return 0
 
 

@@ -1,7 +1,11 @@
 """Ratios, target verdicts and the text table of scripts/bench_layer.py (framework-free)."""
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
@@ -140,8 +144,13 @@ def markdown(run: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Print a saved bench_layer run (its --json file) as a markdown table.")
+    parser.add_argument("run", type=Path, help="a bench_layer --json file")
+    args = parser.parse_args(argv)
+    print(markdown(json.loads(args.run.read_text())))
+    return 0
+
+
 if __name__ == "__main__":
-    import json
-    import sys
-    with open(sys.argv[1]) as handle:
-        print(markdown(json.load(handle)))
+    sys.exit(main())

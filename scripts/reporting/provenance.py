@@ -25,9 +25,9 @@ def machine() -> Dict[str, Any]:
 def command_line(argv: Optional[Sequence[str]] = None) -> str:
     """How this script was started (its arguments: ``argv``, default sys.argv[1:]), as a
     command to paste from the repository root."""
-    script = Path(sys.argv[0]).resolve().relative_to(ROOT)
+    script = os.path.relpath(Path(sys.argv[0]).resolve(), ROOT)
     arguments = sys.argv[1:] if argv is None else list(argv)
-    return " ".join(["PYTHONPATH=. .venv/bin/python", str(script), *arguments])
+    return " ".join(["PYTHONPATH=. .venv/bin/python", script, *arguments])
 
 
 def provenance(call: Mapping[str, Any]) -> str:
