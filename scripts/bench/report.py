@@ -11,6 +11,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from scripts.bench.torch_cases import DENSE
+from scripts.reporting.tables import markdown_table
 
 OURS = "ours torch dropless"
 MS_MODES = ("ms-graph", "ms-pynative")
@@ -129,9 +130,8 @@ def markdown(run: Dict[str, Any]) -> str:
     for point in run["points"]:
         names += [row["name"] for row in point["rows"] if row["name"] not in names + [DENSE, OURS]
                   and row["dispatch"] != "dense"]
-    lines = ["| tokens | experts | dense ms | ours torch ms | ours x dense | "
-             + " | ".join(f"{name} / ours" for name in names) + " |",
-             "|" + "---:|" * (5 + len(names))]
+    headers = ["tokens", "experts", "dense ms", "ours torch ms", "ours x dense", *(f"{name} / ours" for name in names)]
+    rows = []
     for point in run["points"]:
         s, by_name = point["settings"], timed(point["rows"])
         dense, ours = by_name.get(DENSE), by_name.get(OURS)
@@ -140,8 +140,8 @@ def markdown(run: Dict[str, Any]) -> str:
         for name in names:
             row = by_name.get(name)
             cells.append(f"{ratio(row, ours):.2f}" if row and ours else "")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(headers, rows, align="r" * len(headers))
 
 
 def main(argv=None) -> int:
