@@ -7,12 +7,11 @@ loss: ``null_bucket_balance_loss`` (all nulls one averaged bucket).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 
 from core.errors import ConfigError
-from core.layout import ExpertParallel
 from core.params import ParamSpec, truncated_normal_init
 from models.losses import null_bucket_balance_loss, router_z_loss
 from models.routers.base import LinearGateRouter
@@ -22,11 +21,9 @@ from models.routers.registry import register_router
 
 @register_router("adamoe")
 class AdaMoERouter(LinearGateRouter):
-    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
-                 parallel: Optional[ExpertParallel] = None) -> None:
-        if config.num_null_experts < 1:
+    def setup(self) -> None:
+        if self.config.num_null_experts < 1:
             raise ConfigError("moe.num_null_experts=0: router 'adamoe' needs at least one null expert")
-        super().__init__(config, prefix, layer_index, parallel)
 
     def weight_specs(self) -> Dict[str, ParamSpec]:
         c = self.config

@@ -80,10 +80,8 @@ set ``solver: sinkhorn`` for those. Sinkhorn defaults: temperature 0.1, 50 itera
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from core.errors import ConfigError
-from core.layout import ExpertParallel
 from core.rules import integer, number, one_of, setting
 from models.losses import router_z_loss
 from models.routers.assignment_solvers import SOLVERS, balanced_assignment
@@ -145,9 +143,7 @@ def balanced_log_prob(F, log_probs, log_u, one_hot, correction: bool = True, rew
 class BalancedRouter(SampledRouter):
     Options = BalancedOptions
 
-    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
-                 parallel: Optional[ExpertParallel] = None) -> None:
-        super().__init__(config, prefix, layer_index, parallel)
+    def setup(self) -> None:
         o = self.options
         if o.baseline == "leave_one_out" and o.reward == "batch" and o.correction:
             raise ConfigError("moe.router_options.baseline=leave_one_out needs reward: token "

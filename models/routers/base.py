@@ -47,7 +47,7 @@ class Router(ABC):
     (``core.rules.setting``): ``parse_options`` refuses unknown keys and checks every value.
     ``top1_only`` (exactly one true expert per token: moe.top_k 1) and ``null_experts = False``
     (moe.num_null_experts must be 0) declare what the router needs of the layer's settings;
-    checks that span options stay in the router's ``__init__``.
+    checks that span settings, and state derived from them, go in ``setup``.
 
     ``causal = False`` marks a router whose choice for a token depends on later tokens of
     the batch (expert choice): fine for training, refused by ``require_causal``, which
@@ -90,6 +90,11 @@ class Router(ABC):
             raise ConfigError(f"moe.num_null_experts={config.num_null_experts}: router {self.name!r} "
                               "has no null experts")
         self.options = self.parse_options(config.router_options)
+        self.setup()
+
+    def setup(self) -> None:
+        """Checks that span settings and state derived from them, once the options are parsed
+        (``self.config``, ``self.options``, ``self.parallel`` are set); nothing by default."""
 
     @classmethod
     def parse_options(cls, raw: Dict[str, Any]):

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 from core.errors import ConfigError
-from core.layout import ExpertParallel
 from core.params import ParamSpec
 from core.rules import TEXT, one_of, optional, setting
 from models.routers.base import Router
@@ -51,9 +50,7 @@ class HashRouter(Router):
     top1_only = True
     null_experts = False
 
-    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
-                 parallel: Optional[ExpertParallel] = None) -> None:
-        super().__init__(config, prefix, layer_index, parallel)
+    def setup(self) -> None:
         o = self.options
         if (o.table == "balanced") != (o.counts_file is not None):
             raise ConfigError("moe.router_options.counts_file: table 'balanced' needs a token-count file "

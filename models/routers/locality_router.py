@@ -83,10 +83,8 @@ class LocalityRouter(Router):
     null_experts = False
     measured_key = ""
 
-    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
-                 parallel: Optional[ExpertParallel] = None) -> None:
-        super().__init__(config, prefix, layer_index, parallel)
-        o = self.options
+    def setup(self) -> None:
+        o, config, parallel = self.options, self.config, self.parallel
         section = "moe.router_options"
         self.topology = None if o.topology is None else Topology.from_config(o.topology, config.num_experts)
         if self.topology is None and o.locality_coef:

@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from core.layout import ExpertParallel
 from core.params import ParamSpec, constant_init, truncated_normal_init
 from core.rules import number, one_of, optional, setting
 from models.capacity_bound import capacity_bound
@@ -56,9 +55,8 @@ class LocMoERouter(LocalityRouter):
     measured_key = "affinity_delta"
     top1_only = True
 
-    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
-                 parallel: Optional[ExpertParallel] = None) -> None:
-        super().__init__(config, prefix, layer_index, parallel)
+    def setup(self) -> None:
+        super().setup()
         if self.options.gate != "learned":
             self.check_grap(f"moe.router_options.gate={self.options.gate}")
 

@@ -27,10 +27,8 @@ Not causal (expert choice sees the whole batch).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from core.errors import ConfigError
-from core.layout import ExpertParallel
 from core.rules import integer, number, setting
 from models.capacity_bound import large_d_capacity_bound
 from models.losses import batch_total
@@ -54,12 +52,12 @@ class LocMoEPlusRouter(LocalityRouter):
     causal = False
     fills_slots = True
 
-    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
-                 parallel: Optional[ExpertParallel] = None) -> None:
-        super().__init__(config, prefix, layer_index, parallel)
-        if config.top_k > config.num_experts:
-            raise ConfigError(f"moe.top_k={config.top_k}: router 'locmoe_plus' takes at most "
-                              f"moe.num_experts={config.num_experts} experts per token")
+    def setup(self) -> None:
+        super().setup()
+        c = self.config
+        if c.top_k > c.num_experts:
+            raise ConfigError(f"moe.top_k={c.top_k}: router 'locmoe_plus' takes at most "
+                              f"moe.num_experts={c.num_experts} experts per token")
         self.check_grap("moe.router='locmoe_plus'")
 
     def refresh_every(self) -> int:

@@ -20,12 +20,11 @@ correlated; keep ``shared_table: true`` to test the other reading.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 
 from core.errors import ConfigError
-from core.layout import ExpertParallel
 from core.params import ParamSpec
 from core.rules import integer, setting
 from models.routers.base import Router
@@ -46,14 +45,12 @@ class RandomRoutedExpertsRouter(Router):
     top1_only = True
     null_experts = False
 
-    def __init__(self, config, prefix: str = "router.", layer_index: int = 0,
-                 parallel: Optional[ExpertParallel] = None) -> None:
-        super().__init__(config, prefix, layer_index, parallel)
-        o = self.options
-        if config.num_experts % o.num_domains:
+    def setup(self) -> None:
+        o, n = self.options, self.config.num_experts
+        if n % o.num_domains:
             raise ConfigError(f"moe.router_options.num_domains={o.num_domains} must divide "
-                              f"moe.num_experts={config.num_experts} (experts are split into equal domain groups)")
-        self.group_size = config.num_experts // o.num_domains
+                              f"moe.num_experts={n} (experts are split into equal domain groups)")
+        self.group_size = n // o.num_domains
 
     def weight_specs(self) -> Dict[str, ParamSpec]:
         """The table [num_domains * vocab_size] of this layer (``layer_index``)."""
