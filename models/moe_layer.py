@@ -1,7 +1,8 @@
 """The MoE layer, written once: route -> dispatch -> experts -> combine.
 
 ``MoELayer`` is a framework-free component: it lists its parameters (``param_specs``) and
-computes with any backend's op vocabulary ``F`` (``forward``). Backend shells
+computes with any backend's op vocabulary ``F`` (``forward``, or ``apply`` with a
+``models.routers.context.RoutingContext``). Backend shells
 (backends/torch_shell.py, backends/mindspore_shell.py) hold the parameters.
 """
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""Token dispatch and combine: capacity-limited buffers or dropless sorted rows."""
+"""Token dispatch and combine, one dispatcher per mode (plan, dispatch, run_experts, combine,
+load): capacity-limited buffers, dropless sorted rows, or the slots a router filled itself."""
