@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from backends.runtime import Runtime
 from core.params import init_params
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
@@ -151,7 +152,7 @@ def evaluate(task: Task, router_weight: np.ndarray, x: np.ndarray, cluster: np.n
     return float((best == cluster).mean()), float(np.mean((y - task.targets(x, cluster)) ** 2, -1).mean())
 
 
-def run(settings: ToySettings, runtime, method: str, seed: int) -> Dict[str, object]:
+def run(settings: ToySettings, runtime: Runtime, method: str, seed: int) -> Dict[str, object]:
     """One task instance (``seed``) trained with ``method`` on ``runtime``
     (``backends.runtime.Runtime``): success, loss, train, dropped and curve (module docstring)."""
     task = Task(settings, seed)

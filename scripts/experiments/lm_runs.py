@@ -3,6 +3,7 @@ a subprocess with ``--set`` overrides, its metrics log read back, and the option
 which seeds a call trains."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -65,7 +66,7 @@ def tokens_per_step(run_dir: Path) -> int:
     return config.train.batch_size * config.data.seq_len
 
 
-def add_seed_arguments(parser, default: int) -> None:
+def add_seed_arguments(parser: argparse.ArgumentParser, default: int) -> None:
     """--seeds N (report seeds 0..N-1) and --train-seeds (train only these of them; the others'
     runs are read from their run directories, as an earlier call left them)."""
     parser.add_argument("--seeds", type=int, default=default, help=f"seeds 0..N-1 (default {default})")
@@ -86,7 +87,7 @@ def seeds_to_train(seeds: Sequence[int], train_seeds: Optional[Sequence[int]], r
     return sorted(set(train_seeds))
 
 
-def add_spec_arguments(parser, name: str) -> None:
+def add_spec_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     """The options of an experiment that trains what its spec lists, once per seed, and keeps
     every result in docs/results/<name>.json: --seeds, --set, --out (run directories),
     --name (results file stem) and --report-only."""

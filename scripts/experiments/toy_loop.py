@@ -8,6 +8,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from backends.runtime import Runtime
 from backends.train_step import make_train_step
 
 Batch = Tuple[tuple, tuple]  # (inputs, targets) of one step: numpy arrays
@@ -21,7 +22,7 @@ class ToyLoop:
     when its ``static_key`` changes (new shapes), the train step is rebuilt with the optimizer
     state carried over."""
 
-    def __init__(self, runtime, component, values: Dict[str, np.ndarray], objective: Callable, lr: float,
+    def __init__(self, runtime: Runtime, component, values: Dict[str, np.ndarray], objective: Callable, lr: float,
                  router=None) -> None:
         self.runtime, self.objective, self.lr, self.router = runtime, objective, lr, router
         self.module = runtime.module(component, values)
