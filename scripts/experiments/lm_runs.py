@@ -93,7 +93,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     --name (results file stem) and --report-only."""
     parser.add_argument("--seeds", type=int, nargs="+", help="the seeds to run (default: the spec's)")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="one more override for every run (a dry run: --set train.steps=2)")
+                        help="one more override for every run (a dry run: --set train.steps=2 --set train.warmup_steps=1)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "experiments" / name, help="run directories")
     parser.add_argument("--name", default=name, help="results file stem under docs/results (dry runs: another)")
     parser.add_argument("--report-only", action="store_true", help="redraw the table and plot from the JSON, train nothing")

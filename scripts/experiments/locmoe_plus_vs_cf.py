@@ -15,7 +15,7 @@ every (arm, seed) result is kept in the JSON (a later call adds its seeds to the
     PYTHONPATH=. .venv/bin/python scripts/experiments/locmoe_plus_vs_cf.py
     PYTHONPATH=. .venv/bin/python scripts/experiments/locmoe_plus_vs_cf.py --seeds 2   # one more seed
     ... --report-only                                                   # redraw from the JSON
-    ... --seeds 0 --set train.steps=4 --set train.eval_every=2 --name dry   # a dry run
+    ... --seeds 0 --set train.steps=4 --set train.eval_every=2 --set train.warmup_steps=1 --name dry   # a dry run
 """
 from __future__ import annotations
 

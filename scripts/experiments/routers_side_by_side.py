@@ -12,7 +12,7 @@ is kept in docs/results/routers_side_by_side.json (a later call adds to it), and
     PYTHONPATH=. .venv/bin/python scripts/experiments/routers_side_by_side.py --backend torch --seeds 0
     PYTHONPATH=. .venv/bin/python scripts/experiments/routers_side_by_side.py --backend mindspore --seeds 0
     ... --backend torch --report-only   # redraw the table and plot from the JSON
-    ... --routers switch topk --set train.steps=2 --name dry   # a dry run, a few seconds per router
+    ... --routers switch topk --set train.steps=2 --set train.warmup_steps=1 --name dry   # a dry run, seconds per router
 """
 from __future__ import annotations
 
