@@ -25,6 +25,7 @@ from typing import Dict, Tuple
 
 from core.errors import ConfigError
 from core.params import ParamSpec, constant_init, normal_init
+from core.rules import TEXT, check_fields, integer, number, setting
 from models.metrics import true_assignment_count
 from models.moe_config import MoEConfig
 from models.routers import router_class
@@ -41,23 +42,19 @@ class LoRAMoEConfig:
     shared expert; routed experts are not adapted) of every block, or of the last
     ``last_layers`` blocks (the backward pass then stops there: cheaper)."""
 
-    rank: int = 8
-    alpha: float = 16.0
-    num_experts: int = 4
-    num_null_experts: int = 0
-    top_k: int = 2
-    router: str = "topk"
-    targets: Tuple[str, ...] = TARGETS
-    last_layers: int = 0  # adapt only the last N blocks (0: every block)
-    balance_loss_coef: float = 1e-2
-    z_loss_coef: float = 0.0
+    rank: int = setting(8, integer(1))
+    alpha: float = setting(16.0, number(0.0, low_open=True))
+    num_experts: int = setting(4, integer(1))
+    num_null_experts: int = setting(0, integer(0))
+    top_k: int = setting(2, integer(1))
+    router: str = setting("topk", TEXT)
+    targets: Tuple[str, ...] = TARGETS  # a non-empty subset of TARGETS (validate)
+    last_layers: int = setting(0, integer(0))  # adapt only the last N blocks (0: every block)
+    balance_loss_coef: float = setting(1e-2, number(0.0))
+    z_loss_coef: float = setting(0.0, number(0.0))
 
     def validate(self) -> "LoRAMoEConfig":
-        for key in ("rank", "num_experts", "top_k"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise ConfigError(f"lora.{key}={getattr(self, key)!r}: must be a positive integer")
-        if not isinstance(self.last_layers, int) or self.last_layers < 0:
-            raise ConfigError(f"lora.last_layers={self.last_layers!r}: must be an integer >= 0 (0: every block)")
+        check_fields(self, "lora")
         unknown = sorted(set(self.targets) - set(TARGETS))
         if unknown or not self.targets:
             raise ConfigError(f"lora.targets={list(self.targets)!r}: choose from {', '.join(TARGETS)}")

@@ -1,10 +1,12 @@
-"""The settings of the decoder-only transformer, validated up front with one-line errors."""
+"""The settings of the decoder-only transformer, each declared with its rule (``core.rules``),
+validated up front with one-line errors."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import List, Optional
 
 from core.errors import ConfigError
+from core.rules import FLAG, check_fields, integer, number, one_of, setting
 from models.moe_config import EXPERT_TYPES, MoEConfig
 
 FFN_TYPES = EXPERT_TYPES
@@ -17,20 +19,20 @@ class TransformerConfig:
     described by ``moe`` instead; ``moe_every = 0`` makes every block dense. ``qkv_bias``:
     biases on the attention's query, key and value projections (Qwen2), none on its output."""
 
-    vocab_size: int = 32000
-    d_model: int = 512
-    num_layers: int = 8
-    num_heads: int = 8
-    num_kv_heads: int = 8
-    ffn_hidden: int = 1376
-    ffn_type: str = "swiglu"
-    max_seq_len: int = 2048
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
-    tie_embeddings: bool = False
-    qkv_bias: bool = False
-    init_std: float = 0.02
-    moe_every: int = 1
+    vocab_size: int = setting(32000, integer(1))
+    d_model: int = setting(512, integer(1))
+    num_layers: int = setting(8, integer(1))
+    num_heads: int = setting(8, integer(1))
+    num_kv_heads: int = setting(8, integer(1))
+    ffn_hidden: int = setting(1376, integer(1))
+    ffn_type: str = setting("swiglu", one_of(*FFN_TYPES))
+    max_seq_len: int = setting(2048, integer(1))
+    rope_theta: float = setting(10000.0, number(0.0, low_open=True))
+    norm_eps: float = setting(1e-5, number(0.0, low_open=True))
+    tie_embeddings: bool = setting(False, FLAG)
+    qkv_bias: bool = setting(False, FLAG)
+    init_std: float = setting(0.02, number(0.0, low_open=True))
+    moe_every: int = setting(1, integer(0))  # at most num_layers (validate)
     moe: Optional[MoEConfig] = None
 
     @property
@@ -45,28 +47,20 @@ class TransformerConfig:
         return [i for i in range(self.num_layers) if self.is_moe_layer(i)]
 
     def validate(self, section: str = "model") -> "TransformerConfig":
+        """Every field against its declared rule, then the checks that span fields; one-line
+        ConfigErrors named ``<section>.<key>``."""
+        check_fields(self, section)
+
         def need(ok: bool, key: str, rule: str) -> None:
             if not ok:
                 raise ConfigError(f"{section}.{key}={getattr(self, key)!r}: {rule}")
 
-        def is_int(value) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        for key in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "ffn_hidden", "max_seq_len"):
-            need(is_int(getattr(self, key)) and getattr(self, key) >= 1, key, "must be a positive integer")
         need(self.d_model % self.num_heads == 0, "d_model", f"must be divisible by num_heads={self.num_heads}")
         need(self.head_dim % 2 == 0, "d_model",
              f"d_model / num_heads = {self.head_dim} must be even (rotary positions rotate pairs)")
         need(self.num_heads % self.num_kv_heads == 0, "num_kv_heads",
              f"must divide num_heads={self.num_heads} (grouped-query attention)")
-        need(self.ffn_type in FFN_TYPES, "ffn_type", f"valid values are {', '.join(FFN_TYPES)}")
-        for key in ("rope_theta", "norm_eps", "init_std"):
-            value = getattr(self, key)
-            need(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, key,
-                 "must be a number > 0")
-        for key in ("tie_embeddings", "qkv_bias"):
-            need(isinstance(getattr(self, key), bool), key, "must be true or false")
-        need(is_int(self.moe_every) and 0 <= self.moe_every <= self.num_layers, "moe_every",
+        need(self.moe_every <= self.num_layers, "moe_every",
              f"must be an integer from 0 (dense) to num_layers={self.num_layers}")
         if self.moe_every > 0:
             need(isinstance(self.moe, MoEConfig), "moe", "moe_every > 0 needs an MoE section")
