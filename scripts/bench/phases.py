@@ -28,6 +28,7 @@ import numpy as np
 
 from models.dispatch.dropless import dropless_plan
 from models.moe_layer import MoELayer
+from models.routers.context import routing_context
 from scripts.bench.common import BenchSettings, Case, inputs, layer_weights, time_round_robin
 from scripts.bench.environment import MALLOC_MODES, worker_environment
 from scripts.bench.mindspore_cases import fwd_bwd_step
@@ -53,8 +54,7 @@ class LayerPrefix:
         if self.phase == "combine":
             return layer.forward(F, params, x)
         c = layer.config
-        routing = layer.router.route(F, params, x, {"token_ids": None, "domain_ids": None, "routing_noise": None,
-                                                    "parallel": None})
+        routing = layer.router.route(F, params, x, routing_context())
         coefs = layer.router.loss_coefs()
         aux = {"loss": sum(coefs[name] * value for name, value in routing["losses"].items())}
         if self.phase == "route":
@@ -74,6 +74,7 @@ def out_shape(settings: BenchSettings, phase: str):
 
 def torch_steps(settings: BenchSettings) -> List[Case]:
     import torch
+
     from backends.torch_shell import TorchModule
     x = torch.tensor(inputs(settings)[0], requires_grad=True)
     cases = []
@@ -93,6 +94,7 @@ def torch_steps(settings: BenchSettings) -> List[Case]:
 
 def mindspore_steps(settings: BenchSettings, mode: str) -> List[Case]:
     import mindspore as ms
+
     from backends.mindspore_shell import MindSporeModule, select_device
     os.environ.setdefault("GLOG_v", "3")
     select_device("cpu", graph_mode=(mode == "graph"))

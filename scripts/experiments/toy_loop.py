@@ -18,18 +18,14 @@ Metrics = Dict[str, np.ndarray]
 class ToyLoop:
     """``component`` with ``values`` as ``runtime``'s module, trained on ``objective(F,
     outputs, *targets) -> (loss, metrics)`` at a constant ``lr``. With ``router``, the router's
-    ``after_step`` gets every step's metrics and may update its non-trainable parameters;
-    when its ``static_key`` changes (new shapes), the train step is rebuilt with the optimizer
-    state carried over."""
+    ``after_step`` gets every step's metrics and may update its non-trainable parameters (a
+    change of its ``static_key``, new shapes, recompiles the step: ``TrainStep`` follows it)."""
 
     def __init__(self, runtime: Runtime, component, values: Dict[str, np.ndarray], objective: Callable, lr: float,
                  router=None) -> None:
         self.runtime, self.objective, self.lr, self.router = runtime, objective, lr, router
         self.module = runtime.module(component, values)
-        self.step = self._train_step()
-
-    def _train_step(self):
-        return make_train_step(self.runtime.backend, self.module, self.objective, lr=self.lr)
+        self.step = make_train_step(runtime.backend, self.module, objective, lr=lr)
 
     def train(self, steps: int, draw: Callable[[Optional[Metrics]], Batch]) -> List[Metrics]:
         """``steps`` train steps, each on ``draw(the previous step's metrics, None before the
@@ -48,9 +44,5 @@ class ToyLoop:
         return [self.step.evaluate(inputs, targets)[1] for inputs, targets in batches]
 
     def _after_step(self, metrics: Metrics) -> None:
-        before = self.router.static_key()
-        self.module.update_numpy(self.router.after_step(self.module.numpy_params(), metrics))
-        if self.router.static_key() != before:
-            state = self.step.optimizer_state()
-            self.step = self._train_step()
-            self.step.load_optimizer_state(state)
+        own = self.module.numpy_params(self.router.param_specs())
+        self.module.update_numpy(self.router.after_step(own, metrics))
