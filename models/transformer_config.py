@@ -51,19 +51,21 @@ class TransformerConfig:
         ConfigErrors named ``<section>.<key>``."""
         check_fields(self, section)
 
-        def need(ok: bool, key: str, rule: str) -> None:
-            if not ok:
-                raise ConfigError(f"{section}.{key}={getattr(self, key)!r}: {rule}")
-
-        need(self.d_model % self.num_heads == 0, "d_model", f"must be divisible by num_heads={self.num_heads}")
-        need(self.head_dim % 2 == 0, "d_model",
-             f"d_model / num_heads = {self.head_dim} must be even (rotary positions rotate pairs)")
-        need(self.num_heads % self.num_kv_heads == 0, "num_kv_heads",
-             f"must divide num_heads={self.num_heads} (grouped-query attention)")
-        need(self.moe_every <= self.num_layers, "moe_every",
-             f"must be an integer from 0 (dense) to num_layers={self.num_layers}")
+        s = section
+        if self.d_model % self.num_heads:
+            raise ConfigError(f"{s}.d_model={self.d_model} must be divisible by {s}.num_heads={self.num_heads}")
+        if self.head_dim % 2:
+            raise ConfigError(f"{s}.d_model / {s}.num_heads = {self.head_dim} must be even "
+                              f"(rotary positions rotate pairs of channels)")
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(f"{s}.num_heads={self.num_heads} must be divisible by {s}.num_kv_heads="
+                              f"{self.num_kv_heads} (grouped-query attention)")
+        if self.moe_every > self.num_layers:
+            raise ConfigError(f"{s}.moe_every={self.moe_every} exceeds {s}.num_layers={self.num_layers}: "
+                              f"no layer would be MoE (use 0 for a dense model)")
         if self.moe_every > 0:
-            need(isinstance(self.moe, MoEConfig), "moe", "moe_every > 0 needs an MoE section")
+            if not isinstance(self.moe, MoEConfig):
+                raise ConfigError(f"{s}.moe={self.moe!r}: moe_every > 0 needs an MoE section")
             self.moe.validate()
             if self.moe.d_model != self.d_model:
                 raise ConfigError(f"moe.d_model={self.moe.d_model} must equal {section}.d_model={self.d_model}")

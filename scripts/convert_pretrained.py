@@ -25,9 +25,9 @@ from core.errors import ConfigError  # noqa: E402
 
 def export_run(run_dir: Path, out: Path) -> Path:
     from training.checkpoint import checkpoint_dir, newest_loadable
+    from training.config import transformer_config
     from training.convert import run_config
     from training.hf_checkpoint import save_hf_checkpoint
-    from training.trainer import transformer_config
     run = run_config(run_dir)
     _, checkpoint = newest_loadable(checkpoint_dir(run_dir), lambda line: print(line, file=sys.stderr))
     vocab = checkpoint.model["model.embed_tokens.weight"].shape[0]

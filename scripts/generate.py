@@ -91,9 +91,9 @@ def load_source(source: Path, tokenizer_path):
     """(model config, params, Tokens or None) from a run directory, HF folder or .gguf file."""
     if (source / "config.yaml").is_file():
         from training.checkpoint import checkpoint_dir, newest_loadable
+        from training.config import transformer_config
         from training.convert import run_config
         from training.data.pipeline import build_data
-        from training.trainer import transformer_config
         run = run_config(source)
         _, checkpoint = newest_loadable(checkpoint_dir(source), lambda line: print(line, file=sys.stderr))
         tokens = None

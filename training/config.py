@@ -17,6 +17,7 @@ from core.errors import ConfigError
 from core.layout import check_experts
 from core.rules import FLAG, TEXT, Rule, integer, names, number, one_of, rules_of, setting
 from models.moe_config import MoEConfig
+from models.transformer_config import TransformerConfig
 from training.data.corpora import CORPORA
 from training.yaml_io import parse_yaml, read_yaml, write_yaml_atomic
 
@@ -188,22 +189,12 @@ def config_from_dict(raw: Any) -> RunConfig:
 def check_run(config: RunConfig) -> None:
     """Checks that span keys or sections; each failure names the keys involved."""
     m, d, t = config.model, config.data, config.train
-    if m.d_model % m.num_heads:
-        raise ConfigError(f"model.d_model={m.d_model} must be divisible by model.num_heads={m.num_heads}")
-    if (m.d_model // m.num_heads) % 2:
-        raise ConfigError(f"model.d_model / model.num_heads = {m.d_model // m.num_heads} must be even "
-                          f"(rotary positions rotate pairs of channels)")
-    if m.num_heads % m.num_kv_heads:
-        raise ConfigError(f"model.num_heads={m.num_heads} must be divisible by model.num_kv_heads={m.num_kv_heads}")
-    if m.moe_every > m.num_layers:
-        raise ConfigError(f"model.moe_every={m.moe_every} exceeds model.num_layers={m.num_layers}: "
-                          f"no layer would be MoE (use 0 for a dense model)")
     if d.seq_len > m.max_seq_len:
         raise ConfigError(f"data.seq_len={d.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
-    tokenizer_vocab = GPT2_VOCAB_SIZE if d.tokenizer == "gpt2" else d.vocab_size
-    if 0 < m.vocab_size < tokenizer_vocab:
+    vocab = tokenizer_vocab(config)
+    if 0 < m.vocab_size < vocab:
         raise ConfigError(f"model.vocab_size={m.vocab_size} is smaller than the {d.tokenizer} tokenizer's "
-                          f"{tokenizer_vocab} tokens (use 0 to take the tokenizer's)")
+                          f"{vocab} tokens (use 0 to take the tokenizer's)")
     if not d.corpora and not d.files:
         raise ConfigError("data.corpora: no text to train on: name a corpus or give data.files")
     if len(set(d.corpora)) < len(d.corpora):
@@ -230,6 +221,22 @@ def check_run(config: RunConfig) -> None:
     _check_finite(config.moe.router_options, "moe.router_options")
     from models.routers import router_class
     router_class(config.moe.router)(config.moe)  # the router checks its own options
+    transformer_config(config, vocab)  # the model's own checks (heads, rotary pairs, MoE placement)
+
+
+def tokenizer_vocab(config: RunConfig) -> int:
+    """The tokenizer's vocabulary size, known before it is trained: GPT-2's, or data.vocab_size."""
+    return GPT2_VOCAB_SIZE if config.data.tokenizer == "gpt2" else config.data.vocab_size
+
+
+def transformer_config(config: RunConfig, tokenizer_vocab: int) -> TransformerConfig:
+    """The model section (plus moe) as a validated TransformerConfig; vocab_size 0 -> the tokenizer's."""
+    m = config.model
+    return TransformerConfig(vocab_size=m.vocab_size or tokenizer_vocab, d_model=m.d_model,
+                             num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
+                             ffn_hidden=m.ffn_hidden, ffn_type=m.ffn_type, max_seq_len=m.max_seq_len,
+                             rope_theta=m.rope_theta, norm_eps=m.norm_eps, tie_embeddings=m.tie_embeddings,
+                             moe_every=m.moe_every, moe=config.moe if m.moe_every else None).validate()
 
 
 def _check_finite(value: Any, path: str) -> None:

@@ -29,10 +29,9 @@ from core.params import init_params
 from models.lm_objective import lm_objective
 from models.routers.base import Router
 from models.transformer import Transformer
-from models.transformer_config import TransformerConfig
 from parallel.traffic import ELEMENT_BYTES, traffic_bytes
 from training.checkpoint import Checkpoint, checkpoint_dir, latest_checkpoint, newest_loadable
-from training.config import RunConfig, save_config
+from training.config import RunConfig, save_config, transformer_config
 from training.data.pipeline import build_data
 from training.distributed import Distributed, rank_log
 from training.metrics_log import MetricsLog, read_records
@@ -44,16 +43,6 @@ ADAM_EPS = 1e-8
 
 class TrainingStopped(RuntimeError):
     """Too many non-finite steps in a row; the message says what to do."""
-
-
-def transformer_config(config: RunConfig, tokenizer_vocab: int) -> TransformerConfig:
-    """The model section (plus moe) as a TransformerConfig; vocab_size 0 -> the tokenizer's."""
-    m = config.model
-    return TransformerConfig(vocab_size=m.vocab_size or tokenizer_vocab, d_model=m.d_model,
-                             num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
-                             ffn_hidden=m.ffn_hidden, ffn_type=m.ffn_type, max_seq_len=m.max_seq_len,
-                             rope_theta=m.rope_theta, norm_eps=m.norm_eps, tie_embeddings=m.tie_embeddings,
-                             moe_every=m.moe_every, moe=config.moe if m.moe_every else None).validate()
 
 
 class Trainer:

@@ -62,9 +62,9 @@ class Model:
 def model_facts(config_path: Path, overrides: Sequence[str]) -> Model:
     """Read the config and count the replicated parameters (framework-free)."""
     import numpy as np
+
     from models.transformer import Transformer
-    from training.config import load_config
-    from training.trainer import transformer_config
+    from training.config import load_config, transformer_config
     config = load_config(config_path, list(overrides))
     vocab = config.model.vocab_size or config.data.vocab_size
     model = Transformer(transformer_config(config, vocab))

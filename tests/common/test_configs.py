@@ -8,14 +8,9 @@ import pytest
 from models.dense_baseline import ffn_flops_per_token
 from models.routers import ROUTERS
 from models.transformer import Transformer
-from training.config import GPT2_VOCAB_SIZE, config_to_dict, load_config
-from training.trainer import transformer_config
+from training.config import config_to_dict, load_config, tokenizer_vocab, transformer_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
-
-
-def tokenizer_vocab(config) -> int:
-    return GPT2_VOCAB_SIZE if config.data.tokenizer == "gpt2" else config.data.vocab_size
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
