@@ -23,7 +23,6 @@ from tests.support.kool import (
     BalancedObjective,
     BatchedEstimator,
     DenseSkipObjective,
-    NoisyRouterProbe,
     ScoredLayer,
     balanced_two_expert_gradient,
     balanced_two_expert_noise,
@@ -32,6 +31,7 @@ from tests.support.kool import (
     balanced_two_expert_token_gradients,
     mean_and_standard_error,
 )
+from tests.support.probes import RouterProbe
 
 LOGITS = np.array([[0.5, -0.3], [1.2, 0.2], [-0.4, 0.6], [0.1, 0.0]])
 TABLE = np.array([[1.0, -0.5], [0.3, 2.0], [-1.0, 0.8], [0.5, -1.2]])
@@ -107,11 +107,12 @@ def test_layer_expectation_over_every_assignment(runner, correction, reward, bas
     values = numpy_weights(scored, seed=3)
     logits = x.astype(np.float64) @ values["router.weight"].astype(np.float64)
     probs, means = balanced_two_expert_probs(logits, 2), balanced_two_expert_score_means(logits, 2)
-    probe = NoisyRouterProbe(layer, ("slot_token",))
+    probe = RouterProbe(layer, "probs", ("slot_token",))
     expected, marginals = {}, np.zeros((4, 2))
     for chosen, prob in probs.items():
-        x_aug = np.concatenate([x, balanced_two_expert_noise(logits, chosen, means[chosen])], -1)
-        _, routed = runner.forward(probe, values, x_aug)
+        noise = balanced_two_expert_noise(logits, chosen, means[chosen])
+        x_aug = np.concatenate([x, noise], -1)
+        _, routed = runner.forward(probe, values, x, {"routing_noise": noise})
         assert routed["slot_token"][0].tolist() == list(chosen)
         out = runner.forward_backward(scored, values, x_aug, cot)
         for name, grad in dict(out["grads"], x=out["grad_x"][:, :4]).items():
@@ -197,11 +198,11 @@ def balanced_layer(solver: str) -> MoELayer:
 @pytest.mark.parametrize("solver,tokens", [("exact", 24), ("sinkhorn", 24), ("auto", 16), ("auto", 32)])
 def test_every_expert_gets_exactly_its_capacity(runner, solver, tokens):
     layer = balanced_layer(solver)
-    probe = NoisyRouterProbe(layer, ("slot_token",))
+    probe = RouterProbe(layer, "probs", ("slot_token",))
     values = numpy_weights(probe, seed=14)
     x = random_inputs((tokens, 8), seed=15)
     noise = np.random.default_rng(16).uniform(size=(tokens, 4)).astype(np.float32)
-    _, aux = runner.forward(probe, values, np.concatenate([x, noise], -1))
+    _, aux = runner.forward(probe, values, x, {"routing_noise": noise})
     assert aux["slot_token"].shape == (4, tokens // 4)
     assert sorted(aux["slot_token"].ravel().astype(int).tolist()) == list(range(tokens))
     _, layer_aux = runner.forward(layer, numpy_weights(layer, seed=14), x)
@@ -215,11 +216,11 @@ def test_layer_routing_matches_the_estimator(runner):
     times), slot weights p_{t sigma(t)}, and routing_log_prob = sum_te (s_te - mean_e s_te)
     log p_te for every token, s = 1 + log u."""
     layer = balanced_layer("exact")
-    probe = NoisyRouterProbe(layer, ("slot_token", "slot_weight", "routing_log_prob"))
+    probe = RouterProbe(layer, "probs", ("slot_token", "slot_weight", "routing_log_prob"))
     values = numpy_weights(probe, seed=17)
     x = random_inputs((12, 8), seed=18)
     noise = np.random.default_rng(19).uniform(size=(12, 4)).astype(np.float32)
-    _, aux = runner.forward(probe, values, np.concatenate([x, noise], -1))
+    _, aux = runner.forward(probe, values, x, {"routing_noise": noise})
     log_p = log_softmax(x.astype(np.float64) @ values["router.weight"], -1)
     perturbed = log_p - np.log(-np.log(noise.astype(np.float64)))
     expert = linear_sum_assignment(-np.repeat(perturbed, 3, axis=1))[1] // 3

@@ -11,7 +11,7 @@ import pytest
 
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
-from tests.backend.probes import CapacityProbe
+from tests.support.probes import CapacityProbe
 from tests.support import reference as ref
 from tests.support.harness import numpy_weights, random_inputs
 

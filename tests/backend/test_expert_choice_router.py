@@ -7,7 +7,7 @@ from scipy.special import erf, softmax
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
 from tests.support.harness import numpy_weights, random_inputs
-from tests.support.router_probe import RouterProbe
+from tests.support.probes import RouterProbe
 
 D, E = 8, 4
 

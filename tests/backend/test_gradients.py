@@ -16,7 +16,7 @@ import pytest
 
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
-from tests.backend.probes import RouterProbe
+from tests.support.probes import RouterProbe
 from tests.support import reference as ref
 from tests.support.harness import numpy_weights, random_inputs
 
@@ -62,7 +62,7 @@ def test_gradients_match_finite_differences(runner, router, dispatch, expert_typ
                        expert_init_std=0.5, router_init_std=0.8, balance_loss_coef=1.0, z_loss_coef=0.1,
                        **ROUTERS[router], **DISPATCH[dispatch])
     layer = MoELayer(config)
-    probe = RouterProbe(layer.router)
+    probe = RouterProbe(layer, keys=("expert_index",))
     values, x, base = clear_case(layer, config)
     cot = random_inputs((6, 4), seed=53).astype(np.float64)
     analytic = runner.forward_backward(layer, values, x, cot.astype(np.float32))

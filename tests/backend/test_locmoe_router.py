@@ -13,7 +13,7 @@ from models.capacity_bound import large_d_capacity_bound
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
 from tests.support.harness import numpy_weights, random_inputs
-from tests.support.router_probe import RouterProbe
+from tests.support.probes import RouterProbe
 
 D, E = 16, 4
 TOPOLOGY = {"nodes": 2, "devices_per_node": 2}

@@ -7,7 +7,7 @@ import pytest
 
 from backends.train_step import make_train_step
 from tests.support.harness import numpy_weights
-from tests.support.router_probe import RouterProbe
+from tests.support.probes import RouterProbe
 from tests.support.train_fixtures import fixed_batch, regression_objective, tiny_layer
 
 ROUTERS = [dict(router="topk"), dict(router="switch", top_k=1, dispatch="capacity"),

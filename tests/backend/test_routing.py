@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from models.moe_config import MoEConfig
-from models.routers import router_class
-from tests.backend.probes import RouterProbe
+from models.moe_layer import MoELayer
+from tests.support.probes import RouterProbe
 from tests.support import reference as ref
 from tests.support.harness import numpy_weights, random_inputs
 
@@ -24,7 +24,7 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_router_matches_reference(runner, case):
     config = MoEConfig(d_model=8, ffn_hidden=8, num_experts=4, router_init_std=0.6, **CASES[case]).validate()
-    probe = RouterProbe(router_class(config.router)(config, "router."))
+    probe = RouterProbe(MoELayer(config), keys=("expert_index", "logits", "probs"))
     values = numpy_weights(probe, seed=11)
     x = random_inputs((48, 8), seed=12)
     weight, aux = runner.forward(probe, values, x)

@@ -13,8 +13,9 @@ from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
 from models.routers.skip import skip_log_prob, skip_sample
 from tests.support.harness import numpy_weights, random_inputs
-from tests.support.kool import (BatchedEstimator, DenseSkipObjective, NoisyRouterProbe, ScoredLayer,
-                                mean_and_standard_error, skip_configurations, skip_exact_gradient, skip_noise)
+from tests.support.kool import (BatchedEstimator, DenseSkipObjective, ScoredLayer, mean_and_standard_error,
+                                skip_configurations, skip_exact_gradient, skip_noise)
+from tests.support.probes import RouterProbe
 
 LOGITS = np.array([[0.4, -0.2], [1.0, 0.1], [-0.3, 0.5]])
 TABLE = np.array([[1.0, -0.5], [0.3, 2.0], [-1.0, 0.8]])
@@ -90,11 +91,11 @@ def test_sampling_rule_and_capacity(runner):
     expert keeps its first C = 4 arrivals in that order, in slot order."""
     layer = MoELayer(MoEConfig(d_model=8, ffn_hidden=8, num_experts=4, top_k=1, router="skip",
                                capacity_factor=1.0, router_init_std=0.7))
-    probe = NoisyRouterProbe(layer, ("slot_token", "slot_weight", "slot_grad_scale"))
+    probe = RouterProbe(layer, "probs", ("slot_token", "slot_weight", "slot_grad_scale"))
     values = numpy_weights(probe, seed=4)
     x = random_inputs((16, 8), seed=5)
     noise = np.random.default_rng(6).uniform(size=(16, 2)).astype(np.float32)
-    probs, aux = runner.forward(probe, values, np.concatenate([x, noise], -1))
+    probs, aux = runner.forward(probe, values, x, {"routing_noise": noise})
     reference = softmax(x.astype(np.float64) @ values["router.weight"], -1)
     z = np.minimum((np.cumsum(reference, -1) <= noise[:, :1]).sum(-1), 3)
     expected = np.full((4, 4), 16)

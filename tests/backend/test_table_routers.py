@@ -7,7 +7,7 @@ from core.errors import ConfigError
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
 from tests.support.harness import numpy_weights, random_inputs
-from tests.support.router_probe import RouterProbe
+from tests.support.probes import RouterProbe
 
 D, VOCAB = 8, 31
 

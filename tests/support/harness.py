@@ -2,12 +2,14 @@
 numpy weights, and get numpy outputs and gradients back, so that one test body checks
 both frameworks and parity tests compare them directly.
 
-The loss whose gradients are returned is ``sum(y * cotangent) + aux["loss"]``.
+The loss whose gradients are returned is ``sum(y * cotangent) + aux["loss"]``. ``context``
+(optional) holds a MoE layer's side inputs as numpy arrays: ``token_ids``, ``domain_ids``,
+``routing_noise``.
 """
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -63,8 +65,9 @@ class MindSporeRunner:
     def _inputs(self, x, context):
         ms = self.ms
         context = context or {}
-        names = ("token_ids", "domain_ids")
-        extra = [None if context.get(n) is None else ms.Tensor(np.asarray(context[n]).astype(np.int32)) for n in names]
+        dtypes = {"token_ids": np.int32, "domain_ids": np.int32, "routing_noise": np.float32}
+        extra = [None if context.get(name) is None else ms.Tensor(np.asarray(context[name]).astype(dtype))
+                 for name, dtype in dtypes.items()]
         while extra and extra[-1] is None:
             extra.pop()
         return [ms.Tensor(x)] + extra
@@ -95,10 +98,20 @@ class MindSporeRunner:
                 "grad_x": grad_x.asnumpy(), "grads": grads}
 
 
+def selected_backend() -> Tuple[str, str]:
+    """($MOE_TEST_BACKEND or torch, $MOE_MS_MODE or pynative)."""
+    return os.environ.get("MOE_TEST_BACKEND", "torch"), os.environ.get("MOE_MS_MODE", "pynative")
+
+
+def run_label(name: str, mode: str) -> str:
+    """What a test id calls a run: ``torch``, ``mindspore-pynative`` or ``mindspore-graph``."""
+    return name if name == "torch" else f"{name}-{mode}"
+
+
 def make_runner(name: Optional[str] = None, mode: Optional[str] = None):
-    """``name``/``mode`` default to $MOE_TEST_BACKEND (torch) and $MOE_MS_MODE (pynative)."""
-    name = name or os.environ.get("MOE_TEST_BACKEND", "torch")
-    mode = mode or os.environ.get("MOE_MS_MODE", "pynative")
+    """``name``/``mode`` default to ``selected_backend()``."""
+    default_name, default_mode = selected_backend()
+    name, mode = name or default_name, mode or default_mode
     return TorchRunner() if name == "torch" else MindSporeRunner(mode)
 
 

@@ -13,7 +13,6 @@ from scipy.integrate import quad
 from scipy.special import expit, softmax
 
 from core.params import ParamSpec, constant_init
-from models.routers.context import routing_context
 
 
 class CotangentComponent:
@@ -46,29 +45,6 @@ class ScoredLayer(CotangentComponent):
         token_loss = F.sum(y * params["cotangent"], -1)
         aux["loss"] = aux["loss"] + F.sum(F.stop_gradient(token_loss) * aux["routing_log_prob"])
         return y, aux
-
-
-class NoisyRouterProbe:
-    """A layer's router alone with routing noise: forward(x_aug [T, d + k]) -> (probs,
-    aux) with the routing tensors named in ``keys`` as float32 and a zero loss."""
-
-    def __init__(self, layer, keys) -> None:
-        self.layer = layer
-        self.keys = tuple(keys)
-
-    def param_specs(self) -> Dict[str, ParamSpec]:
-        return self.layer.router.param_specs()
-
-    def check_inputs(self, x_aug) -> None:
-        d = self.layer.config.d_model
-        self.layer.check_inputs(x_aug[..., :d], routing_noise=x_aug[..., d:])
-
-    def forward(self, F, params: dict, x_aug):
-        d = self.layer.config.d_model
-        routing = self.layer.router.route(F, params, x_aug[..., :d], routing_context(routing_noise=x_aug[..., d:]))
-        aux = {key: F.cast(routing[key], F.float32) for key in self.keys}
-        aux["loss"] = F.zeros((), F.float32)
-        return routing["probs"], aux
 
 
 class DenseObjective(CotangentComponent):

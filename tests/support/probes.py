@@ -1,9 +1,10 @@
-"""Test-only components that expose a piece of the layer to the harness (which runs any
-``param_specs`` + ``forward`` component on a backend): the router alone, and the capacity
-plan alone on a routing given as numbers."""
+"""Test-only components that expose one piece of the MoE layer to the harness (which runs any
+``param_specs`` + ``forward`` component on a backend): a layer's router alone, so tests can
+read its routing tensors (expert_index, slot_weight, ...), and the capacity plan alone on a
+routing given as numbers."""
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Sequence
 
 from core.params import ParamSpec
 from models.dispatch.capacity import capacity_plan
@@ -11,24 +12,30 @@ from models.routers.context import routing_context
 
 
 class RouterProbe:
-    """forward(x [T, d]) -> (expert_weight [T, k], {expert_index, logits, probs, <loss>_loss})."""
+    """forward(x [..., d], token_ids, domain_ids, routing_noise) -> (routing[output], aux):
+    aux holds the routing tensors named in ``keys`` cast to float32, each router loss as
+    ``<name>_loss`` and a zero ``loss`` (the harness adds it), so gradients flow from
+    ``output`` only."""
 
-    def __init__(self, router) -> None:
-        self.router = router
+    def __init__(self, layer, output: str = "expert_weight", keys: Sequence[str] = ()) -> None:
+        self.layer = layer
+        self.output = output
+        self.keys = tuple(keys)
 
     def param_specs(self) -> Dict[str, ParamSpec]:
-        return self.router.param_specs()
+        return self.layer.router.param_specs()
 
-    def check_inputs(self, x) -> None:
-        pass
+    def check_inputs(self, *inputs, **context) -> None:
+        self.layer.check_inputs(*inputs, **context)
 
-    def forward(self, F, params: dict, x):
-        routing = self.router.route(F, params, x, routing_context())
-        aux = {"expert_index": F.cast(routing["expert_index"], F.float32),
-               "logits": routing["logits"], "probs": routing["probs"]}
+    def forward(self, F, params: dict, x, token_ids=None, domain_ids=None, routing_noise=None):
+        tokens = F.reshape(x, (-1, self.layer.config.d_model))
+        routing = self.layer.router.route(F, params, tokens, routing_context(token_ids, domain_ids, routing_noise))
+        aux = {key: F.cast(routing[key], F.float32) for key in self.keys}
         for name, value in routing["losses"].items():
             aux[name + "_loss"] = value
-        return routing["expert_weight"], aux
+        aux["loss"] = F.zeros((), F.float32)
+        return routing[self.output], aux
 
 
 class CapacityProbe:
