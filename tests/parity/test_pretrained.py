@@ -4,7 +4,7 @@ every adapter weight has a gradient), and KV-cached decoding gives the same logi
 LoRA-MoE runs eagerly (models/lora_moe.py), so only MindSpore PyNative is compared there. A
 Qwen2-MoE-shaped model (q/k/v biases, gated shared expert, MoE every 2nd block) gives the
 same logits, loss, metrics and every gradient on both (PyNative and GRAPH_MODE).
-Tolerance as in test_transformer_parity: rtol 1e-4 / atol 1e-5."""
+Tolerance as in test_transformer.py: rtol 1e-4 / atol 1e-5."""
 import numpy as np
 import pytest
 

@@ -1,5 +1,7 @@
-"""LocMoE and LocMoE+ give the same outputs, aux values and gradients on MindSpore (PyNative
-and GRAPH_MODE, per $MOE_MS_MODE) and PyTorch. Tolerance as in test_layer_parity."""
+"""LocMoE and LocMoE+, with the gates, dispatch modes and locality options their configs do
+not set (test_routers.py runs each config), give the same outputs, aux values and gradients
+on MindSpore (PyNative and GRAPH_MODE, per $MOE_MS_MODE) and PyTorch, and the locality loss
+reaches the gate's gradient the same way on both. Tolerance as in test_layer.py."""
 import numpy as np
 import pytest
 

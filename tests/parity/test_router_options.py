@@ -1,6 +1,7 @@
-"""MindSpore and PyTorch agree on the RRE, hash, expert-choice and aux-free routers: outputs,
-aux and gradients from the same weights and inputs (rtol 1e-4 / atol 1e-5, as the layer
-parity tests), and a bias set between calls of one compiled module is used by the next call."""
+"""MindSpore and PyTorch agree on the RRE, hash, expert-choice and aux-free routers in both
+dispatch modes and with options their configs do not set (test_routers.py runs each config):
+outputs, aux and gradients from the same weights and inputs (rtol 1e-4 / atol 1e-5, as the
+layer parity tests), and a bias set between calls of one compiled module is used by the next call."""
 import numpy as np
 import pytest
 

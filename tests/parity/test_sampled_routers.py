@@ -1,6 +1,6 @@
 """Skip and balanced routers: with the same weights, inputs and routing noise, MindSpore
 and PyTorch give the same outputs, metrics, routing_log_prob and gradients of the full
-estimator (linear token losses plus the score term). Tolerance as test_layer_parity.
+estimator (linear token losses plus the score term). Tolerance as in test_layer.py.
 
 The exact balanced solver is compared in PyNative only: the harness first calls the
 module as a GRAPH_MODE Cell returning the aux dict, which MindSpore 2.10 cannot compile
