@@ -1,12 +1,12 @@
 """Every config in configs/ loads, validates and builds its model (routers included);
 the Ascend and CUDA configs differ only in backend and device; the dense baseline matches
-the quickstart MoE's active FFN FLOPs; there is one config per registered router."""
+the quickstart MoE's active FFN FLOPs. That every registered router has its config is
+tests/common/test_router_registry.py."""
 from pathlib import Path
 
 import pytest
 
 from models.dense_baseline import ffn_flops_per_token
-from models.routers import ROUTERS
 from models.transformer import Transformer
 from training.config import config_to_dict, load_config, tokenizer_vocab, transformer_config
 
@@ -19,11 +19,6 @@ def test_config_loads_and_builds_its_model(path):
     model = Transformer(transformer_config(config, tokenizer_vocab(config)))
     assert model.param_specs()
     assert config.run_dir == f"runs/{path.stem}"
-
-
-def test_one_config_per_router():
-    routers = {load_config(p).moe.router for p in CONFIGS if p.stem in ROUTERS}
-    assert routers == set(ROUTERS) == {p.stem for p in CONFIGS if p.stem in ROUTERS}
 
 
 def test_ascend_and_cuda_differ_only_in_backend_and_device():
