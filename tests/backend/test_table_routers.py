@@ -72,7 +72,7 @@ def test_balanced_hash_balances_frequency_mass(runner, tmp_path):
 
 @pytest.mark.parametrize("router,options", [("rre", dict(num_domains=2)), ("hash", {})])
 def test_table_routers_have_no_router_gradient(runner, router, options):
-    """Capacity dispatch: MindSpore's dropless backward fails when an expert gets no token."""
+    """A table router has no trainable parameter: gradients reach only the experts and x (capacity dispatch)."""
     context = {"token_ids": ids((1, 4), VOCAB, 0), "domain_ids": ids((1, 4), 2, 1)}
     moe = layer(router, dispatch="capacity", **options)
     x = random_inputs((1, 4, D))

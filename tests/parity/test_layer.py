@@ -13,10 +13,10 @@ import pytest
 
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
-from tests.support.harness import assert_runs_match, numpy_weights, random_inputs
+from tests.support.harness import PARITY_ATOL, PARITY_RTOL, assert_runs_match, numpy_weights, random_inputs
 from tests.support.parity_cases import graph_subset
 
-RTOL, ATOL = 1e-4, 1e-5
+RTOL, ATOL = PARITY_RTOL, PARITY_ATOL
 
 TOPK = dict(router="topk", top_k=2)
 RAW = dict(router="topk", top_k=2, renormalize=False)

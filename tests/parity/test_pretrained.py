@@ -12,11 +12,11 @@ from models.lora_moe import LoRAMoEConfig, LoRAMoEModel
 from models.moe_config import MoEConfig
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
-from tests.support.harness import numpy_weights
+from tests.support.harness import PARITY_ATOL, PARITY_RTOL, numpy_weights
 from tests.support.model_runs import lm_step
 from training.generation import Decoder
 
-RTOL, ATOL = 1e-4, 1e-5
+RTOL, ATOL = PARITY_RTOL, PARITY_ATOL
 BASE = dict(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_hidden=48, max_seq_len=16,
             init_std=0.1)
 TOKENS = np.random.default_rng(2).integers(0, 64, (2, 9)).astype(np.int32)

@@ -13,11 +13,11 @@ import pytest
 
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
-from tests.support.harness import assert_runs_match, numpy_weights, random_inputs
+from tests.support.harness import PARITY_ATOL, PARITY_RTOL, assert_runs_match, numpy_weights, random_inputs
 from tests.support.kool import ScoredLayer
 from tests.support.parity_cases import graph_subset
 
-RTOL, ATOL = 1e-4, 1e-5
+RTOL, ATOL = PARITY_RTOL, PARITY_ATOL
 CASES = [("skip", {}, 2), ("skip", {"correction": False}, 2), ("skip", {"baseline": "leave_one_out"}, 2),
          ("balanced", {"solver": "sinkhorn"}, 4),
          ("balanced", {"solver": "sinkhorn", "reward": "token", "baseline": "leave_one_out"}, 4)]

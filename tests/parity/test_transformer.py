@@ -11,10 +11,10 @@ import pytest
 from models.moe_config import MoEConfig
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
-from tests.support.harness import numpy_weights
+from tests.support.harness import PARITY_ATOL, PARITY_RTOL, numpy_weights
 from tests.support.model_runs import lm_step
 
-RTOL, ATOL = 1e-4, 1e-5
+RTOL, ATOL = PARITY_RTOL, PARITY_ATOL
 VOCAB = 64
 
 CASES = {  # name: (model settings, routing-noise width: stochastic routers get the same noise on both)
