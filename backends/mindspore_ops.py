@@ -14,6 +14,7 @@ from scipy import optimize
 
 from backends.mindspore_collectives import RowExchange, all_gather, collective
 from backends.mindspore_grouped_matmul import grouped_matmul_kernel
+from backends.vocabulary import check_group
 
 
 def _solve_assignments(cost: np.ndarray) -> np.ndarray:
@@ -236,10 +237,13 @@ class MindSporeOps:
 
     # collectives (mindspore.communication: HCCL on Ascend, NCCL on GPU, mccl on CPU)
     def all_reduce(self, x, group):
+        check_group("all_reduce", group)
         return ops.stop_gradient(collective(ops.AllReduce, group)(x))
 
     def all_gather(self, x, group):
+        check_group("all_gather", group)
         return ops.stop_gradient(all_gather(x, group))
 
     def all_to_all(self, x, send_counts, recv_counts, group):
+        check_group("all_to_all", group)
         return RowExchange(tuple(int(c) for c in send_counts), tuple(int(c) for c in recv_counts), group)(x)

@@ -60,18 +60,31 @@ class Runtime:
         return make_train_step(self.backend, module, objective, lr, betas, eps, weight_decay, grad_clip, parallel,
                                loss_scale, execution)
 
+    def _device_generator(self):
+        """torch's generator module of this process's accelerator (``torch.cuda``,
+        ``torch.npu``), None on CPU and on MindSpore (one generator for every device)."""
+        if self.backend != "torch" or self.device == "cpu":
+            return None
+        import torch
+        return getattr(torch, self.device.split(":")[0], None)
+
     def rng_state(self) -> Dict[str, np.ndarray]:
-        """The framework's default generator, numpy's global generator and Python's
-        ``random``, as numpy arrays."""
+        """This process's generators as numpy arrays: the framework's default generator
+        (``framework``), the accelerator's (``device``: torch on CUDA or NPU), numpy's global
+        generator and Python's ``random``."""
+        out = {}
         if self.backend == "torch":
             import torch
-            framework = torch.get_rng_state().numpy().copy()
+            out["framework"] = torch.get_rng_state().numpy().copy()
+            accelerator = self._device_generator()
+            if accelerator is not None:
+                out["device"] = accelerator.get_rng_state(self.device).numpy().copy()
         else:
             import mindspore as ms
-            framework = ms.get_rng_state().asnumpy().copy()
+            out["framework"] = ms.get_rng_state().asnumpy().copy()
         _, keys, pos, has_gauss, cached = np.random.get_state()
         _, internal, gauss = random.getstate()
-        return {"framework": framework, "numpy.keys": np.asarray(keys), "numpy.pos": np.asarray(pos),
+        return {**out, "numpy.keys": np.asarray(keys), "numpy.pos": np.asarray(pos),
                 "numpy.gauss": np.asarray([has_gauss, cached], np.float64),
                 "python": np.asarray(internal, np.int64),
                 "python.gauss": np.asarray([gauss is not None, gauss or 0.0], np.float64)}
@@ -82,6 +95,12 @@ class Runtime:
         framework generators are not interchangeable."""
         if state.get("framework") is not None:
             self._set_framework_rng(state["framework"])
+        accelerator = self._device_generator()
+        if accelerator is not None and state.get("device") is not None:
+            import torch
+            current = accelerator.get_rng_state(self.device)
+            if tuple(state["device"].shape) == tuple(current.shape):
+                accelerator.set_rng_state(torch.from_numpy(state["device"].astype(np.uint8)), self.device)
         has_gauss, cached = state["numpy.gauss"]
         np.random.set_state(("MT19937", state["numpy.keys"].astype(np.uint32), int(state["numpy.pos"]),
                              int(has_gauss), float(cached)))

@@ -10,6 +10,7 @@ import torch.nn.functional as tnf
 from scipy import optimize
 
 from backends import torch_grouped_matmul
+from backends.vocabulary import check_group
 
 
 class TorchOps:
@@ -160,16 +161,19 @@ class TorchOps:
 
     # collectives (torch.distributed: gloo, NCCL, HCCL through torch_npu)
     def all_reduce(self, x, group):
+        check_group("all_reduce", group)
         out = x.detach().clone()
         dist.all_reduce(out, group=group)
         return out
 
     def all_gather(self, x, group):
+        check_group("all_gather", group)
         parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
         dist.all_gather(parts, x.detach().contiguous(), group=group)
         return torch.cat(parts, 0)
 
     def all_to_all(self, x, send_counts, recv_counts, group):
+        check_group("all_to_all", group)
         return AllToAll.apply(x, tuple(int(c) for c in send_counts), tuple(int(c) for c in recv_counts), group)
 
 

@@ -32,7 +32,7 @@ conversion, evaluation and the optimizer's state.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -53,16 +53,24 @@ def forward_compiles(expert_parallel: int, component=None) -> bool:
     return expert_parallel == 1 and getattr(component, "compiles", True)
 
 
-def split_micro_batches(values: Sequence, count: int) -> List[tuple]:
+def split_micro_batches(values: Sequence, count: int, batch_axes: Optional[Sequence] = None) -> List[tuple]:
     """``values`` (inputs then targets: numpy arrays or tensors) cut into ``count`` equal
-    slices along axis 0, for gradient accumulation; a value whose first axis is not the
-    batch (that of ``values[0]``), e.g. a scalar, goes whole to every slice."""
+    slices along their batch axis, for gradient accumulation. ``batch_axes``: each value's
+    batch axis, None for a value that goes whole to every slice; by default axis 0 where
+    it has the batch's length (that of ``values[0]``), else whole (e.g. a scalar)."""
     rows = values[0].shape[0]
     if rows % count:
         raise ConfigError(f"train.grad_accum={count} must divide the {rows} sequences of a step on this rank")
     size = rows // count
-    return [tuple(v[i * size:(i + 1) * size] if len(getattr(v, "shape", ())) and v.shape[0] == rows else v
-                  for v in values) for i in range(count)]
+    if batch_axes is None:
+        batch_axes = [0 if len(getattr(v, "shape", ())) and v.shape[0] == rows else None for v in values]
+
+    def part(value, axis, i):
+        if axis is None:
+            return value
+        index = (slice(None),) * axis + (slice(i * size, (i + 1) * size),)
+        return value[index]
+    return [tuple(part(v, axis, i) for v, axis in zip(values, batch_axes)) for i in range(count)]
 
 
 def mean_metrics(parts: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
@@ -110,19 +118,27 @@ class TrainStep:
             self._static_key = key
             self.hooks.recompile()
 
+    def _float32(self, grads: list) -> list:
+        """Gradients in float32 before anything adds them up (micro-batches, ranks): a
+        bfloat16/float16 model's gradients (still loss-scaled in float16) summed over W ranks
+        in their own type lose precision or overflow where one process would not."""
+        return [g if g.dtype == self.F.float32 else self.F.cast(g, self.F.float32) for g in grads]
+
     def _numpy(self, metrics: dict) -> Dict[str, np.ndarray]:
         return {key: np.asarray(self.F.to_numpy(value)) for key, value in metrics.items()}
 
-    def step(self, inputs: Sequence, targets: Sequence, lr: float,
-             micro_batches: int = 1) -> Tuple[float, Dict[str, np.ndarray], float]:
+    def step(self, inputs: Sequence, targets: Sequence, lr: float, micro_batches: int = 1,
+             batch_axes: Optional[Sequence] = None) -> Tuple[float, Dict[str, np.ndarray], float]:
         """inputs/targets: tuples of numpy arrays or tensors -> (loss, metrics, grad_norm);
-        ``micro_batches``: gradient accumulation over that many slices of the batch."""
+        ``micro_batches``: gradient accumulation over that many slices of the batch
+        (``batch_axes``: see ``split_micro_batches``)."""
         self._follow_static_key()
         tensors = self.hooks.tensors(inputs, targets)
         scale = 1.0 if self.loss_scale is None else self.loss_scale.value
         total, losses, parts = None, [], []
-        for part in split_micro_batches(tensors, micro_batches):
+        for part in split_micro_batches(tensors, micro_batches, batch_axes):
             loss, metrics, grads, norm = self.hooks.gradients(scale, len(inputs), part)
+            grads = self._float32(grads)
             total = grads if total is None else [a + b for a, b in zip(total, grads)]
             losses.append(loss)
             parts.append(self._numpy(metrics))

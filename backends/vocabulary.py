@@ -165,7 +165,8 @@ class Ops(Protocol):
         [N, p]; rows [start_g, start_g + size_g) are multiplied by w[g]; rows past
         sum(group_sizes) give zeros and cost nothing."""
 
-    # collectives (multi-process runs)
+    # collectives (multi-process runs): ``group`` is a group handle of ``core.layout.ParallelRun``
+    # (the world's included); None is refused (``check_group``): frameworks read it as the world
     def all_reduce(self, x: Tensor, group: Any) -> Tensor:
         """Elementwise sum of ``x`` over the group's ranks, on every rank; no gradient."""
 
@@ -181,3 +182,11 @@ class Ops(Protocol):
         [sum(recv_counts), m]: ``recv_counts[j]`` rows from rank j, in rank order. Counts are
         host ints. Differentiable: the gradient is the reverse all-to-all, and every rank
         takes part in it even when it sends nothing (x keeps its gradient path)."""
+
+
+def check_group(op: str, group: Any) -> None:
+    """Every collective names its group: torch and MindSpore read ``group=None`` as the whole
+    world, which silently sums over ranks that a sub-group's reduction must leave out."""
+    if group is None:
+        raise ValueError(f"F.{op}: group=None (the whole world) is refused; pass the group handle "
+                         f"(core.layout.ParallelRun.groups, e.g. groups['world'])")

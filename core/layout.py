@@ -89,9 +89,22 @@ class ParallelLayout:
         return min(ep, local)
 
     def ep_node_groups(self) -> List[List[int]]:
-        """Every (EP group, node) set of ranks, in order: the hierarchical exchange's phase A."""
-        g = self.ep_ranks_per_node()
-        return [group[k:k + g] for group in self.ep_groups() for k in range(0, len(group), g)]
+        """Every (EP group, node) set of ranks, in order: the ranks of each EP group on each
+        node it touches. Any layout has them (an EP group may straddle nodes unevenly); the
+        locality loss reduces over them, and on node-aligned layouts they are the hierarchical
+        exchange's phase A."""
+        out = []
+        for group in self.ep_groups():
+            for rank in group:
+                if out and out[-1][0] in group and out[-1][0] // self.local_world_size == rank // self.local_world_size:
+                    out[-1].append(rank)
+                else:
+                    out.append([rank])
+        return out
+
+    def ep_node_group(self) -> List[int]:
+        """This rank's (EP group, node) set of ranks."""
+        return next(group for group in self.ep_node_groups() if self.rank in group)
 
     def ep_rail_groups(self) -> List[List[int]]:
         """Every (EP group, local index) set of ranks across its nodes: phase B."""
@@ -133,7 +146,8 @@ class ExpertParallel:
     the ``batch_ranks`` data-parallel ranks: router statistics are reduced over it, so the
     losses are those of the global batch. ``nodes``: the node of each rank of the EP group
     (for the traffic counters: bytes that cross nodes); ``node_group``: this rank's EP
-    ranks on its node (None when it is alone there); ``hierarchy``: a
+    ranks on its node (on every layout; a group of one when it is alone there, which nothing
+    reduces over); ``hierarchy``: a
     ``Hierarchy`` for the hierarchical all-to-all, None for flat."""
 
     size: int

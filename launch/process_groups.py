@@ -60,9 +60,10 @@ def init_process_groups(backend: str, device: str, expert_parallel: int, timeout
 def _group_sets(layout: ParallelLayout, hierarchical: bool):
     """(kind, every group of that kind) for the groups this run needs."""
     kinds = [("ep", layout.ep_groups()), ("edp", layout.edp_groups())]
-    if layout.expert_parallel > 1 and (layout.node_aligned or hierarchical):
+    if layout.expert_parallel > 1:  # every layout: the locality loss reduces over them (never over the world)
         kinds.append(("node", layout.ep_node_groups()))
     if hierarchical:
+        layout.ep_ranks_per_node()  # node-aligned, or one line saying why not
         kinds.append(("rail", layout.ep_rail_groups()))
     return kinds
 

@@ -12,13 +12,16 @@ run_ascend.sh (torchrun / msrun); the config's ``parallel`` section sets the exp
 size and the collectives' timeout.
 Exit codes: 0 done, 2 bad config or input, or a module missing (one line on stderr), 3
 stopped: NaN/Inf steps, or a file of the run could not be written (one line on stderr), 4 a
-multi-process run lost a rank (a collective failed or timed out; one line naming this rank).
+multi-process run lost a rank (a collective failed or timed out; one line naming this rank),
+5 out of memory on a rank of a multi-process run, 1 any other error of such a rank (its
+traceback, then one line with its type and message: ``launch.failures``).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -93,13 +96,15 @@ def main(argv=None) -> int:
     except (TrainingStopped, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    except RuntimeError as error:
+    except (RuntimeError, MemoryError) as error:
         if launched_rank() is None:
             raise
-        print(f"error: rank {launched_rank()}: a collective failed or timed out (parallel.timeout_s="
-              f"{config.parallel.timeout_s:g}): another rank died or stalled; the launcher's log names it "
-              f"({(str(error).strip().splitlines() or [type(error).__name__])[0]})", file=sys.stderr)
-        return 4
+        from launch.failures import OTHER, describe_failure
+        code, line = describe_failure(error, launched_rank(), config.parallel.timeout_s)
+        if code == OTHER:
+            traceback.print_exc()
+        print(line, file=sys.stderr)
+        return code
     print(done_line(summary, config.run_dir))
     return 0
 

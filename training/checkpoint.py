@@ -13,11 +13,14 @@ killed at any point leaves the earlier checkpoints untouched and at most a stray
 file, which the next save removes.
 
 Expert-parallel runs: the ranks that own experts first write their expert stacks, cut
-along the expert axis, to ``step_<N>.experts<i>of<n>.safetensors`` (each atomic); after a
-barrier rank 0 writes the main file, whose ``expert_shards`` names them. A step counts only
-once its main file exists, so a set of shards without it is never taken for a checkpoint.
-``load_checkpoint`` concatenates the shards: every checkpoint loads as the full model, at
-any expert-parallel size, on either framework.
+along the expert axis, to ``step_<N>.experts<i>of<n>.safetensors`` (each atomic, with its
+index, count and global expert range in its metadata); after a barrier rank 0 writes the
+main file, whose ``expert_shards`` records every shard: index, count, expert range and
+CRC-32. A step counts only once its main file exists, so a set of shards without it is
+never taken for a checkpoint. ``load_checkpoint`` checks each shard against that record (a
+shard renamed, swapped or copied from another run is refused in one line) and concatenates
+them: every checkpoint loads as the full model, at any expert-parallel size, on either
+framework.
 """
 from __future__ import annotations
 
@@ -88,8 +91,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(final: Path, checkpoint: Checkpoint, extra: Dict[str, str]) -> None:
-    """Write one checkpoint file under a temporary name, fsync, rename onto ``final``."""
+def _write_atomic(final: Path, checkpoint: Checkpoint, extra: Dict[str, str]) -> str:
+    """Write one checkpoint file under a temporary name, fsync, rename onto ``final``;
+    returns its CRC-32."""
     directory = final.parent
     tmp = directory / f".{final.name}.tmp{os.getpid()}"
     tensors = {f"{group}/{name}": np.asarray(value, order="C")
@@ -109,6 +113,7 @@ def _write_atomic(final: Path, checkpoint: Checkpoint, extra: Dict[str, str]) ->
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(directory)
+    return metadata["crc32"]
 
 
 def shard_path(directory: Path, step: int, index: int, count: int) -> Path:
@@ -116,27 +121,54 @@ def shard_path(directory: Path, step: int, index: int, count: int) -> Path:
     return Path(directory) / f"step_{step:08d}.experts{index}of{count}.safetensors"
 
 
-def save_expert_shard(directory: Path, checkpoint: Checkpoint, index: int, count: int) -> Path:
+def _shard_fields(index: int, count: int, experts: Tuple[int, int, int]) -> Dict[str, Any]:
+    first, end, total = experts
+    return {"index": int(index), "count": int(count), "experts": [int(first), int(end), int(total)]}
+
+
+def save_expert_shard(directory: Path, checkpoint: Checkpoint, index: int, count: int,
+                      experts: Tuple[int, int, int]) -> Path:
     """Write one expert shard (the expert stacks of one expert-parallel rank: ``model`` and
-    ``optimizer`` entries cut along the expert axis) atomically. Its checkpoint becomes
-    loadable only when the main file, written after every shard, names it."""
+    ``optimizer`` entries cut along the expert axis; ``experts``: its global range (first,
+    end) of ``total`` experts) atomically. Its checkpoint becomes loadable only when the
+    main file, written after every shard, records it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = shard_path(directory, checkpoint.step, index, count)
-    _write_atomic(final, checkpoint, {"shard": f"{index}/{count}"})
+    _write_atomic(final, checkpoint, {"shard": f"{index}/{count}",
+                                      "shard_of": json.dumps(_shard_fields(index, count, experts))})
     return final
+
+
+def shard_record(path: Path) -> Dict[str, Any]:
+    """What a main file records of one written shard: index, count, expert range (from the
+    shard's own metadata) and CRC-32. A shard that is not there is a ConfigError naming the
+    shared-filesystem requirement (rank 0 reads the shards other ranks wrote)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            metadata = handle.metadata() or {}
+    except (OSError, SafetensorError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"{path}: rank 0 cannot read this expert shard, written by another rank ({reason}); "
+                          f"the run directory must be on a filesystem every rank shares") from None
+    return {**json.loads(metadata["shard_of"]), "step": int(metadata["step"]), "crc32": metadata["crc32"]}
 
 
 def save_checkpoint(directory: Path, checkpoint: Checkpoint, keep: int, expert_shards: int = 0) -> Path:
     """Write ``checkpoint`` atomically, then delete all but the newest ``keep`` (with their
     shards). ``expert_shards`` > 0: the expert stacks are in that many shard files, already
-    written (``save_expert_shard``); this main file commits them."""
+    written (``save_expert_shard``); this main file records and commits them."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for stray in directory.glob(".step_*.tmp*"):
         stray.unlink(missing_ok=True)
     final = directory / f"step_{checkpoint.step:08d}.safetensors"
-    _write_atomic(final, checkpoint, {"expert_shards": str(expert_shards)} if expert_shards else {})
+    extra = {}
+    if expert_shards:
+        records = [shard_record(shard_path(directory, checkpoint.step, i, expert_shards)) for i in range(expert_shards)]
+        extra = {"expert_shards": str(expert_shards), "shard_records": json.dumps(records)}
+    _write_atomic(final, checkpoint, extra)
     kept = list_checkpoints(directory)[-keep:]
     oldest = int(NAME.match(kept[0].name).group(1))
     for old in directory.glob("step_*.safetensors"):
@@ -146,24 +178,32 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint, keep: int, expert_s
     return final
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint file; a damaged or foreign file is a ConfigError naming it."""
-    path = Path(path)
+def _read(path: Path) -> Tuple[Dict[str, str], Dict[str, Dict[str, np.ndarray]]]:
+    """(metadata, tensors by group) of one checkpoint file, its CRC-32 checked."""
     groups: Dict[str, Dict[str, np.ndarray]] = {group: {} for group in GROUPS}
+    with safe_open(str(path), framework="np") as handle:
+        metadata = handle.metadata() or {}
+        if metadata.get("format") != FORMAT:
+            raise ConfigError(f"{path}: not a checkpoint of this library (format {metadata.get('format')!r})")
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    if "crc32" in metadata and metadata["crc32"] != _crc32(metadata, tensors):
+        raise ConfigError(f"{path}: damaged checkpoint (checksum mismatch)")
+    for key, value in tensors.items():
+        group, _, name = key.partition("/")
+        groups[group][name] = value
+    return metadata, groups
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint file and its expert shards; a damaged or foreign file, or a shard
+    that is not the one the main file recorded, is a ConfigError naming it."""
+    path = Path(path)
     try:
-        with safe_open(str(path), framework="np") as handle:
-            metadata = handle.metadata() or {}
-            if metadata.get("format") != FORMAT:
-                raise ConfigError(f"{path}: not a checkpoint of this library (format {metadata.get('format')!r})")
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        if "crc32" in metadata and metadata["crc32"] != _crc32(metadata, tensors):
-            raise ConfigError(f"{path}: damaged checkpoint (checksum mismatch)")
-        for key, value in tensors.items():
-            group, _, name = key.partition("/")
-            groups[group][name] = value
+        metadata, groups = _read(path)
         shards = int(metadata.get("expert_shards", 0))
         if shards:
-            _merge_shards(groups, [load_checkpoint(shard_path(path.parent, int(metadata["step"]), i, shards))
+            records = json.loads(metadata.get("shard_records", "null")) or [None] * shards
+            _merge_shards(groups, [_load_shard(path, int(metadata["step"]), i, shards, records[i])
                                    for i in range(shards)])
         return Checkpoint(step=int(metadata["step"]), state=json.loads(metadata["state"]),
                           backend=metadata["backend"], dtype=metadata["dtype"], **groups)
@@ -172,6 +212,35 @@ def load_checkpoint(path: Path) -> Checkpoint:
     except Exception as error:
         reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise ConfigError(f"{path}: unreadable checkpoint ({reason})") from None
+
+
+def _describe(fields: Dict[str, Any]) -> str:
+    first, end, total = fields["experts"]
+    return f"shard {fields['index']} of {fields['count']} (experts {first}..{end - 1} of {total})"
+
+
+def _load_shard(main: Path, step: int, index: int, count: int, record: Optional[Dict[str, Any]]) -> Checkpoint:
+    """Expert shard ``index`` of the checkpoint ``main``, checked against the main file's
+    ``record`` of it (None: written before shards were recorded; then its own index only)."""
+    path = shard_path(main.parent, step, index, count)
+    try:
+        metadata, groups = _read(path)
+    except ConfigError as error:
+        raise ConfigError(f"{main}: expert shard {str(error)}") from None
+    except Exception as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"{main}: expert shard {path.name} unreadable ({reason})") from None
+    own = json.loads(metadata["shard_of"]) if "shard_of" in metadata else None
+    if metadata.get("shard", f"{index}/{count}") != f"{index}/{count}" or (record and own and (
+            own["index"], own["count"], own["experts"]) != (record["index"], record["count"], record["experts"])):
+        held = _describe(own) if own else f"shard {metadata.get('shard')}"
+        raise ConfigError(f"{main}: {path.name} holds {held}, not {_describe(record) if record else f'shard {index} of {count}'}"
+                          f" (shard files renamed or swapped); restore the shards written with this checkpoint")
+    if record and (metadata.get("crc32") != record["crc32"] or int(metadata.get("step", -1)) != step):
+        raise ConfigError(f"{main}: {path.name} is not the shard written with this checkpoint (checksum "
+                          f"{metadata.get('crc32')}, step {metadata.get('step')}; recorded {record['crc32']}, step "
+                          f"{step}): copied from another run?; restore the shards written with it")
+    return Checkpoint(step=step, state={}, backend=metadata.get("backend", ""), dtype=metadata.get("dtype", ""), **groups)
 
 
 def _merge_shards(groups: Dict[str, Dict[str, np.ndarray]], shards: List[Checkpoint]) -> None:

@@ -3,8 +3,8 @@ checkpoint and its metrics up to that step go into a new run directory, which
 ``scripts/train.py --resume`` continues on the new backend.
 
 Checkpoints of both backends use the same names and numpy layouts (training/checkpoint.py),
-so only the metadata changes; the framework random generator's state is dropped (the two
-frameworks' generators are not interchangeable; numpy's and Python's are kept).
+so only the metadata changes; every rank's framework random generator states are dropped
+(the two frameworks' generators are not interchangeable; numpy's and Python's are kept).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Sequence
 from core.errors import ConfigError
 from training.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
 from training.config import RunConfig, load_config, save_config
+from training.distributed import FRAMEWORK_RNG
 from training.metrics_log import read_records
 
 
@@ -41,7 +42,8 @@ def convert_run(source: Path, target: Path, backend: str) -> Path:
     if latest is None:
         raise ConfigError(f"{source}: no checkpoint in {checkpoint_dir(source)}")
     checkpoint = load_checkpoint(latest)
-    checkpoint.rng.pop("framework", None)
+    for name in [n for n in checkpoint.rng if n.rpartition("/")[2] in FRAMEWORK_RNG]:
+        del checkpoint.rng[name]
     checkpoint = replace(checkpoint, backend=backend)
     save_config(config, target / "config.yaml")
     path = save_checkpoint(checkpoint_dir(target), checkpoint, config.train.keep_checkpoints)

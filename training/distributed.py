@@ -9,21 +9,26 @@ one rank, so the trainer has no second code path.
 - Metrics and validation loss: means over the ranks (one all-reduce per step), so routers'
   host-side state (``Router.after_step``) is the same on every rank.
 - Checkpoints: the first replica of each expert shard (ranks 0..ep-1) writes its expert
-  stacks, then rank 0 writes the rest and commits (``training.checkpoint``). A checkpoint
-  loads as the full model; each rank keeps its slice (``parallel.sharding``).
+  stacks, then rank 0 writes the rest and commits (``training.checkpoint``), with every
+  rank's random generator state (``gather_rng``; each rank restores its own,
+  ``own_rng``). A checkpoint loads as the full model; each rank keeps its slice
+  (``parallel.sharding``).
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from core.layout import ExpertParallel
+from core.layout import ExpertParallel, expert_range
 from core.params import ParamSpec
 from launch.process_groups import ParallelRun, init_process_groups
 from parallel.sharding import local_values
 from training.checkpoint import Checkpoint, save_checkpoint, save_expert_shard
+
+FRAMEWORK_RNG = ("framework", "device")  # generator states only the framework that wrote them can load
 
 
 class Distributed:
@@ -94,6 +99,41 @@ class Distributed:
             start += array.size
         return out
 
+    def gather_bytes(self, blob: bytes) -> List[bytes]:
+        """Every rank's ``blob``, in rank order, on every rank (two all-gathers: the lengths,
+        then the bytes as float32 values 0..255, exact)."""
+        if self.run is None:
+            return [blob]
+        F, group = self.F, self.run.groups["world"]
+        lengths = F.to_numpy(F.all_gather(F.tensor(np.asarray([[len(blob)]], np.float32)), group))
+        lengths = lengths.reshape(-1).astype(np.int64)
+        row = np.zeros((1, max(1, int(lengths.max()))), np.float32)
+        row[0, :len(blob)] = np.frombuffer(blob, np.uint8)
+        table = F.to_numpy(F.all_gather(F.tensor(row), group))
+        return [table[r, :lengths[r]].astype(np.uint8).tobytes() for r in range(self.world)]
+
+    def gather_rng(self, state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Every rank's generator state (``Runtime.rng_state``) as ``rank<r>/<name>`` (what
+        rank 0 writes into a checkpoint)."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **state)
+        out = {}
+        for r, blob in enumerate(self.gather_bytes(buffer.getvalue())):
+            with np.load(io.BytesIO(blob), allow_pickle=False) as saved:
+                out.update({f"rank{r}/{name}": saved[name] for name in saved.files})
+        return out
+
+    def own_rng(self, saved: Dict[str, np.ndarray]) -> Optional[Dict[str, np.ndarray]]:
+        """This rank's generator state in a checkpoint's ``rng`` (``gather_rng``); a checkpoint
+        written before every rank's state was saved holds rank 0's only. None when it has
+        none for this rank (saved by fewer ranks)."""
+        prefix = f"rank{self.rank}/"
+        mine = {name[len(prefix):]: value for name, value in saved.items() if name.startswith(prefix)}
+        if mine:
+            return mine
+        legacy = {name: value for name, value in saved.items() if "/" not in name}
+        return legacy if legacy and self.is_main else None
+
     # parameters and checkpoints
     def local(self, values: Dict[str, np.ndarray], specs: Dict[str, ParamSpec]) -> Dict[str, np.ndarray]:
         """Full parameters (or optimizer moments named ``<kind>.<param>``) -> this rank's."""
@@ -119,7 +159,8 @@ class Distributed:
                                model={n: v for n, v in checkpoint.model.items() if n in sharded},
                                optimizer={n: v for n, v in checkpoint.optimizer.items() if n in sharded},
                                rng={}, backend=checkpoint.backend, dtype=checkpoint.dtype)
-            save_expert_shard(directory, shard, lay.ep_rank, ep)
+            total = next(specs[name].shape[0] for name in sorted(sharded) if name in specs)
+            save_expert_shard(directory, shard, lay.ep_rank, ep, (*expert_range(total, ep, lay.ep_rank), total))
         self.barrier()
         path = None
         if self.is_main:

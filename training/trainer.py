@@ -10,6 +10,12 @@ rate (``training.schedule``). A NaN/Inf loss or gradient norm skips the update a
 counted; ``train.max_bad_steps`` in a row stop the run (``TrainingStopped``) with the
 last good checkpoint kept. After each good step, routers with host-side state
 (``Router.after_step``) get their layer's metrics.
+
+Randomness (``training.random_streams``): a stochastic router's routing noise is an input of
+the step, drawn on the host for each sequence from (seed, step, its row in the global
+batch), so it is the same at any world size and after any resume; each process's
+generators are seeded from (seed, rank), and every rank's state is saved in checkpoints
+and restored on that rank.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from training.config import RunConfig, save_config, transformer_config
 from training.data.pipeline import build_data
 from training.distributed import Distributed, rank_log
 from training.metrics_log import MetricsLog, read_records
+from training.random_streams import TRAIN, VALIDATION, process_seed, routing_noise
 from training.plots import plot_run
 from training.schedule import learning_rate
 
@@ -74,7 +81,7 @@ class Trainer:
         if self.dist.world > 1:
             self.log = log = rank_log(self.run_dir, self.dist.rank, log)
             self.progress = self.progress and self.dist.is_main
-        self.runtime.seed(config.seed + self.dist.rank)  # stochastic routers: independent noise per rank
+        self.runtime.seed(process_seed(config.seed, self.dist.rank))  # see training.random_streams
         self.data = self.dist.main_first(lambda: build_data(config.data, seed=config.seed, log=log))
         self.model = Transformer(transformer_config(config, self.data.tokenizer.vocab_size), self.dist.expert_parallel)
         self.specs = self.model.param_specs()
@@ -92,6 +99,7 @@ class Trainer:
         self.val_batches = self.data.val_batches(t.batch_size, t.eval_batches)
         self.hooked = [(i, layer.router) for i, layer in enumerate(self.model.moe_layers)
                        if type(layer.router).after_step is not Router.after_step]
+        self.noise_width = getattr(self.model.moe_layers[0].router, "noise_width", 0) if self.model.moe_layers else 0
         self.step, self.bad_in_row, self.skipped, self.elapsed = 0, 0, 0, 0.0
         self.good = True
         if resume:
@@ -129,7 +137,11 @@ class Trainer:
         self.module.load_numpy(weights)
         self.train_step.load_master_weights(weights)
         self.train_step.load_optimizer_state(self.dist.local(checkpoint.optimizer, self.specs))
-        self.runtime.set_rng_state(checkpoint.rng)
+        rng = self.dist.own_rng(checkpoint.rng)
+        if rng:
+            self.runtime.set_rng_state(rng)
+        else:  # saved by fewer ranks: this rank's generators as at the start (routing noise needs none)
+            self.runtime.seed(process_seed(self.config.seed, self.dist.rank))
         state = checkpoint.state
         self.batches.load_state_dict(state["data"])
         self.step, self.bad_in_row = checkpoint.step, int(state["bad_in_row"])
@@ -150,7 +162,8 @@ class Trainer:
         state["routers"] = {prefix: values for prefix, values in routers.items() if values}
         weights = {**self.module.numpy_params(), **self.train_step.master_weights()}  # float32 masters win
         return Checkpoint(step=self.step, model=weights,
-                          optimizer=self.train_step.optimizer_state(), rng=self.runtime.rng_state(),
+                          optimizer=self.train_step.optimizer_state(),
+                          rng=self.dist.gather_rng(self.runtime.rng_state()),
                           state=state, backend=self.config.backend, dtype=self.config.dtype)
 
     def save(self) -> Path:
@@ -172,9 +185,9 @@ class Trainer:
         """Mean LM cross-entropy over the fixed validation batches and its perplexity."""
         losses = []
         start, end = self.dist.rows(self.config.train.batch_size)
-        for tokens, domains in self.val_batches:
-            _, metrics = self.train_step.evaluate((tokens[start:end, :-1], domains[start:end]),
-                                                  (tokens[start:end, 1:],))
+        for index, (tokens, domains) in enumerate(self.val_batches):
+            inputs = (tokens[start:end, :-1], domains[start:end]) + self._noise(VALIDATION, index, tokens)
+            _, metrics = self.train_step.evaluate(inputs, (tokens[start:end, 1:],))
             losses.append(float(metrics["lm_loss"]))
         val_loss = float(self.dist.mean({"val_loss": np.mean(losses)})["val_loss"])
         return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
@@ -189,13 +202,23 @@ class Trainer:
             if updates:
                 self.module.update_numpy(updates)
 
+    def _noise(self, kind: int, index: int, tokens: np.ndarray) -> tuple:
+        """(routing noise of this rank's rows of batch ``index``,) for a stochastic router, ()
+        for the others: each row's from (seed, kind, index, row), ``training.random_streams``."""
+        if not self.noise_width:
+            return ()
+        rows = self.dist.rows(self.config.train.batch_size)
+        return (routing_noise(self.config.seed, kind, index, rows, tokens.shape[1] - 1, len(self.model.moe_layers),
+                              self.noise_width),)
+
     def _one_step(self) -> tuple:
         t = self.config.train
         tokens, domains = next(self.batches)
         lr = learning_rate(self.step, t.lr, t.min_lr, t.warmup_steps, t.steps)
         start, end = self.dist.rows(t.batch_size)
-        loss, metrics, grad_norm = self.train_step.step((tokens[start:end, :-1], domains[start:end]),
-                                                        (tokens[start:end, 1:],), lr, t.grad_accum)
+        inputs = (tokens[start:end, :-1], domains[start:end]) + self._noise(TRAIN, self.step, tokens)
+        axes = (0, 0, 1)[:len(inputs)] + (0,)  # the noise is [MoE layers, rows, seq, width]
+        loss, metrics, grad_norm = self.train_step.step(inputs, (tokens[start:end, 1:],), lr, t.grad_accum, axes)
         metrics = self.dist.mean(metrics)
         metrics.update(traffic_bytes(metrics, self.config.model.d_model, ELEMENT_BYTES[self.config.dtype], self.dist.world))
         self.step += 1

@@ -72,3 +72,40 @@ def test_master_weights_round_trip(mixed_step):
     step.load_master_weights(shifted)
     for name, value in step.master_weights().items():
         np.testing.assert_array_equal(value, shifted[name])
+
+
+class RecordingSync:
+    """Stands in for ``parallel.gradient_sync.GradientSync`` in one process: records the
+    dtype of every gradient the train step hands it, reduces nothing."""
+
+    def __init__(self, F) -> None:
+        self.F, self.dtypes = F, []
+
+    def average(self, F, grads):
+        self.dtypes.extend(str(g.dtype) for g in grads)
+        return list(grads)
+
+    def global_norm(self, F, grads):
+        return F.global_norm(grads)
+
+    def batch_mean(self, F, value):
+        return F.cast(value, F.float32)
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_gradients_reach_the_sync_in_float32(mixed_step, micro_batches):
+    """A multi-process run sums every rank's gradients: a low-precision model's gradients
+    (float16 ones still loss-scaled) must be float32 before that sum, on both frameworks."""
+    step, _, _ = mixed_step
+    tokens = tokens_of((2, 9), seed=6)
+    sync = step.sync = RecordingSync(step.F)
+    try:
+        step.step((tokens[:, :-1],), (tokens[:, 1:],), lr=2e-4, micro_batches=micro_batches)
+    finally:
+        step.sync = None
+    assert step.skipped == 0 and len(sync.dtypes) == len(step.order)
+    assert sync_dtypes(sync.dtypes) == {"float32"}
+
+
+def sync_dtypes(dtypes) -> set:
+    return {name.lower().replace("torch.", "") for name in dtypes}

@@ -95,7 +95,7 @@ def test_checkpoint_of_the_other_framework_carries_over(runs):
     other = {"torch": "mindspore", "mindspore": "torch"}[runs.backend]
     newest = list_checkpoints(directory)[-1]
     checkpoint = load_checkpoint(newest)
-    checkpoint.backend, checkpoint.rng["framework"] = other, np.zeros(3, np.uint8)
+    checkpoint.backend, checkpoint.rng["rank0/framework"] = other, np.zeros(3, np.uint8)
     save_checkpoint(directory, checkpoint, keep=3)
     lines = []
     trainer = runs.trainer("foreign", resume=True, log=lines.append)

@@ -111,3 +111,54 @@ def test_damaged_or_foreign_file_is_one_line_error(tmp_path):
 def test_scalars_keep_their_shape(tmp_path):
     path = save_checkpoint(tmp_path, make(2), keep=1)
     assert load_checkpoint(path).optimizer["step"].shape == ()
+
+
+def sharded(directory: Path, step: int, seed: int = 0) -> Path:
+    """A checkpoint whose expert stack (4 experts) is in two shards of 2, as an EP-2 run writes it."""
+    rng = np.random.default_rng(seed)
+    stack = rng.standard_normal((4, 3)).astype(np.float32)
+    for i in range(2):
+        shard = Checkpoint(step=step, model={"experts.w": stack[2 * i:2 * i + 2]}, optimizer={}, rng={})
+        ckpt.save_expert_shard(directory, shard, i, 2, (2 * i, 2 * i + 2, 4))
+    main = Checkpoint(step=step, model={"router.w": rng.standard_normal(3).astype(np.float32)}, optimizer={},
+                      rng={}, state={"seed": seed})
+    return save_checkpoint(directory, main, keep=5, expert_shards=2)
+
+
+def test_sharded_checkpoint_loads_whole(tmp_path):
+    path = sharded(tmp_path, 4)
+    loaded = load_checkpoint(path)
+    np.testing.assert_array_equal(loaded.model["experts.w"],
+                                  np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32))
+
+
+def test_swapped_shards_are_refused_in_one_line(tmp_path):
+    """Renaming experts0of2 <-> experts1of2 loaded silently, expert 0 holding expert 2."""
+    path = sharded(tmp_path, 4)
+    a, b = ckpt.shard_path(tmp_path, 4, 0, 2), ckpt.shard_path(tmp_path, 4, 1, 2)
+    a.rename(tmp_path / "tmp")
+    b.rename(a)
+    (tmp_path / "tmp").rename(b)
+    with pytest.raises(ConfigError) as error:
+        load_checkpoint(path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "step_00000004.experts0of2.safetensors holds shard 1 of 2 (experts 2..3 of 4), not shard 0 of 2" in message
+
+
+def test_a_shard_from_another_run_with_the_same_step_is_refused(tmp_path):
+    path = sharded(tmp_path / "mine", 4, seed=0)
+    sharded(tmp_path / "other", 4, seed=1)
+    foreign = ckpt.shard_path(tmp_path / "other", 4, 1, 2)
+    ckpt.shard_path(tmp_path / "mine", 4, 1, 2).write_bytes(foreign.read_bytes())
+    with pytest.raises(ConfigError, match=r"experts1of2\.safetensors is not the shard written with this checkpoint "
+                                          r"\(checksum [0-9a-f]{8}, step 4; recorded [0-9a-f]{8}, step 4\)"):
+        load_checkpoint(path)
+
+
+def test_a_missing_shard_is_named(tmp_path):
+    path = sharded(tmp_path, 4)
+    ckpt.shard_path(tmp_path, 4, 1, 2).unlink()
+    with pytest.raises(ConfigError, match=r"step_00000004\.safetensors: expert shard step_00000004\.experts1of2"
+                                          r"\.safetensors unreadable"):
+        load_checkpoint(path)

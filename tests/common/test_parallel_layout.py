@@ -26,6 +26,35 @@ def test_groups_partition_the_world():
     assert covered == list(range(8))
 
 
+@pytest.mark.parametrize("world, local, ep, expected", [
+    # 2 nodes x 6 ranks, EP 4: the middle EP group straddles the nodes, two ranks on each
+    (12, 6, 4, [[0, 1, 2, 3], [4, 5], [6, 7], [8, 9, 10, 11]]),
+    # 2 nodes x 3 ranks, EP 2 (data parallel 3): one EP group straddles the nodes
+    (6, 3, 2, [[0, 1], [2], [3], [4, 5]]),
+    # node-aligned: EP groups over whole nodes, and inside one
+    (8, 2, 4, [[0, 1], [2, 3], [4, 5], [6, 7]]),
+    (8, 4, 2, [[0, 1], [2, 3], [4, 5], [6, 7]]),
+])
+def test_every_layout_has_node_groups_for_the_locality_loss(world, local, ep, expected):
+    """Node groups (an EP group's ranks on one node) exist on any layout: without them the
+    locality loss all-reduced over group None, the whole world (12 ranks summed, divided by 4)."""
+    from launch.process_groups import _group_sets
+    layouts = [ParallelLayout(world, r, ep, local) for r in range(world)]
+    assert layouts[0].ep_node_groups() == expected
+    for lay in layouts:
+        group = lay.ep_node_group()
+        assert lay.rank in group and set(group) <= set(lay.ep_group())
+        assert all(r // local == lay.node for r in group)
+        kinds = dict(_group_sets(lay, hierarchical=False))
+        assert kinds["node"] == expected
+
+
+def test_a_hierarchical_exchange_still_needs_a_node_aligned_layout():
+    from launch.process_groups import _group_sets
+    with pytest.raises(ConfigError, match="cover whole nodes of 6 ranks or fit inside one"):
+        _group_sets(ParallelLayout(12, 0, 4, 6), hierarchical=True)
+
+
 def test_batch_rows_cover_the_global_batch_once():
     rows = [ParallelLayout(4, r, 2).batch_rows(12) for r in range(4)]
     assert rows == [(0, 3), (3, 6), (6, 9), (9, 12)]

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 
+from core.layout import ParallelLayout  # noqa: E402
 from core.params import init_params  # noqa: E402
 from launch.process_groups import init_process_groups  # noqa: E402
 from models.moe_config import MoEConfig  # noqa: E402
@@ -33,8 +34,9 @@ from tests.support.harness import make_runner  # noqa: E402
 D, TOKENS = 8, 12
 
 
-def cases(world: int, ep: int, ranks_per_node: int):
-    """(name, config, x [W, T, d], values override) for every case."""
+def cases(lay: ParallelLayout):
+    """(name, config, x [W, T, d], values override) for every case of this rank."""
+    world, ep, ranks_per_node = lay.world_size, lay.expert_parallel, lay.local_world_size
     rng = np.random.default_rng(0)
     base = MoEConfig(d_model=D, ffn_hidden=16, num_experts=8, top_k=2, router="topk", dispatch="dropless")
     x = rng.standard_normal((world, TOKENS, D)).astype(np.float32)
@@ -62,6 +64,12 @@ def cases(world: int, ep: int, ranks_per_node: int):
         yield "locmoe_dropless", loc, x, {"router.bias": rng.uniform(-0.1, 0.1, 8).astype(np.float32)}
         yield "locmoe_capacity", replace(loc, dispatch="capacity", router_options={
             **loc.router_options, "capacity_policy": "factor"}), x, {}
+    else:  # data parallel > 1, node-aligned or not: each EP group's placement is its own topology
+        nodes = sorted({r // ranks_per_node for r in lay.ep_group()})
+        topology = {"nodes": len(nodes), "devices_per_node": ep // len(nodes)}
+        loc = replace(base, router="locmoe", top_k=1, balance_loss_coef=0.0, z_loss_coef=0.0,
+                      router_options={"topology": topology, "locality_coef": 0.5})
+        yield "locmoe_groups", loc, x, {"router.bias": rng.uniform(-0.1, 0.1, 8).astype(np.float32)}
 
 
 def main() -> int:
@@ -74,11 +82,11 @@ def main() -> int:
         exchanges["hierarchical"] = run.expert_parallel()
     lay = run.layout
     saved = {exchange: {} for exchange in exchanges}
-    for name, config, x, override in cases(lay.world_size, ep, lay.local_world_size):
+    for name, config, x, override in cases(lay):
         full = MoELayer(config)
         values = {**init_params(full.param_specs(), 1), **override}
         cot = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
-        reference = single_process(runner, config, values, x, cot, lay.rank)
+        reference = single_process(runner, config, values, x, cot, lay, name)
         for exchange, parallel in exchanges.items():
             print(f"rank {lay.rank}: {exchange} case {name}", flush=True)
             mine = runner.forward_backward(MoELayer(config, parallel=parallel),
@@ -92,24 +100,30 @@ def main() -> int:
     return 0
 
 
-def uses_global_reference(config: MoEConfig) -> bool:
-    """Dropless and LocMoE compare with the whole batch; capacity modes with each rank's tokens
-    alone (capacity per source rank)."""
-    return config.dispatch == "dropless" or config.router == "locmoe"
+def reference_kind(name: str, config: MoEConfig) -> str:
+    """``ep_group``: LocMoE with data parallelism, against the single process on this rank's
+    EP group's tokens (its placement as virtual nodes; no balance loss, so no global counts);
+    ``global``: dropless and LocMoE with one EP group, against the whole batch; ``per_rank``:
+    capacity modes, against each rank's tokens alone (capacity per source rank)."""
+    if name == "locmoe_groups":
+        return "ep_group"
+    return "global" if config.dispatch == "dropless" or config.router == "locmoe" else "per_rank"
 
 
-def single_process(runner, config: MoEConfig, values, x, cot, rank: int) -> dict:
-    """The single-process reference: the global batch with the router losses scaled by W,
-    or this rank's tokens alone."""
-    if not uses_global_reference(config):
-        return runner.forward_backward(MoELayer(config), values, x[rank], cot[rank])
-    w = x.shape[0]
+def single_process(runner, config: MoEConfig, values, x, cot, lay: ParallelLayout, name: str = "") -> dict:
+    """The single-process reference: the global batch (or this rank's EP group's part of it)
+    with the router losses scaled by its number of ranks, or this rank's tokens alone."""
+    kind = reference_kind(name, config)
+    if kind == "per_rank":
+        return runner.forward_backward(MoELayer(config), values, x[lay.rank], cot[lay.rank])
+    ranks = lay.ep_group() if kind == "ep_group" else list(range(x.shape[0]))
+    w = len(ranks)
     options = dict(config.router_options)
     if "locality_coef" in options:
         options["locality_coef"] *= w
     scaled = replace(config, balance_loss_coef=config.balance_loss_coef * w, z_loss_coef=config.z_loss_coef * w,
                      router_options=options)
-    return runner.forward_backward(MoELayer(scaled), values, x.reshape(-1, D), cot.reshape(-1, D))
+    return runner.forward_backward(MoELayer(scaled), values, x[ranks].reshape(-1, D), cot[ranks].reshape(-1, D))
 
 
 def results(name: str, config: MoEConfig, mine: dict, ref: dict) -> dict:
@@ -117,7 +131,7 @@ def results(name: str, config: MoEConfig, mine: dict, ref: dict) -> dict:
     saved = {f"{name}.y": mine["y"], f"{name}.grad_x": mine["grad_x"], f"{name}.aux_loss": mine["aux"]["loss"],
              f"{name}.tokens_per_expert": mine["aux"]["tokens_per_expert"],
              f"{name}.dispatch": np.asarray(config.dispatch),
-             f"{name}.reference": np.asarray("global" if uses_global_reference(config) else "per_rank"),
+             f"{name}.reference": np.asarray(reference_kind(name, config)),
              f"{name}.own_node_share": mine["aux"].get("own_node_share", np.float32(-1)),
              f"ref.{name}.own_node_share": ref["aux"].get("own_node_share", np.float32(-1)),
              f"ref.{name}.y": ref["y"], f"ref.{name}.grad_x": ref["grad_x"], f"ref.{name}.aux_loss": ref["aux"]["loss"]}
