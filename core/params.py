@@ -7,7 +7,7 @@ from the same weights.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 from scipy.stats import truncnorm
@@ -43,10 +43,18 @@ def constant_init(value: float) -> Initializer:
     return lambda rng, shape: np.full(shape, value, dtype=np.float32)
 
 
-def init_params(specs: Dict[str, ParamSpec], seed: int) -> Dict[str, np.ndarray]:
-    """Draw every parameter in name order from one generator: same seed, same weights."""
+def init_params(specs: Dict[str, ParamSpec], seed: int,
+                select: Optional[Callable[[str, np.ndarray], np.ndarray]] = None) -> Dict[str, np.ndarray]:
+    """Draw every parameter in name order from one generator: same seed, same weights.
+    ``select(name, value)``, applied to each parameter as soon as it is drawn, keeps what
+    a rank holds (its experts' slice): peak memory is then that plus one whole parameter,
+    not the whole model."""
     rng = np.random.default_rng(seed)
-    return {name: specs[name].init(rng, specs[name].shape) for name in sorted(specs)}
+    out = {}
+    for name in sorted(specs):
+        value = specs[name].init(rng, specs[name].shape)
+        out[name] = value if select is None else select(name, value)
+    return out
 
 
 def prefixed(prefix: str, specs: Dict[str, ParamSpec]) -> Dict[str, ParamSpec]:

@@ -52,6 +52,7 @@ class Checkpoint:
     state: Dict[str, Any] = field(default_factory=dict)
     backend: str = ""
     dtype: str = "float32"
+    experts: Optional[Tuple[int, int]] = None  # expert stacks hold only experts [first, end) (None: all)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -194,19 +195,34 @@ def _read(path: Path) -> Tuple[Dict[str, str], Dict[str, Dict[str, np.ndarray]]]
     return metadata, groups
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
+def load_checkpoint(path: Path, experts: Optional[Tuple[int, int, int]] = None) -> Checkpoint:
     """Read a checkpoint file and its expert shards; a damaged or foreign file, or a shard
-    that is not the one the main file recorded, is a ConfigError naming it."""
+    that is not the one the main file recorded, is a ConfigError naming it.
+
+    ``experts`` (first, end, total): a rank that holds only experts [first, end) of
+    ``total`` reads only the shards that overlap them and keeps only those experts
+    (``Checkpoint.experts`` says so): a node's ranks do not each hold every expert. A
+    checkpoint without shard records, or of another expert count, loads whole."""
     path = Path(path)
     try:
         metadata, groups = _read(path)
         shards = int(metadata.get("expert_shards", 0))
+        held = None
         if shards:
+            step = int(metadata["step"])
             records = json.loads(metadata.get("shard_records", "null")) or [None] * shards
-            _merge_shards(groups, [_load_shard(path, int(metadata["step"]), i, shards, records[i])
-                                   for i in range(shards)])
+            wanted = list(range(shards))
+            if experts is not None and all(r and r["experts"][2] == experts[2] for r in records):
+                first, end = experts[0], experts[1]
+                wanted = [i for i in wanted if records[i]["experts"][0] < end and records[i]["experts"][1] > first]
+                held = (first, end)
+            stacks = _merge_shards(groups, [_load_shard(path, step, i, shards, records[i]) for i in wanted])
+            if held is not None:  # the overlapping shards, cut to [first, end)
+                offset = held[0] - records[wanted[0]]["experts"][0]
+                for group, name in stacks:
+                    groups[group][name] = groups[group][name][offset:offset + held[1] - held[0]]
         return Checkpoint(step=int(metadata["step"]), state=json.loads(metadata["state"]),
-                          backend=metadata["backend"], dtype=metadata["dtype"], **groups)
+                          backend=metadata["backend"], dtype=metadata["dtype"], experts=held, **groups)
     except ConfigError:
         raise
     except Exception as error:
@@ -243,20 +259,26 @@ def _load_shard(main: Path, step: int, index: int, count: int, record: Optional[
     return Checkpoint(step=step, state={}, backend=metadata.get("backend", ""), dtype=metadata.get("dtype", ""), **groups)
 
 
-def _merge_shards(groups: Dict[str, Dict[str, np.ndarray]], shards: List[Checkpoint]) -> None:
-    """Expert stacks of every shard, concatenated along the expert axis in shard order."""
+def _merge_shards(groups: Dict[str, Dict[str, np.ndarray]], shards: List[Checkpoint]) -> List[Tuple[str, str]]:
+    """Expert stacks of the shards, concatenated along the expert axis in shard order, into
+    ``groups``; returns their (group, name)s."""
+    merged = []
     for group in ("model", "optimizer"):
         for name in getattr(shards[0], group):
             groups[group][name] = np.concatenate([getattr(shard, group)[name] for shard in shards], 0)
+            merged.append((group, name))
+    return merged
 
 
-def newest_loadable(directory: Path, log: Callable[[str], None]) -> Tuple[Path, Checkpoint]:
-    """The newest checkpoint in ``directory`` that loads, with its path; each damaged newer
-    one is reported through ``log`` by name and skipped. ConfigError when none loads."""
+def newest_loadable(directory: Path, log: Callable[[str], None],
+                    experts: Optional[Tuple[int, int, int]] = None) -> Tuple[Path, Checkpoint]:
+    """The newest checkpoint in ``directory`` that loads (``experts``: as in
+    ``load_checkpoint``), with its path; each damaged newer one is reported through ``log``
+    by name and skipped. ConfigError when none loads."""
     found = list_checkpoints(directory)
     for path in reversed(found):
         try:
-            return path, load_checkpoint(path)
+            return path, load_checkpoint(path, experts)
         except ConfigError as error:
             log(f"skipping checkpoint {path.name}: {str(error).replace(str(path) + ': ', '')}")
     raise ConfigError(f"{directory}: none of the {len(found)} checkpoint(s) can be read")

@@ -105,13 +105,16 @@ class ParallelConfig:
     that split each MoE layer's experts (data parallelism fills the rest of the world);
     ``world_size`` 0 accepts what the launcher started, N refuses anything else;
     ``timeout_s``: every collective gives up after this long (a dead or stalled rank ends
-    the job instead of hanging it); ``all_to_all``: ``flat`` (one exchange over the EP
-    group) or ``hierarchical`` (inside nodes first, then one aggregated message per node
-    pair and rail: ``parallel.all_to_all``)."""
+    the job instead of hanging it); ``data_timeout_s``: how long the other ranks wait for
+    rank 0 to build the data (tokenizer and token caches), and every rank for the others to
+    load it, outside any collective (a large corpus takes far longer than a collective);
+    ``all_to_all``: ``flat`` (one exchange over the EP group) or ``hierarchical`` (inside
+    nodes first, then one aggregated message per node pair and rail: ``parallel.all_to_all``)."""
 
     expert_parallel: int = setting(1, integer(1))
     world_size: int = setting(0, integer(0))
     timeout_s: float = setting(300.0, number(0.0, low_open=True))
+    data_timeout_s: float = setting(7200.0, number(0.0, low_open=True))
     all_to_all: str = setting("flat", one_of(*ALL_TO_ALL))
 
 

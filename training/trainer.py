@@ -31,12 +31,11 @@ from backends.loss_scale import loss_scale_for
 from backends.runtime import Runtime
 from backends.train_step import forward_compiles
 from core.errors import ConfigError
-from core.params import init_params
 from models.lm_objective import lm_objective
 from models.routers.base import Router
 from models.transformer import Transformer
 from parallel.traffic import ELEMENT_BYTES, traffic_bytes
-from training.checkpoint import Checkpoint, checkpoint_dir, latest_checkpoint, newest_loadable
+from training.checkpoint import Checkpoint, checkpoint_dir, latest_checkpoint
 from training.config import RunConfig, save_config, transformer_config
 from training.data.pipeline import build_data
 from training.distributed import Distributed, rank_log
@@ -82,11 +81,13 @@ class Trainer:
             self.log = log = rank_log(self.run_dir, self.dist.rank, log)
             self.progress = self.progress and self.dist.is_main
         self.runtime.seed(process_seed(config.seed, self.dist.rank))  # see training.random_streams
-        self.data = self.dist.main_first(lambda: build_data(config.data, seed=config.seed, log=log))
+        self.dist.join_run_dir(self.run_dir, config.parallel.timeout_s)
+        self.data = self.dist.main_first(lambda: build_data(config.data, seed=config.seed, log=log),
+                                         "the data (tokenizer and token caches in data.cache_dir)",
+                                         config.parallel.data_timeout_s)
         self.model = Transformer(transformer_config(config, self.data.tokenizer.vocab_size), self.dist.expert_parallel)
         self.specs = self.model.param_specs()
-        self.module = self.runtime.module(self.model, self.dist.local(init_params(self.specs, config.seed), self.specs),
-                                          config.dtype)
+        self.module = self.runtime.module(self.model, self.dist.init_local(self.specs, config.seed), config.dtype)
         self.train_step = self.runtime.train_step(self.module, lm_objective, t.lr, (t.beta1, t.beta2), ADAM_EPS,
                                                   t.weight_decay, t.grad_clip, self.dist.run,
                                                   loss_scale_for(t.loss_scale, config.dtype, t.loss_scale_init,
@@ -103,7 +104,7 @@ class Trainer:
         self.step, self.bad_in_row, self.skipped, self.elapsed = 0, 0, 0, 0.0
         self.good = True
         if resume:
-            path, checkpoint = newest_loadable(checkpoint_dir(self.run_dir), log)
+            path, checkpoint = self.dist.agreed_checkpoint(checkpoint_dir(self.run_dir), log, self.specs)
             self._check_resumable(path, checkpoint)
             try:
                 self.restore(checkpoint)
@@ -117,6 +118,10 @@ class Trainer:
         """ConfigError when the checkpoint cannot continue this config (other model shapes,
         a step past ``train.steps``); a log line when another framework wrote it."""
         expected = {name: tuple(spec.shape) for name, spec in self.model.param_specs().items()}
+        if checkpoint.experts is not None:  # this rank's experts only (Distributed.held_experts)
+            first, end = checkpoint.experts
+            expected.update({name: (end - first,) + shape[1:] for name, shape in expected.items()
+                             if self.specs[name].expert_sharded})
         saved = {name: tuple(np.shape(value)) for name, value in checkpoint.model.items()}
         for name in sorted(set(expected) | set(saved)):
             if expected.get(name) != saved.get(name):
@@ -133,10 +138,10 @@ class Trainer:
     def restore(self, checkpoint: Checkpoint) -> None:
         """Weights, optimizer state, random generators, data position, counters and the
         routers' host-side state (checkpoints written before it was saved have none)."""
-        weights = self.dist.local(checkpoint.model, self.specs)
+        weights = self.dist.local(checkpoint.model, self.specs, checkpoint.experts)
         self.module.load_numpy(weights)
         self.train_step.load_master_weights(weights)
-        self.train_step.load_optimizer_state(self.dist.local(checkpoint.optimizer, self.specs))
+        self.train_step.load_optimizer_state(self.dist.local(checkpoint.optimizer, self.specs, checkpoint.experts))
         rng = self.dist.own_rng(checkpoint.rng)
         if rng:
             self.runtime.set_rng_state(rng)

@@ -162,3 +162,19 @@ def test_a_missing_shard_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"step_00000004\.safetensors: expert shard step_00000004\.experts1of2"
                                           r"\.safetensors unreadable"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("experts, shards_read", [((0, 2, 4), [0]), ((2, 4, 4), [1]), ((1, 3, 4), [0, 1]),
+                                                  ((0, 1, 4), [0]), ((0, 4, 4), [0, 1])])
+def test_a_rank_reads_only_the_shards_of_its_experts(tmp_path, monkeypatch, experts, shards_read):
+    """Memory on a node: each rank loads its experts only (at any expert-parallel size)."""
+    path = sharded(tmp_path, 4)
+    read = []
+    original = ckpt._load_shard
+    monkeypatch.setattr(ckpt, "_load_shard", lambda main, step, i, n, record: read.append(i) or
+                        original(main, step, i, n, record))
+    loaded = load_checkpoint(path, experts)
+    full = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    assert read == shards_read and loaded.experts == experts[:2]
+    np.testing.assert_array_equal(loaded.model["experts.w"], full[experts[0]:experts[1]])
+    assert load_checkpoint(path, (0, 4, 8)).experts is None  # another expert count: loads whole

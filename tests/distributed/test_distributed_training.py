@@ -182,3 +182,58 @@ def test_a_lost_rank_ends_the_job_within_the_timeout(tmp_path, corpus, fault):
     assert job.returncode != 0
     assert time.monotonic() - killed < timeout + 60  # + the launcher's grace before it SIGKILLs a stopped rank
     assert "rank 0" in output and ("rank: 1" in output or "rank 1" in output), output[-2000:]
+
+
+def test_a_data_build_slower_than_the_collective_timeout(tmp_path):
+    """Rank 0 builds the data (here about 6 s: BPE and token caches of a 4 MB corpus) while
+    the other ranks wait on a file with parallel.data_timeout_s, not in a collective limited
+    by parallel.timeout_s (2 s here): before, rank 1 died with "another rank died or stalled"
+    while rank 0 was healthy."""
+    (tmp_path / "corpus").mkdir()
+    big = write_corpus(tmp_path / "corpus" / "big.txt", sentences=120000)
+    config = write_config(tmp_path / "c.yaml", big, "torch", tmp_path / "run",
+                          parallel={"expert_parallel": 2, "timeout_s": 2.0}, train={"steps": 2})
+    train_launched(2, tmp_path / "logs", "--config", str(config))
+    assert "(cached)" in (tmp_path / "run" / "logs" / "rank1.log").read_text()  # rank 1 read rank 0's caches
+    assert final_model(tmp_path / "run")
+
+
+@pytest.mark.parametrize("framework", ["torch", "mindspore"])
+def test_a_rank_that_cannot_see_the_run_directory_is_named(tmp_path, framework):
+    """The run directory must be shared: a rank whose run_dir is another folder (a node-local
+    disk) stops every rank with the same line naming it; a shared one passes."""
+    from tests.distributed.launch import launch
+    worker = ROOT / "tests" / "distributed" / "run_dir_worker.py"
+    for mode in ("shared", "split"):
+        out = tmp_path / mode
+        out.mkdir()
+        launch(framework, 2, worker, [framework, str(out), mode], tmp_path / f"logs_{mode}", timeout=300,
+               check=mode == "shared")
+        outcomes = [(out / f"rank{r}.txt").read_text() for r in range(2)]
+        if mode == "shared":
+            assert outcomes == ["ok", "ok"]
+        else:
+            assert outcomes[0] == outcomes[1], outcomes
+            assert outcomes[0].startswith("rank(s) 1 cannot see the files rank 0 (on "), outcomes
+            assert "must be on a filesystem every node shares" in outcomes[0] and "\n" not in outcomes[0]
+
+
+@pytest.mark.parametrize("framework", ["torch", "mindspore"])
+def test_every_rank_resumes_from_the_checkpoint_rank_0_picked(tmp_path, framework):
+    """Ranks whose filesystem caches show different checkpoints: rank 0 picks (step 4), every
+    rank loads that step although rank 1 sees a newer one; a rank that cannot read it stops
+    every rank with one line naming it (before, each rank took its own newest, silently)."""
+    from tests.distributed.launch import launch
+    worker = ROOT / "tests" / "distributed" / "run_dir_worker.py"
+    for mode in ("resume_newer", "resume_missing"):
+        out = tmp_path / mode
+        out.mkdir()
+        launch(framework, 2, worker, [framework, str(out), mode], tmp_path / f"logs_{mode}", timeout=300,
+               check=mode == "resume_newer")
+        outcomes = [(out / f"rank{r}.txt").read_text() for r in range(2)]
+        if mode == "resume_newer":
+            assert outcomes == ["step 4", "step 4"]
+        else:
+            assert outcomes[0] == outcomes[1] and "\n" not in outcomes[0], outcomes
+            assert outcomes[0].startswith("rank(s) 1 cannot read step_00000004.safetensors, the checkpoint rank 0 "
+                                          "resumes from (rank 1: unreadable checkpoint"), outcomes
