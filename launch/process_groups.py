@@ -5,7 +5,9 @@
   on CPU, NCCL on CUDA, HCCL on Ascend (torch_npu); every group gets the config's timeout.
 - MindSpore: ``msrun`` (sets ``MS_ROLE``, ``MS_WORKER_NUM``, ``RANK_ID``);
   ``mindspore.communication.init()`` picks HCCL on Ascend, NCCL on GPU, mccl on CPU; each
-  rank creates only the groups it belongs to.
+  rank creates only the groups it belongs to; the timeout goes through the environment
+  (``mindspore_timeouts``: HCCL's execution and connect timeouts, the CPU collectives'; none
+  exists for NCCL under MindSpore).
 
 The layout is checked (``core.layout``) before any collective is called; a bad one is
 one ``ConfigError`` line.
@@ -54,7 +56,7 @@ def init_process_groups(backend: str, device: str, expert_parallel: int, timeout
         return None
     if backend == "torch":
         return _torch_groups(device, expert_parallel, timeout_s, all_to_all == "hierarchical")
-    return _mindspore_groups(expert_parallel, all_to_all == "hierarchical")
+    return _mindspore_groups(expert_parallel, all_to_all == "hierarchical", timeout_s)
 
 
 def _group_sets(layout: ParallelLayout, hierarchical: bool):
@@ -90,11 +92,30 @@ def _torch_groups(device: str, expert_parallel: int, timeout_s: float, hierarchi
     return ParallelRun("torch", layout, groups)
 
 
-def _mindspore_groups(expert_parallel: int, hierarchical: bool) -> ParallelRun:
+def mindspore_timeouts(timeout_s: float) -> Dict[str, str]:
+    """The environment that gives MindSpore's collectives ``parallel.timeout_s``, set before
+    ``init()`` reads it (values already in the environment win):
+
+    - Ascend (HCCL): ``HCCL_EXEC_TIMEOUT`` (a collective's execution) and
+      ``HCCL_CONNECT_TIMEOUT`` (building the links at start-up; HCCL accepts 120-7200 s);
+    - CPU (MindSpore's own collectives): ``MS_CPU_COMM_OP_TIMEOUT`` (measured here: an
+      all-reduce whose peer never comes fails after it with "Launch kernel failed").
+    MindSpore on GPU (NCCL) has no collective timeout that a process can set: a stalled peer
+    there is ended by the launcher's ``--timeout``."""
+    seconds = max(1, int(round(timeout_s)))
+    return {"HCCL_EXEC_TIMEOUT": str(seconds), "HCCL_CONNECT_TIMEOUT": str(min(max(seconds, 120), 7200)),
+            "MS_CPU_COMM_OP_TIMEOUT": str(seconds)}
+
+
+def _mindspore_groups(expert_parallel: int, hierarchical: bool, timeout_s: float) -> ParallelRun:
     from mindspore.communication import GlobalComm, create_group, get_group_size, get_local_rank_size, get_rank, init
+    for name, value in mindspore_timeouts(timeout_s).items():
+        os.environ.setdefault(name, value)
     try:
         init()
     except Exception as error:
+        if os.environ.get("MS_ROLE") == "MS_SCHED":  # msrun's scheduler serves the cluster inside init()
+            raise ConfigError(f"msrun's scheduler: a worker was lost or stalled ({_first_line(error)})") from None
         raise ConfigError(f"MindSpore communication could not start ({_first_line(error)})") from None
     # MindSpore counts a node's ranks by host name; the launch script says what it started per node
     local = int(os.environ.get("MOE_LOCAL_WORLD_SIZE", 0)) or get_local_rank_size()

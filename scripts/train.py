@@ -82,7 +82,6 @@ def main(argv=None) -> int:
             check_launch(config)
             print(config.backend)
             return 0
-        os.environ.setdefault("HCCL_EXEC_TIMEOUT", str(max(1, int(config.parallel.timeout_s))))
         from training.trainer import Trainer, TrainingStopped
         trainer = Trainer(config, resume=args.resume is not None, progress=not args.no_progress)
         summary = trainer.run()

@@ -32,6 +32,7 @@ from backends.runtime import Runtime
 from backends.train_step import forward_compiles
 from core.errors import ConfigError
 from models.lm_objective import lm_objective
+from models.metrics import pooled_dropped_fraction
 from models.routers.base import Router
 from models.transformer import Transformer
 from parallel.traffic import ELEMENT_BYTES, traffic_bytes
@@ -225,6 +226,7 @@ class Trainer:
         axes = (0, 0, 1)[:len(inputs)] + (0,)  # the noise is [MoE layers, rows, seq, width]
         loss, metrics, grad_norm = self.train_step.step(inputs, (tokens[start:end, 1:],), lr, t.grad_accum, axes)
         metrics = self.dist.mean(metrics)
+        metrics.update(pooled_dropped_fraction(metrics))  # all ranks' drops over all their requests
         metrics.update(traffic_bytes(metrics, self.config.model.d_model, ELEMENT_BYTES[self.config.dtype], self.dist.world))
         self.step += 1
         self.good = math.isfinite(loss) and math.isfinite(grad_norm)

@@ -25,7 +25,7 @@ from training.metrics_log import read_records
 from training.tiny_run import tiny_run_config, write_corpus
 
 RTOL, ATOL = 2e-4, 2e-5
-CLIP = {"grad_clip": 0.05}  # small enough that every step is clipped
+CLIP = {"grad_clip": 0.05, "eval_every": 3}  # small enough that every step is clipped; validation at 0, 3, 6
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +80,29 @@ def torch_reference(torch_reference_dir):
 
 
 # EP=4 over 4 processes trains in test_checkpoint_at_ep2_resumes_at_ep1_and_ep4 (steps 5-6 onto the same reference)
-@pytest.mark.parametrize("world, ep", [(2, 2), (4, 2)])
+@pytest.mark.parametrize("world, ep", [(2, 2)])  # world 4 / EP 2: test_validation_in_a_multi_process_run...
 def test_torch_training_equals_single_process(tmp_path, corpus, torch_reference, world, ep):
     config = write_config(tmp_path / "c.yaml", corpus, "torch", tmp_path / "run", parallel={"expert_parallel": ep})
     train_launched(world, tmp_path / "logs", "--config", str(config))
     shards = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_00000006.*"))
     assert len(shards) == 1 + (ep if ep > 1 else 0), shards
     assert_same_weights(final_model(tmp_path / "run"), torch_reference)
+
+
+def val_losses(run_dir: Path) -> dict:
+    return {r["step"]: r["val_loss"] for r in read_records(Path(run_dir) / "metrics.jsonl") if r["kind"] == "val"}
+
+
+def test_validation_in_a_multi_process_run_equals_single_process(tmp_path, corpus, torch_reference_dir):
+    """Every rank evaluates its rows of the validation batches; the mean over ranks is the
+    single process's validation loss (steps 0, 3 and 6)."""
+    config = write_config(tmp_path / "c.yaml", corpus, "torch", tmp_path / "run", parallel={"expert_parallel": 2})
+    train_launched(4, tmp_path / "logs", "--config", str(config))
+    assert_same_weights(final_model(tmp_path / "run"), final_model(torch_reference_dir))
+    multi, single = val_losses(tmp_path / "run"), val_losses(torch_reference_dir)
+    assert sorted(multi) == sorted(single) == [0, 3, 6]
+    for step in single:
+        np.testing.assert_allclose(multi[step], single[step], rtol=RTOL, err_msg=f"val_loss at step {step}")
 
 
 def test_clipping_was_active(torch_reference_dir):
@@ -145,17 +161,21 @@ def rank_pid(run_dir: Path, rank: int):
             environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if "train.py" in cmdline and str(run_dir) in cmdline and f"RANK={rank}".encode() in environ:
+        if "train.py" in cmdline and str(run_dir) in cmdline and (
+                f"RANK={rank}".encode() in environ or f"RANK_ID={rank}".encode() in environ):
             return int(proc.name)
     return None
 
 
-@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stalled"])
-def test_a_lost_rank_ends_the_job_within_the_timeout(tmp_path, corpus, fault):
+@pytest.mark.parametrize("backend, fault", [("torch", signal.SIGKILL), ("torch", signal.SIGSTOP),
+                                            ("mindspore", signal.SIGKILL), ("mindspore", signal.SIGSTOP)],
+                         ids=["torch-killed", "torch-stalled", "mindspore-killed", "mindspore-stalled"])
+def test_a_lost_rank_ends_the_job_within_the_timeout(tmp_path, corpus, backend, fault):
     """A rank killed (its peers see the connection drop) or stalled (its peers' collective
-    times out after parallel.timeout_s) mid-training: the job exits non-zero in time."""
+    times out after parallel.timeout_s: gloo's timeout, MindSpore's MS_CPU_COMM_OP_TIMEOUT)
+    mid-training: the job exits non-zero in time, naming the ranks."""
     timeout = 15
-    config = write_config(tmp_path / "c.yaml", corpus, "torch", tmp_path / "run",
+    config = write_config(tmp_path / "c.yaml", corpus, backend, tmp_path / "run",
                           parallel={"expert_parallel": 2, "timeout_s": timeout},
                           train={"steps": 100000, "checkpoint_every": 0})
     cmd = ["bash", str(ROOT / "scripts" / "run_cpu.sh"), "-n", "2", "--log-dir", str(tmp_path / "logs"),
@@ -181,7 +201,13 @@ def test_a_lost_rank_ends_the_job_within_the_timeout(tmp_path, corpus, fault):
             os.kill(victim, signal.SIGKILL)
     assert job.returncode != 0
     assert time.monotonic() - killed < timeout + 60  # + the launcher's grace before it SIGKILLs a stopped rank
-    assert "rank 0" in output and ("rank: 1" in output or "rank 1" in output), output[-2000:]
+    if backend == "torch":
+        assert "rank 0" in output and ("rank: 1" in output or "rank 1" in output), output[-2000:]
+    elif fault == signal.SIGKILL:  # msrun names the worker by its process and stops the others at once
+        assert f"Worker process {victim} exit with exception. Error code: -9" in output, output[-2000:]
+    else:  # rank 0's collective gave up after parallel.timeout_s (MS_CPU_COMM_OP_TIMEOUT)
+        worker = (tmp_path / "logs" / "worker_0.log").read_text(errors="replace")
+        assert f"error: rank 0: a collective failed or timed out (parallel.timeout_s={timeout})" in worker
 
 
 def test_a_data_build_slower_than_the_collective_timeout(tmp_path):

@@ -187,7 +187,7 @@ def combine(plan: dict, params: Dict[str, np.ndarray], config, kept: np.ndarray,
 def moe_layer(x: np.ndarray, params: Dict[str, np.ndarray], config, prefix: str = ""):
     """The MoE layer: x [..., d] -> (y [..., d] without residual, aux) with aux keys as the
     library's: loss, balance_loss, z_loss, tokens_per_expert, dropped_fraction,
-    mean_true_experts_per_token, expert_flops."""
+    dropped_per_token, mean_true_experts_per_token, expert_flops."""
     c = config
     plan = layer_plan(x, params, c, prefix)
     y = combine(plan, params, c, plan["kept"], prefix)
@@ -200,6 +200,7 @@ def moe_layer(x: np.ndarray, params: Dict[str, np.ndarray], config, prefix: str 
            "loss": c.balance_loss_coef * plan["balance"] + c.z_loss_coef * plan["z"],
            "tokens_per_expert": assignment_counts(plan["index"][plan["kept"]], c.num_experts),
            "dropped_fraction": (requested - processed) / requested if requested else 0.0,
+           "dropped_per_token": (requested - processed) / num_tokens,
            "mean_true_experts_per_token": requested / num_tokens,
            "expert_flops": float(rows * flops_per_row)}
     return y.reshape(np.shape(x)), aux
