@@ -38,20 +38,27 @@ def max_difference(a: dict, b: dict) -> float:
     return max(float(np.max(np.abs(a[name] - b[name]))) for name in a)
 
 
+@pytest.fixture(scope="module")
+def capacity_references(tmp_path_factory, corpus):  # noqa: F811
+    """One process with 4 micro-batches (the per-rank reference of 4 ranks, or of 2 ranks of 2
+    micro-batches each), and one process on the whole batch at once."""
+    root = tmp_path_factory.mktemp("capacity")
+    train_single(write_config(root / "ref.yaml", corpus, "torch", root / "ref", moe=CAPACITY, train={"grad_accum": 4}))
+    train_single(write_config(root / "whole.yaml", corpus, "torch", root / "whole", moe=CAPACITY))
+    return root / "ref", root / "whole"
+
+
 @pytest.mark.parametrize("world, ep, accum", [(2, 2, 2), (4, 2, 1)], ids=["ep2-accum2", "ep2-dp2"])
-def test_capacity_is_per_source_rank(tmp_path, corpus, world, ep, accum):  # noqa: F811
-    per_rank = write_config(tmp_path / "ref.yaml", corpus, "torch", tmp_path / "ref", moe=CAPACITY,
-                            train={"grad_accum": world * accum})
-    train_single(per_rank)
-    whole = write_config(tmp_path / "whole.yaml", corpus, "torch", tmp_path / "whole", moe=CAPACITY)
-    train_single(whole)
+def test_capacity_is_per_source_rank(tmp_path, corpus, capacity_references, world, ep, accum):  # noqa: F811
+    ref, whole = capacity_references
+    assert world * accum == 4
     config = write_config(tmp_path / "c.yaml", corpus, "torch", tmp_path / "run", moe=CAPACITY,
                           parallel={"expert_parallel": ep}, train={"grad_accum": accum})
     train_launched(world, tmp_path / "logs", "--config", str(config))
-    multi, reference = final_model(tmp_path / "run"), final_model(tmp_path / "ref")
+    multi, reference = final_model(tmp_path / "run"), final_model(ref)
     assert_same_weights(multi, reference)
-    assert max_difference(final_model(tmp_path / "whole"), reference) > 1e-3  # one capacity for the batch differs
-    a, b = records(tmp_path / "run"), records(tmp_path / "ref")
+    assert max_difference(final_model(whole), reference) > 1e-3  # one capacity for the whole batch differs
+    a, b = records(tmp_path / "run"), records(ref)
     assert max(a[s]["dropped_fraction"] for s in a) > 0.05  # capacity drops
     for step in a:  # the global ratio: all ranks' drops over all their requests
         np.testing.assert_allclose(a[step]["dropped_fraction"], b[step]["dropped_fraction"], rtol=1e-5, atol=1e-7)
@@ -63,21 +70,33 @@ LOW = {"torch": "bfloat16", "mindspore": "float16"}  # MindSpore's CPU kernels l
 LOW_RTOL, LOW_ATOL = 2e-2, 1.5e-2
 
 
+_low_references = {}
+
+
+def low_reference(backend: str, corpus: Path, root: Path) -> Path:  # noqa: F811
+    """The single-process low-precision run of ``backend`` (trained at first use)."""
+    if backend not in _low_references:
+        run = root / f"low_{backend}"
+        train_single(write_config(root / f"low_{backend}.yaml", corpus, backend, run, dtype=LOW[backend],
+                                  train={"steps": 4}))
+        _low_references[backend] = run
+    return _low_references[backend]
+
+
 @pytest.mark.parametrize("backend, ep", [("torch", 2), ("torch", 1), ("mindspore", 2), ("mindspore", 1)],
                          ids=["torch-ep2", "torch-dp2", "mindspore-ep2", "mindspore-dp2"])
-def test_low_precision_training_with_expert_and_data_parallelism(tmp_path, corpus, backend, ep):  # noqa: F811
-    dtype, steps = LOW[backend], {"steps": 4}
-    single = write_config(tmp_path / "ref.yaml", corpus, backend, tmp_path / "ref", dtype=dtype, train=steps)
-    train_single(single)
-    config = write_config(tmp_path / "c.yaml", corpus, backend, tmp_path / "run", dtype=dtype, train=steps,
-                          parallel={"expert_parallel": ep})
+def test_low_precision_training_with_expert_and_data_parallelism(tmp_path, tmp_path_factory, corpus,  # noqa: F811
+                                                                 backend, ep):
+    ref = low_reference(backend, corpus, tmp_path_factory.getbasetemp())
+    config = write_config(tmp_path / "c.yaml", corpus, backend, tmp_path / "run", dtype=LOW[backend],
+                          train={"steps": 4}, parallel={"expert_parallel": ep})
     train_launched(2, tmp_path / "logs", "--config", str(config))
-    a, b = records(tmp_path / "run"), records(tmp_path / "ref")
+    a, b = records(tmp_path / "run"), records(ref)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
         assert np.isfinite(a[step]["loss"]) and np.isfinite(a[step]["grad_norm"])
         np.testing.assert_allclose(a[step]["loss"], b[step]["loss"], rtol=LOW_RTOL, err_msg=f"loss step {step}")
-    multi, reference = final_model(tmp_path / "run"), final_model(tmp_path / "ref")
+    multi, reference = final_model(tmp_path / "run"), final_model(ref)
     assert all(value.dtype == np.float32 for value in multi.values())  # float32 masters are checkpointed
     for name in reference:
         np.testing.assert_allclose(multi[name], reference[name], rtol=LOW_RTOL, atol=LOW_ATOL, err_msg=name)
