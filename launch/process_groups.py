@@ -84,11 +84,13 @@ def _torch_groups(device: str, expert_parallel: int, timeout_s: float, hierarchi
     except Exception as error:
         raise ConfigError(f"rank {layout.rank}: torch.distributed could not start ({_first_line(error)})") from None
     groups = {"world": dist.group.WORLD}
+    made = {tuple(range(layout.world_size)): dist.group.WORLD}  # one group per set of ranks
     for kind, all_groups in _group_sets(layout, hierarchical):
         for ranks in all_groups:  # every rank creates every group, in the same order
-            handle = dist.new_group(ranks, timeout=timeout)
+            if tuple(ranks) not in made:  # a node group equal to its EP group is that group
+                made[tuple(ranks)] = dist.new_group(ranks, timeout=timeout)
             if layout.rank in ranks:
-                groups[kind] = handle
+                groups[kind] = made[tuple(ranks)]
     return ParallelRun("torch", layout, groups)
 
 
@@ -121,14 +123,14 @@ def _mindspore_groups(expert_parallel: int, hierarchical: bool, timeout_s: float
     local = int(os.environ.get("MOE_LOCAL_WORLD_SIZE", 0)) or get_local_rank_size()
     layout = ParallelLayout(get_group_size(), get_rank(), expert_parallel, local)
     groups = {"world": GlobalComm.WORLD_COMM_GROUP}
+    made = {tuple(range(layout.world_size)): GlobalComm.WORLD_COMM_GROUP}  # one group per set of ranks
     for kind, all_groups in _group_sets(layout, hierarchical):
         ranks = next(group for group in all_groups if layout.rank in group)
-        name = f"{kind}_{'_'.join(map(str, ranks))}"
-        if len(ranks) == layout.world_size:
-            name = GlobalComm.WORLD_COMM_GROUP
-        elif len(ranks) > 1:
-            create_group(name, ranks)  # members only
-        groups[kind] = name
+        if tuple(ranks) not in made:
+            made[tuple(ranks)] = f"{kind}_{'_'.join(map(str, ranks))}"
+            if len(ranks) > 1:
+                create_group(made[tuple(ranks)], ranks)  # members only
+        groups[kind] = made[tuple(ranks)]
     return ParallelRun("mindspore", layout, groups)
 
 

@@ -41,8 +41,8 @@ from training.config import RunConfig, save_config, transformer_config
 from training.data.pipeline import build_data
 from training.distributed import Distributed, rank_log
 from training.metrics_log import MetricsLog, read_records
-from training.random_streams import TRAIN, VALIDATION, process_seed, routing_noise
 from training.plots import plot_run
+from training.random_streams import TRAIN, VALIDATION, process_seed, routing_noise
 from training.schedule import learning_rate
 
 ADAM_EPS = 1e-8
