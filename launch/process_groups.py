@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional
 
 from core.errors import ConfigError
 from core.layout import ParallelLayout, ParallelRun
+from launch.launcher_watch import watch_launcher
 
 
 def launched_world(backend: str) -> Optional[int]:
@@ -54,6 +55,7 @@ def init_process_groups(backend: str, device: str, expert_parallel: int, timeout
     launched = check_world(backend, expert_parallel, world_size)
     if launched == 1:
         return None
+    watch_launcher()  # a rank whose launcher dies exits (scripts/train.py starts it earlier)
     if backend == "torch":
         return _torch_groups(device, expert_parallel, timeout_s, all_to_all == "hierarchical")
     return _mindspore_groups(expert_parallel, all_to_all == "hierarchical", timeout_s)
