@@ -19,15 +19,19 @@ collective, without the line; a thread that polls needs neither and costs one ``
 poll. msrun's scheduler is the exception: it spends its life inside MindSpore's ``init()``,
 which keeps the interpreter lock, so no thread of it runs until its workers time out (about a
 minute); it trains and writes nothing, and gets ``PR_SET_PDEATHSIG`` = SIGKILL (msrun forks it
-from its main thread).
+from its main thread). An msrun worker is inside the same ``init()`` while it waits for every
+node to join (up to msrun's ``--cluster_time_out``): ``killed_with_launcher()`` gives it the
+same signal for that call only (no line then: the rank has not started training).
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 POLL_S = 0.5
 EXIT_CODE = 4  # scripts/train.py: "a multi-process run lost a rank or its launcher"
@@ -61,7 +65,7 @@ def watch_launcher(poll_s: float = POLL_S) -> bool:
     if _watching or not under_launcher():
         return bool(_watching)
     if is_msrun_scheduler():
-        _kill_with_parent()
+        _parent_death_signal(signal.SIGKILL)
     parent = os.getppid()
     launcher = _launcher()
     reason = _gone(parent, launcher)
@@ -80,6 +84,22 @@ def exit_if_launcher_gone() -> None:
         reason = _gone(*_watching)
         if reason:
             _exit(reason)
+
+
+@contextmanager
+def killed_with_launcher() -> Iterator[None]:
+    """Around a call that keeps the interpreter lock, so that the watch thread cannot run
+    (MindSpore's ``init()``): an msrun worker is SIGKILLed by the kernel if msrun dies meanwhile
+    (``PR_SET_PDEATHSIG``; msrun forks its workers from its main thread). Elsewhere nothing."""
+    if not _watching or os.environ.get("MS_ROLE") != "MS_WORKER":
+        yield
+        return
+    _parent_death_signal(signal.SIGKILL)
+    try:
+        exit_if_launcher_gone()  # gone before the signal was set
+        yield
+    finally:
+        _parent_death_signal(0)
 
 
 def _launcher():
@@ -148,13 +168,12 @@ def _stop_msrun_tail() -> None:
         pass
 
 
-def _kill_with_parent() -> None:
-    """PR_SET_PDEATHSIG = SIGKILL (Linux; elsewhere nothing)."""
+def _parent_death_signal(signum: int) -> None:
+    """PR_SET_PDEATHSIG: ``signum`` when the parent dies, 0 for none (Linux; elsewhere nothing)."""
     try:
         import ctypes
-        import signal
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        libc.prctl(1, int(signum), 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 

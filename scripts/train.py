@@ -91,7 +91,11 @@ def main(argv=None) -> int:
             return 0
         from training.trainer import Trainer, TrainingStopped
         trainer = Trainer(config, resume=args.resume is not None, progress=not args.no_progress)
-        summary = trainer.run()
+        try:
+            summary = trainer.run()
+        finally:
+            if trainer.run_lock is not None:
+                trainer.run_lock.release()  # ended, not killed: no record left to take over
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -127,9 +131,12 @@ def _stop(signum, frame) -> None:
 
 def check_launch(config) -> None:
     """The checks a launch script can make before it starts any process: no other job holds
-    the run directory, and the world it is about to start ($MOE_LAUNCH_WORLD) fits the config."""
-    from training.run_lock import check_run_dir_free
-    check_run_dir_free(Path(config.run_dir))
+    the run directory (on node 0 only, $MOE_LAUNCH_NODE_RANK: another node may start after
+    this job's rank 0 took the lock), and the world it is about to start ($MOE_LAUNCH_WORLD)
+    fits the config."""
+    if os.environ.get("MOE_LAUNCH_NODE_RANK", "0") == "0":
+        from training.run_lock import check_run_dir_free
+        check_run_dir_free(Path(config.run_dir))
     world = int(os.environ.get("MOE_LAUNCH_WORLD", "0"))
     if world:
         from core.layout import ParallelLayout

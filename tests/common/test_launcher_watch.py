@@ -40,13 +40,13 @@ def wait_gone(pid: int, seconds: float) -> bool:
     return False
 
 
-def start_rank(tmp_path: Path, env: dict):
+def start_rank(tmp_path: Path, env: dict, rank_code: str = RANK):
     """A launcher stand-in (a Python parent) starting one 'rank' in a session of its own, as
     torchrun and msrun do; returns (launcher, rank pid, the rank's stderr file)."""
     err = tmp_path / "rank.err"
     launcher_code = textwrap.dedent(f"""
         import subprocess, sys, time
-        rank = subprocess.Popen([sys.executable, "-c", {RANK!r}], stdout=subprocess.PIPE, text=True,
+        rank = subprocess.Popen([sys.executable, "-c", {rank_code!r}], stdout=subprocess.PIPE, text=True,
                                 stderr=open({str(err)!r}, "w"), start_new_session=True)
         print(rank.stdout.readline().strip(), flush=True)
         time.sleep(120)
@@ -57,19 +57,36 @@ def start_rank(tmp_path: Path, env: dict):
     return launcher, int(pid), watching == "True", err
 
 
+def gone_after_killing(launcher: subprocess.Popen, rank: int) -> bool:
+    """SIGKILL to ``launcher``: whether ``rank`` is gone 5 s later (it is killed if not)."""
+    launcher.kill()
+    launcher.wait()
+    gone = wait_gone(rank, 5)
+    if not gone:
+        os.kill(rank, signal.SIGKILL)
+    return gone
+
+
 @pytest.mark.parametrize("marker", ["TORCHELASTIC_RUN_ID", "MS_ROLE"])
 def test_a_rank_exits_when_its_parent_launcher_is_killed(tmp_path, marker):
     launcher, rank, watching, err = start_rank(tmp_path, {marker: "MS_WORKER" if marker == "MS_ROLE" else "x",
                                                           "RANK": "3"})
     assert watching and alive(rank)
-    launcher.send_signal(signal.SIGKILL)
-    launcher.wait()
-    gone = wait_gone(rank, 5)
-    if not gone:
-        os.kill(rank, signal.SIGKILL)
-    assert gone, "the rank outlived its launcher"
+    assert gone_after_killing(launcher, rank), "the rank outlived its launcher"
     lines = err.read_text().strip().splitlines()
     assert lines == [lines[0]] and lines[0].startswith(f"error: rank 3: its launcher (pid {launcher.pid}) is gone")
+
+
+def test_an_msrun_worker_inside_a_call_that_keeps_the_interpreter_lock_dies_with_msrun(tmp_path):
+    """MindSpore's init() keeps the interpreter lock while it waits for every node, so the watch
+    thread cannot run: killed_with_launcher() has the kernel kill the worker (here the call
+    is libc's sleep through ctypes.PyDLL, which keeps the lock too)."""
+    rank_code = RANK.replace("time.sleep(120)", "from launch.launcher_watch import killed_with_launcher\n"
+                             "import ctypes\nwith killed_with_launcher():\n    ctypes.PyDLL(None).sleep(120)")
+    launcher, rank, watching, err = start_rank(tmp_path, {"MS_ROLE": "MS_WORKER", "RANK_ID": "0"}, rank_code)
+    assert watching and alive(rank)
+    time.sleep(0.3)  # inside the call
+    assert gone_after_killing(launcher, rank), "the worker outlived msrun inside the call"
 
 
 def test_a_rank_exits_when_the_launch_scripts_process_is_killed(tmp_path):
@@ -79,12 +96,7 @@ def test_a_rank_exits_when_the_launch_scripts_process_is_killed(tmp_path):
     launcher, rank, watching, err = start_rank(tmp_path, {"MOE_LAUNCHER_PID": str(outer.pid), "RANK": "0"})
     try:
         assert watching and alive(rank)
-        outer.kill()
-        outer.wait()
-        gone = wait_gone(rank, 5)
-        if not gone:
-            os.kill(rank, signal.SIGKILL)
-        assert gone
+        assert gone_after_killing(outer, rank)
         assert f"its launcher (pid {outer.pid}) is gone" in err.read_text()
     finally:
         launcher.kill()

@@ -2,7 +2,8 @@
 in one line naming the holder; a lock whose holder was killed is taken over and the takeover
 logged; a record naming a live process on this host refuses even without the lock (a
 filesystem without fcntl locks); within one process the lock is re-entrant; the launch
-scripts' check takes and writes nothing."""
+scripts' check takes and writes nothing, refuses before any launcher starts, and only on
+node 0."""
 from __future__ import annotations
 
 import json
@@ -16,10 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from core.errors import ConfigError
 from training import run_lock
 from training.run_lock import LOCK_NAME, check_run_dir_free, lock_run_dir, takes_lock
+from training.tiny_run import tiny_run_config, write_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,3 +158,48 @@ def test_only_the_first_process_of_a_job_takes_the_lock(monkeypatch):
     assert takes_lock()
     monkeypatch.setenv("MS_ROLE", "MS_SCHED")  # msrun's scheduler runs the script with RANK_ID=0 too
     assert not takes_lock()
+
+
+def launch_script(script: str, config: Path, tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / "scripts" / script), *options, "--log-dir", str(tmp_path / "logs"),
+                           "--config", str(config)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def held_run(tmp_path: Path):
+    """A fresh EP=2 run config on a run directory that another process holds: (config, holder)."""
+    raw = tiny_run_config(tmp_path / "run", write_corpus(tmp_path / "text.txt", sentences=20), "torch",
+                          parallel={"expert_parallel": 2})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return config, holder(tmp_path / "run")
+
+
+def test_the_device_scripts_refuse_a_held_run_dir_before_any_launcher(tmp_path):
+    """run_cuda.sh and run_ascend.sh go through launch.sh's check (run_cpu.sh: a real job's
+    resume, tests/distributed/test_job_ownership.py), for a fresh start too."""
+    config, first = held_run(tmp_path)
+    try:
+        for script in ("run_cuda.sh", "run_ascend.sh"):
+            result = launch_script(script, config, tmp_path, "--nproc-per-node", "2", "--master-port", "0")
+            lines = (result.stdout + result.stderr).strip().splitlines()
+            assert result.returncode == 2 and len(lines) == 1, f"{script}: exit {result.returncode}: {lines}"
+            assert f"pid {first.pid} on host" in lines[0] and "in use by another job" in lines[0], lines[0]
+            assert not (tmp_path / "logs").exists(), f"{script} started a launcher"
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_a_later_node_of_a_job_is_not_refused_by_the_jobs_own_lock(tmp_path):
+    """Node 1's launch script may start after node 0's rank 0 took the lock (msrun starts its
+    ranks before every node has joined): only node 0 checks, so node 1 starts its launcher
+    (here a torchrun that finds no node 0 and is ended by --timeout 1: exit 124)."""
+    config, first = held_run(tmp_path)
+    try:
+        result = launch_script("launch.sh", config, tmp_path, "--nnodes", "2", "--nproc-per-node", "1",
+                               "--node-rank", "1", "--framework", "torch", "--timeout", "1")
+        assert result.returncode == 124 and (tmp_path / "logs").is_dir(), result.stdout + result.stderr
+        assert "in use by another job" not in result.stdout + result.stderr
+    finally:
+        first.kill()
+        first.wait()
