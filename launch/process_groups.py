@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional
 
 from core.errors import ConfigError
 from core.layout import ParallelLayout, ParallelRun
+from launch.launcher_watch import killed_with_launcher, watch_launcher
 
 
 def launched_world(backend: str) -> Optional[int]:
@@ -54,6 +55,7 @@ def init_process_groups(backend: str, device: str, expert_parallel: int, timeout
     launched = check_world(backend, expert_parallel, world_size)
     if launched == 1:
         return None
+    watch_launcher()  # a rank whose launcher dies exits (scripts/train.py starts it earlier)
     if backend == "torch":
         return _torch_groups(device, expert_parallel, timeout_s, all_to_all == "hierarchical")
     return _mindspore_groups(expert_parallel, all_to_all == "hierarchical", timeout_s)
@@ -114,7 +116,8 @@ def _mindspore_groups(expert_parallel: int, hierarchical: bool, timeout_s: float
     for name, value in mindspore_timeouts(timeout_s).items():
         os.environ.setdefault(name, value)
     try:
-        init()
+        with killed_with_launcher():  # init() waits for every node and keeps the interpreter lock
+            init()
     except Exception as error:
         if os.environ.get("MS_ROLE") == "MS_SCHED":  # msrun's scheduler serves the cluster inside init()
             raise ConfigError(f"msrun's scheduler: a worker was lost or stalled ({_first_line(error)})") from None

@@ -16,7 +16,11 @@
 #     --framework F         torch | mindspore; default: the train config's backend
 #     --script FILE         what every process runs (default scripts/train.py)
 # SCRIPT ARGS go to the script: for train.py the same --config / --set / --backend /
-# --resume as a single-process run. Exit status: the job's (non-zero if any rank failed).
+# --resume as a single-process run. Exit status: the job's (non-zero if any rank failed); 2
+# without starting anything when the arguments are wrong or another job holds the run directory.
+# Stopping: Ctrl-C, `kill PID` or `kill -INT PID` (PID: this script's, which becomes the
+# launcher's) stops every rank; if the launcher is killed instead (-9, OOM), its ranks notice
+# within a second and exit (README: Stopping a job).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 nnodes=1 nproc=2 node_rank=0 addr=127.0.0.1 port=29500 log_dir=runs/launch_logs limit=0 framework="" script="$root/scripts/train.py"
@@ -32,7 +36,7 @@ while [ $# -gt 0 ]; do
     --timeout) limit="${2:?--timeout needs a value}"; shift 2 ;;
     --framework) framework="${2:?--framework needs a value}"; shift 2 ;;
     --script) script="${2:?--script needs a value}"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     *) break ;;
   esac
@@ -48,8 +52,12 @@ py="$root/.venv/bin/python"
 [ -x "$py" ] || die "no $root/.venv: run bash scripts/setup_env.sh first"
 export PATH="$root/.venv/bin:$PATH" PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" MOE_LOCAL_WORLD_SIZE="$nproc"
 source "$root/scripts/perf_env.sh" && perf_env "$nproc"  # glibc malloc, OpenMP threads and waiting
-if [ -z "$framework" ]; then  # train.py: the config's backend, after checking it against the world to start
-  framework="$(MOE_LAUNCH_WORLD=$((nnodes * nproc)) "$py" "$root/scripts/train.py" --print-backend "$@")" || exit 2
+if [ "$(cd "$(dirname "$script")" && pwd)/$(basename "$script")" = "$root/scripts/train.py" ]; then
+  # the config's backend, after checking the world to start against it and (node 0: the other nodes would
+  # find this job's own lock) that no other job holds the run directory
+  backend="$(MOE_LAUNCH_WORLD=$((nnodes * nproc)) MOE_LAUNCH_NODE_RANK="$node_rank" "$py" "$root/scripts/train.py" \
+             --print-backend "$@")" || exit 2
+  framework="${framework:-$backend}"
 fi
 case "$framework" in torch|mindspore) ;; *) die "--framework=$framework: expected torch or mindspore" ;; esac
 if [ "$port" = 0 ]; then
@@ -74,6 +82,10 @@ else
        --master_addr "$addr" --master_port "$port" --log_dir "$log_dir" --join True --cluster_time_out 120
        --tail_worker_log 0 "$script" "$@")
 fi
+# every rank (and msrun's scheduler) exits when this process, the launcher, is gone: killed, OOM-killed
+# (launch/launcher_watch.py; torchrun and msrun start each rank in a session of its own, out of reach of a
+# kill of this process group)
+export MOE_LAUNCHER_PID=$$
 if [ "$limit" -gt 0 ]; then
   exec timeout --kill-after 10 "$limit" "${cmd[@]}"
 fi

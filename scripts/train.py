@@ -12,14 +12,18 @@ run_ascend.sh (torchrun / msrun); the config's ``parallel`` section sets the exp
 size and the collectives' timeout.
 Exit codes: 0 done, 2 bad config or input, or a module missing (one line on stderr), 3
 stopped: NaN/Inf steps, or a file of the run could not be written (one line on stderr), 4 a
-multi-process run lost a rank (a collective failed or timed out; one line naming this rank),
-5 out of memory on a rank of a multi-process run, 1 any other error of such a rank (its
-traceback, then one line with its type and message: ``launch.failures``).
+multi-process run lost a rank (a collective failed or timed out) or its launcher (one line
+naming this rank), 5 out of memory on a rank of a multi-process run, 1 any other error of
+such a rank (its traceback, then one line with its type and message: ``launch.failures``),
+130 stopped by Ctrl-C, SIGINT or SIGTERM (one line). A run directory has one writer: a
+second job on it (fresh or --resume) is refused in one line naming the job that holds
+RUN_DIR/run.lock (exit 2).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -28,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only on the terminal
 
 from core.errors import ConfigError  # noqa: E402
+from launch.launcher_watch import exit_if_launcher_gone, is_msrun_scheduler, watch_launcher  # noqa: E402
 from training.config import config_to_dict, load_config  # noqa: E402
 
 
@@ -76,6 +81,8 @@ def _check_same(given, saved, args: argparse.Namespace) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    watch_launcher()  # under torchrun / msrun: exit when the launcher dies
+    config = None
     try:
         config = resolve_config(args)
         if args.print_backend:
@@ -84,7 +91,11 @@ def main(argv=None) -> int:
             return 0
         from training.trainer import Trainer, TrainingStopped
         trainer = Trainer(config, resume=args.resume is not None, progress=not args.no_progress)
-        summary = trainer.run()
+        try:
+            summary = trainer.run()
+        finally:
+            if trainer.run_lock is not None:
+                trainer.run_lock.release()  # ended, not killed: no record left to take over
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -95,9 +106,15 @@ def main(argv=None) -> int:
     except (TrainingStopped, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGINT, SIGTERM, or a launcher passing one on (README: Stopping a job)
+        rank = "" if launched_rank() is None else f"rank {launched_rank()}: "
+        print(f"error: {rank}stopped by {stop.args[0] if stop.args else 'SIGINT'}; every complete checkpoint is "
+              f"kept: continue with --resume {config.run_dir if config is not None else 'RUN_DIR'}", file=sys.stderr)
+        return 130
     except (RuntimeError, MemoryError) as error:
         if launched_rank() is None:
             raise
+        exit_if_launcher_gone()  # a peer that lost the launcher ended first: say so, not "a collective failed"
         from launch.failures import OTHER, describe_failure
         code, line = describe_failure(error, launched_rank(), config.parallel.timeout_s)
         if code == OTHER:
@@ -108,9 +125,18 @@ def main(argv=None) -> int:
     return 0
 
 
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def check_launch(config) -> None:
-    """The layout checks a launch script can make before it starts any process: the world
-    it is about to start ($MOE_LAUNCH_WORLD) against the config."""
+    """The checks a launch script can make before it starts any process: no other job holds
+    the run directory (on node 0 only, $MOE_LAUNCH_NODE_RANK: another node may start after
+    this job's rank 0 took the lock), and the world it is about to start ($MOE_LAUNCH_WORLD)
+    fits the config."""
+    if os.environ.get("MOE_LAUNCH_NODE_RANK", "0") == "0":
+        from training.run_lock import check_run_dir_free
+        check_run_dir_free(Path(config.run_dir))
     world = int(os.environ.get("MOE_LAUNCH_WORLD", "0"))
     if world:
         from core.layout import ParallelLayout
@@ -135,4 +161,6 @@ def done_line(summary: dict, run_dir: str) -> str:
 
 
 if __name__ == "__main__":
+    if not is_msrun_scheduler():  # (which spends its life in C++: the default action ends it)
+        signal.signal(signal.SIGTERM, _stop)  # a launcher's or cluster scheduler's stop: one line, like Ctrl-C
     sys.exit(main())

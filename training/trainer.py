@@ -43,6 +43,7 @@ from training.distributed import Distributed, rank_log
 from training.metrics_log import MetricsLog, read_records
 from training.plots import plot_run
 from training.random_streams import TRAIN, VALIDATION, process_seed, routing_noise
+from training.run_lock import lock_run_dir, takes_lock
 from training.schedule import learning_rate
 
 ADAM_EPS = 1e-8
@@ -61,6 +62,8 @@ class Trainer:
                  progress: bool = True, tensorboard: bool = True) -> None:
         self.config, self.log, self.progress, self.tensorboard = config, log, progress, tensorboard
         self.run_dir = Path(config.run_dir)
+        # one writer per run directory: rank 0 locks it before anything is written (training.run_lock)
+        self.run_lock = lock_run_dir(self.run_dir, log) if takes_lock() else None
         latest = latest_checkpoint(checkpoint_dir(self.run_dir))
         if resume and latest is None:
             raise ConfigError(f"--resume {self.run_dir}: no checkpoint in {checkpoint_dir(self.run_dir)} (the run "
