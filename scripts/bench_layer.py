@@ -161,7 +161,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                       and settings.tokens <= args.peers_max_tokens)
         rows = run_point(settings, args, args.peers if with_peers else [])
         goals = point_targets(rows)
-        print(f"\nMoE layer forward+backward, {settings.dtype} on {settings.device}, SwiGLU: d={settings.d_model} ffn={settings.ffn_hidden} "
+        print(f"\nMoE layer forward+backward, {settings.dtype} on {settings.device}, SwiGLU: d={settings.d_model} "
+              f"ffn={settings.ffn_hidden} "
               f"experts={settings.num_experts} top-{settings.top_k} tokens={settings.tokens} "
               f"cf={settings.capacity_factor} (capacity {settings.capacity()}); {settings.warmup} warm-up, "
               f"{settings.repeats} timed steps; load {os.getloadavg()[0]:.1f}")

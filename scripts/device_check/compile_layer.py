@@ -75,7 +75,9 @@ def run(device: str, dtype: str, tokens: int, d_model: int, ffn: int, experts: i
                f"vs eager {eager_ms:.2f} ms ({eager_ms / compiled_ms:.2f}x); max rel diff {rel:.1e}")
     return {"status": "pass" if rel <= limit else "fail",
             "summary": summary if rel <= limit else f"differs from eager by {rel:.1e} (> {limit:.0e}): {summary}",
-            "compile_s": compile_s, "graph_breaks": breaks, "graph_break_reasons": {reason.strip().splitlines()[0]: count for reason, count in counters["graph_break"].items()},
+            "compile_s": compile_s, "graph_breaks": breaks,
+            "graph_break_reasons": {reason.strip().splitlines()[0]: count
+                                    for reason, count in counters["graph_break"].items()},
             "eager_ms": eager_ms, "compiled_ms": compiled_ms, "max_rel_diff": rel, "output_scale": scale}
 
 

@@ -51,7 +51,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"CUDA {card['torch_cuda']}, NCCL {card['nccl']})" if card["cuda_available"] else "no CUDA device"
     missing = [name for name in ("tensorboardX", "mindspore") if not found[name]]
     summary = (f"Python {platform.python_version()}, torch {found['torch']}, numpy {found['numpy']}, "
-               f"transformers {found['transformers']}; {where}" + (f"; not installed: {', '.join(missing)}" if missing else ""))
+               f"transformers {found['transformers']}; {where}"
+               + (f"; not installed: {', '.join(missing)}" if missing else ""))
     return finish("environment", {"status": "fail" if problems else "pass", "summary": "; ".join(problems + [summary]),
                                   "python": sys.version.split()[0], "versions": found, "gpu": card}, args.json)
 

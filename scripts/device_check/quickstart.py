@@ -76,7 +76,7 @@ def verdict(run: Dict[str, Any], reference: Dict[str, Any], dtype: str, whole: b
         problems.append(f"loss curve outside tolerance (train {tolerance['train_atol']}, val "
                         f"{tolerance['val_atol']}): {where}")
     last = max(comparison["points"], key=lambda p: (p["kind"] == "val", p["step"]), default=None)
-    summary = (f"{run['steps']} steps on {run['target']} {dtype}, {run['seconds']:.0f} s, "
+    summary = (f"{run['steps']} step{'s' * (run['steps'] != 1)} on {run['target']} {dtype}, {run['seconds']:.0f} s, "
                f"{run['tokens_per_s'] or 0:.0f} tok/s; worst point {comparison['worst']:.2f} of tolerance")
     if last is not None:
         summary += f"; val_loss at step {last['step']} {last['run']:.3f} (reference {last['reference']:.3f})"

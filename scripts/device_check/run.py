@@ -28,6 +28,8 @@ from scripts.device_check.steps import Step, steps  # noqa: E402
 from scripts.reporting.tables import markdown_table  # noqa: E402
 
 MIN_STEP_S = 20  # a step given less than this is not started
+# the rehearsal runs in scripts/test.sh beside MindSpore's tests: one thread per step, one core
+ONE_CORE = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
 
 
 def stream(process: subprocess.Popen, sinks: List[TextIO], lines: List[str]) -> None:
@@ -66,7 +68,8 @@ def run_step(step: Step, dry: bool, limit_s: float, work: Path, log: TextIO, env
         return {"status": "fail", "seconds": seconds, "summary": f"timed out after {limit_s:.0f} s", "details": None}
     if not out.is_file():
         last = next((line for line in reversed(lines) if line.strip()), "no output")
-        return {"status": "fail", "seconds": seconds, "summary": f"exit {code}, no result: {last[:200]}", "details": None}
+        return {"status": "fail", "seconds": seconds, "summary": f"exit {code}, no result: {last[:200]}",
+                "details": None}
     try:
         status, summary, details = step.judge(out, dry)
     except (ValueError, KeyError, TypeError, SyntaxError) as error:  # a result it cannot read (XML: SyntaxError)
@@ -109,7 +112,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         chosen = [step for step in chosen if step.name in args.only.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-           "PYTHONUNBUFFERED": "1", "MOE_TEST_BACKEND": "torch"}
+           "PYTHONUNBUFFERED": "1", "MOE_TEST_BACKEND": "torch", **(ONE_CORE if args.dry_run else {})}
     started, deadline = time.time(), time.perf_counter() + args.budget_s
     results = []
     with tempfile.TemporaryDirectory(prefix="device_check_") as work, open(args.out / "device_check.log", "w") as log:

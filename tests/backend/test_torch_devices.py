@@ -19,7 +19,8 @@ from tests.support.harness import numpy_weights, random_inputs
 pytestmark = pytest.mark.skipif(os.environ.get("MOE_TEST_BACKEND", "torch") != "torch",
                                 reason="torch devices (run in the torch backend pass)")
 DEVICES = [pytest.param("cpu", id="cpu"),
-           pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not cuda_ok(), reason="needs a CUDA GPU, SM >= 8.0"))]
+           pytest.param("cuda", id="cuda",
+                        marks=pytest.mark.skipif(not cuda_ok(), reason="needs a CUDA GPU, SM >= 8.0"))]
 KERNEL = {"cpu": "portable", "cuda": "cuda"}
 BF16_RTOL = 2.0 ** -5  # a few bf16 roundings (8-bit mantissa) along each path; measured under 2 ** -6 on the CPU
 

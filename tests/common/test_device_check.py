@@ -38,6 +38,13 @@ def test_a_curve_without_validation_points_does_not_pass():
     assert not compare({"train": {"10": 8.0}, "val": {}}, REFERENCE_CURVE, 0.1, 0.1)["ok"]
 
 
+def test_a_rehearsal_needs_only_its_validation_points_and_they_must_agree():
+    step_zero = {"train": {"1": 8.2}, "val": {"0": 8.3}}  # --until 1: train step 1 is not in the reference
+    assert compare(step_zero, REFERENCE_CURVE, 0.1, 0.1, needs=("val",))["ok"]
+    assert not compare(step_zero, REFERENCE_CURVE, 0.1, 0.1)["ok"]
+    assert not compare({**step_zero, "val": {"0": 8.5}}, REFERENCE_CURVE, 0.1, 0.1, needs=("val",))["ok"]
+
+
 def test_the_kept_reference_is_a_whole_200_step_run_with_its_tolerance():
     reference = json.loads(REFERENCE.read_text())
     assert (reference["device"], reference["dtype"]) == ("cpu", "float32")
