@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     --out) out="${2:?--out needs a folder}"; shift 2 ;;
     --python) py="${2:?--python needs an interpreter}"; shift 2 ;;
     --budget-s|--only) pass+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
@@ -32,7 +32,7 @@ command -v "$py" >/dev/null 2>&1 || die "no interpreter '$py' (give --python PAT
 "$py" -c "import importlib.util as u; assert u.find_spec('torch')" 2>/dev/null \
   || die "$py has no torch (give --python PATH of one that has)"
 [[ "$py" == */* ]] && py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")"  # paths given from here
-mkdir -p "$out" && out="$(cd "$out" && pwd)" || die "--out $out: cannot create it"
+mkdir -p "$out" 2>/dev/null && out="$(cd "$out" && pwd)" || die "--out $out: cannot create it"
 cd "$root" || exit 2
 site="$(mktemp -d)"
 trap 'rm -rf "$site"' EXIT
