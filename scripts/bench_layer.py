@@ -12,13 +12,17 @@ torch process; the ratio of medians across processes), and for implementations t
 the same way as one of ours the largest |y - y_ours| relative to max |y_ours| (first step).
 
 --tokens and --experts take comma lists: every (tokens, experts) pair is one point, run as
-above (peers only at the first expert count and up to --peers-max-tokens). The workers get
-glibc malloc and OpenMP settings from scripts/bench/environment.py (--malloc, --omp-wait-policy).
+above (peers only at the first expert count, or at every one with --peers-every-point, and
+up to --peers-max-tokens). The workers get glibc malloc and OpenMP settings from
+scripts/bench/environment.py (--malloc, --omp-wait-policy). --device cuda and --dtype
+bfloat16 move the torch process's cases (dense, ours, HF's block) to the GPU and to bf16.
 
     PYTHONPATH=. .venv/bin/python scripts/bench_layer.py --json bench_results/layer.json
     PYTHONPATH=. .venv/bin/python scripts/bench_layer.py --tokens 1024,4096,16384,65536 \
         --d-model 256 --ffn-hidden 1024 --plot docs/bench_layer_tokens.png
     PYTHONPATH=. .venv/bin/python scripts/bench_layer.py --quick --peers none
+    python3 scripts/bench_layer.py --device cuda --dtype bfloat16 --backends torch --dispatch dropless \
+        --peers hf-grouped_mm --peers-every-point --tokens 4096,16384 --experts 8,64
 """
 from __future__ import annotations
 
@@ -29,7 +33,6 @@ import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from importlib import metadata
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,7 +41,7 @@ from scripts.bench.common import PEERS, BenchSettings  # noqa: E402
 from scripts.bench.environment import MALLOC_MODES, worker_environment  # noqa: E402
 from scripts.bench.report import add_comparisons, expert_targets, point_targets, table  # noqa: E402
 from scripts.bench.worker import run_group  # noqa: E402
-from scripts.reporting.provenance import command_line, machine  # noqa: E402
+from scripts.reporting.provenance import command_line, machine, package_versions  # noqa: E402
 
 BACKENDS = ("torch", "ms-graph", "ms-pynative")
 DISPATCHES = ("dropless", "capacity")
@@ -90,6 +93,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help=f"comma list of {', '.join(PEERS)}, or none")
     parser.add_argument("--peers-max-tokens", type=int, default=16384,
                         help="peers run at points with at most this many tokens (and the first expert count)")
+    parser.add_argument("--peers-every-point", action="store_true",
+                        help="peers at every expert count, not only the first")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the torch cases run")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="the torch cases' dtype (our router weights stay float32)")
     parser.add_argument("--omp-wait-policy", choices=("PASSIVE", "ACTIVE", "inherit"), default="PASSIVE",
                         help="OMP_WAIT_POLICY for the workers (default PASSIVE: on a shared, oversubscribed "
                              "CPU, spinning OpenMP threads wait for descheduled peers at every op, which "
@@ -109,6 +117,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for key in ("d_model", "ffn_hidden", "top_k", "warmup", "repeats"):
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be >= 1")
+    mindspore = [b for b in args.backends if b != "torch"]
+    if mindspore and (args.device, args.dtype) != ("cpu", "float32"):
+        parser.error(f"--backends {','.join(mindspore)}: the MindSpore cases run on the CPU in float32; "
+                     f"with --device {args.device} --dtype {args.dtype} give --backends torch")
     return args
 
 
@@ -132,34 +144,25 @@ def run_point(settings: BenchSettings, args: argparse.Namespace, peers: List[str
     return rows
 
 
-def package_versions() -> Dict[str, Optional[str]]:
-    """The installed version of each of PACKAGES (None: not installed)."""
-    versions: Dict[str, Optional[str]] = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     base = BenchSettings(d_model=args.d_model, ffn_hidden=args.ffn_hidden, num_experts=args.experts[0],
                          top_k=args.top_k, tokens=args.tokens[0], capacity_factor=args.capacity_factor,
-                         warmup=args.warmup, repeats=args.repeats, seed=args.seed)
+                         warmup=args.warmup, repeats=args.repeats, seed=args.seed, device=args.device, dtype=args.dtype)
     points = [dataclasses.replace(base, tokens=t, num_experts=e) for e in args.experts for t in args.tokens]
     for settings in points:
         settings.moe_config("capacity").validate()
     environment = worker_environment(args.malloc, args.omp_wait_policy)  # read by each spawned worker
     load_before = os.getloadavg()[0]
-    info = {**machine(), "versions": package_versions()}
+    info = {**machine(), "versions": package_versions(PACKAGES)}
     results = []
     for settings in points:
-        with_peers = settings.num_experts == args.experts[0] and settings.tokens <= args.peers_max_tokens
+        with_peers = ((args.peers_every_point or settings.num_experts == args.experts[0])
+                      and settings.tokens <= args.peers_max_tokens)
         rows = run_point(settings, args, args.peers if with_peers else [])
         goals = point_targets(rows)
-        print(f"\nMoE layer forward+backward, fp32, SwiGLU: d={settings.d_model} ffn={settings.ffn_hidden} "
+        print(f"\nMoE layer forward+backward, {settings.dtype} on {settings.device}, SwiGLU: d={settings.d_model} "
+              f"ffn={settings.ffn_hidden} "
               f"experts={settings.num_experts} top-{settings.top_k} tokens={settings.tokens} "
               f"cf={settings.capacity_factor} (capacity {settings.capacity()}); {settings.warmup} warm-up, "
               f"{settings.repeats} timed steps; load {os.getloadavg()[0]:.1f}")

@@ -24,11 +24,14 @@ run() {  # run NAME ENV... -- PYTEST_ARGS...
 }
 extra=("$@")
 # MindSpore's backend tests spend much of their time compiling on one core: the framework-free,
-# torch and PyNative parity runs go alongside them (their output is printed when they end)
+# torch and PyNative parity runs and the device check's CPU rehearsal (one core, niced) go
+# alongside them (their output is printed when they end)
 (
   run common   PYTHONPATH="$root" -- tests/common
   run backend_torch     PYTHONPATH="$root" MOE_TEST_BACKEND=torch -- tests/backend
   run parity_pynative PYTHONPATH="$root" MOE_MS_MODE=pynative -- tests/parity
+  echo "=== device_check --dry-run (the GPU check rehearsed on the CPU)"
+  nice -n 10 bash scripts/device_check.sh --dry-run --python "$py" --out "$reports/device_check" || status=1
   exit $status
 ) > "$reports/alongside.log" 2>&1 &
 alongside=$!

@@ -1,5 +1,6 @@
 """Metrics to ``<run_dir>/metrics.jsonl`` (one JSON object per record) and TensorBoard
-(tensorboardX, a pure-Python event writer) under ``<run_dir>/tensorboard``.
+(tensorboardX, a pure-Python event writer) under ``<run_dir>/tensorboard``; without
+tensorboardX installed, one line says so and only the JSONL is written.
 
 A record is ``{"kind": "train" | "val", "step": int, <name>: number or nested list}``.
 Scalars go to TensorBoard as ``<kind>/<name>``; arrays (e.g. ``tokens_per_expert``
@@ -12,7 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -39,21 +40,31 @@ def read_records(path: Path) -> Iterator[Dict[str, Any]]:
                 yield json.loads(line)
 
 
-class MetricsLog:
-    """Appends records; ``resume_step`` drops records with a later step first."""
+def tensorboard_writer(folder: Path, resume_step: Optional[int], log: Callable[[str], None]):
+    """A tensorboardX SummaryWriter (purging steps after ``resume_step``), or None with one
+    ``log`` line when tensorboardX is not installed (it is optional)."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        log(f"metrics: tensorboardX is not installed: no TensorBoard events in {folder} "
+            f"(metrics.jsonl and the plots are written); pip install tensorboardX for them")
+        return None
+    return SummaryWriter(str(folder), purge_step=None if resume_step is None else resume_step + 1)
 
-    def __init__(self, run_dir: Path, resume_step: Optional[int] = None, tensorboard: bool = True) -> None:
+
+class MetricsLog:
+    """Appends records; ``resume_step`` drops records with a later step first; ``log`` gets
+    the line that says TensorBoard events are off when tensorboardX is missing."""
+
+    def __init__(self, run_dir: Path, resume_step: Optional[int] = None, tensorboard: bool = True,
+                 log: Callable[[str], None] = print) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             self.path.unlink(missing_ok=True)
         else:
             self._truncate_after(resume_step)
-        self.writer = None
-        if tensorboard:
-            from tensorboardX import SummaryWriter
-            self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"),
-                                        purge_step=None if resume_step is None else resume_step + 1)
+        self.writer = tensorboard_writer(Path(run_dir) / "tensorboard", resume_step, log) if tensorboard else None
         self.handle = open(self.path, "a", encoding="utf-8")
 
     def _truncate_after(self, step: int) -> None:

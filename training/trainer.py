@@ -254,7 +254,7 @@ class Trainer:
         if self.dist.is_main:
             save_config(self.config, self.run_dir / "config.yaml")
         metrics_log = MetricsLog(self.log_dir, resume_step=self.step or None,
-                                 tensorboard=self.tensorboard and self.dist.is_main)
+                                 tensorboard=self.tensorboard and self.dist.is_main, log=self.log)
         self.log(f"{self.config.backend} on {self.runtime.target}{self.runtime.execution(self.train_step)}, "
                  f"{self.config.dtype}: "
                  f"{self.num_params:,} parameters, {len(self.model.moe_layers)} MoE layer(s), "

@@ -1,6 +1,7 @@
 """Settings, weights, inputs and the timer shared by every benchmark case (framework-free)."""
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -24,6 +25,8 @@ class BenchSettings:
     warmup: int = 2
     repeats: int = 5
     seed: int = 0
+    device: str = "cpu"  # torch cases: cpu or cuda
+    dtype: str = "float32"  # torch cases: float32 or bfloat16 (router weights stay float32)
 
     def moe_config(self, dispatch: str):
         """Our layer's config (top-k softmax router, SwiGLU experts, renormalised weights)."""
@@ -40,10 +43,12 @@ class BenchSettings:
         return asdict(self)
 
 
+@functools.lru_cache(maxsize=1)
 def layer_weights(settings: BenchSettings) -> Dict[str, np.ndarray]:
     """Our layer's initial weights (router.weight [d, E]; experts.w_gate, w_up [E, d, f],
-    experts.w_down [E, f, d]); every case that can loads these, so routing and outputs can
-    be compared across implementations."""
+    experts.w_down [E, f, d]); every case that can loads these (copies: never write into
+    them), so routing and outputs can be compared across implementations. Made once per
+    settings: at 64 experts of d=1024, ffn=704 numpy takes seconds."""
     from core.params import init_params
     from models.moe_layer import MoELayer
     return init_params(MoELayer(settings.moe_config("dropless")).param_specs(), settings.seed)
@@ -64,11 +69,18 @@ def inputs(settings: BenchSettings):
     return rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32)
 
 
+def as_numpy(y: Any) -> np.ndarray:
+    """A case's output as float32 numpy: numpy as it is, a framework tensor (any device,
+    any dtype) through ``float().cpu().numpy()``."""
+    return y if isinstance(y, np.ndarray) else y.detach().float().cpu().numpy()
+
+
 @dataclass
 class Case:
     """One implementation to time. ``step`` runs one synchronised forward+backward and
-    returns y [T, d] as numpy (the first one is kept, to check that an implementation that
-    routes like our ``compare_to`` case computes the same output)."""
+    returns y [T, d] (numpy, or a tensor ``as_numpy`` converts; the first one is kept, to
+    check that an implementation that routes like our ``compare_to`` case computes the same
+    output)."""
 
     name: str
     group: str
@@ -122,7 +134,7 @@ def time_round_robin(cases: Sequence[Case], settings: BenchSettings) -> List[Dic
     rows = []
     for c in cases:
         row = {"name": c.name, "group": c.group, "dispatch": c.dispatch, "note": c.note, "error": c.error,
-               "compare_to": c.compare_to, "y": None if c.error else first.get(c.name)}
+               "compare_to": c.compare_to, "y": None if c.error or c.name not in first else as_numpy(first[c.name])}
         if not c.error:
             ms = times[c.name]
             row.update({"median_ms": statistics.median(ms), "min_ms": min(ms), "times_ms": ms})

@@ -3,7 +3,8 @@ SwiGLU experts, our initial weights) and timed the same way. Differences that ca
 configured away are written into each row's note.
 
 - HF transformers MixtralSparseMoeBlock: dropless; ``eager`` (loop over experts) and
-  ``grouped_mm`` (torch.nn.functional.grouped_mm) experts implementations.
+  ``grouped_mm`` (torch.nn.functional.grouped_mm) experts implementations; on the settings'
+  device and dtype (its router too). The others run on the CPU in float32 only.
 - DeepSpeed ``deepspeed.moe.layer.MoE`` (gloo, world size 1, DS_ACCELERATOR=cpu): top-2
   gating with capacity (drop_tokens=True, ceil(cf * 2T / E)) or without (drop_tokens=False,
   capacity = the largest expert load); 2nd-expert Gumbel sampling off.
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from scripts.bench.common import BenchSettings, Case, layer_weights, prepare
-from scripts.bench.torch_cases import torch_step
+from scripts.bench.torch_cases import torch_dtype, torch_step
 
 GROUP = "peers"
 
@@ -92,6 +93,12 @@ def check_memory(elements: int, what: str, copies: int) -> None:
                           f"+ {RESERVE_BYTES / 2**30:.0f} for the other cases, {available / 2**30:.0f} GiB available")
 
 
+def cpu_float32_only(settings: BenchSettings, peer: str) -> None:
+    """Refuse (an error row) a peer set up here for the CPU in float32 only."""
+    if settings.device != "cpu" or settings.dtype != "float32":
+        raise ValueError(f"{peer} runs on cpu in float32 only here (asked: {settings.device}, {settings.dtype})")
+
+
 def hf_case(settings: BenchSettings, implementation: str) -> Case:
     from transformers import MixtralConfig
     from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
@@ -105,6 +112,7 @@ def hf_case(settings: BenchSettings, implementation: str) -> Case:
         gate_up = np.concatenate([w["experts.w_gate"], w["experts.w_up"]], axis=2).transpose(0, 2, 1)
         block.experts.gate_up_proj.copy_(torch.tensor(np.ascontiguousarray(gate_up)))
         block.experts.down_proj.copy_(torch.tensor(np.ascontiguousarray(w["experts.w_down"].transpose(0, 2, 1))))
+    block.to(device=settings.device, dtype=torch_dtype(settings))
 
     def forward(x):
         return block(x), 0.0
@@ -116,6 +124,7 @@ def hf_case(settings: BenchSettings, implementation: str) -> Case:
 
 
 def deepspeed_case(settings: BenchSettings, drop_tokens: bool) -> Case:
+    cpu_float32_only(settings, "deepspeed")
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
     from deepspeed.moe.layer import MoE
@@ -144,6 +153,7 @@ def deepspeed_case(settings: BenchSettings, drop_tokens: bool) -> Case:
 
 
 def st_moe_case(settings: BenchSettings) -> Case:
+    cpu_float32_only(settings, "st-moe-pytorch")
     from st_moe_pytorch import MoE
     s, w = settings, layer_weights(settings)
     slots = max(min(s.tokens, int(s.tokens * s.capacity_factor * s.top_k / s.num_experts)), 4)
@@ -168,6 +178,7 @@ def st_moe_case(settings: BenchSettings) -> Case:
 
 
 def fairscale_case(settings: BenchSettings) -> Case:
+    cpu_float32_only(settings, "fairscale")
     from fairscale.nn.moe import MOELayer, Top2Gate
     s, w = settings, layer_weights(settings)
     if s.top_k != 2 or s.tokens % s.num_experts:

@@ -1,4 +1,5 @@
-"""Our MoE layer on torch (eager), and the dense SwiGLU reference with the same active FLOPs."""
+"""Our MoE layer on torch (eager), and the dense SwiGLU reference with the same active FLOPs,
+on the settings' device and dtype."""
 from __future__ import annotations
 
 from typing import Any, Callable, List, Sequence
@@ -9,14 +10,21 @@ GROUP = "torch"
 DENSE = "dense SwiGLU ffn*k torch (reference)"
 
 
+def torch_dtype(settings: BenchSettings):
+    import torch
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
+
+
 def torch_step(forward: Callable, params: Sequence[Any], x_shape, settings: BenchSettings) -> Callable:
     """A step: zero grads, forward(x) -> (y, aux_loss), loss = sum(y * cot) + aux_loss,
-    backward; returns y [T, d] as numpy. x (also differentiated) is reshaped to x_shape."""
+    backward, then wait for the device; returns y [T, d] (a tensor on the device). x (also
+    differentiated) is reshaped to x_shape, on ``settings.device`` in ``settings.dtype``."""
     import torch
     x_np, cot_np = inputs(settings)
-    x = torch.tensor(x_np.reshape(x_shape), requires_grad=True)
-    cotangent = torch.tensor(cot_np.reshape(x_shape))
+    x = torch.tensor(x_np.reshape(x_shape), device=settings.device, dtype=torch_dtype(settings), requires_grad=True)
+    cotangent = torch.tensor(cot_np.reshape(x_shape), device=settings.device, dtype=torch_dtype(settings))
     params = list(params)
+    synchronize = torch.cuda.synchronize if settings.device.startswith("cuda") else (lambda: None)
 
     def step():
         for p in params + [x]:
@@ -24,13 +32,15 @@ def torch_step(forward: Callable, params: Sequence[Any], x_shape, settings: Benc
         y, aux_loss = forward(x)
         loss = (y * cotangent).sum() + aux_loss
         loss.backward()
-        return y.detach().reshape(-1, y.shape[-1]).numpy()
+        synchronize()
+        return y.detach().reshape(-1, y.shape[-1])
     return step
 
 
 def dense_case(settings: BenchSettings) -> Case:
     import torch
-    w = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in dense_weights(settings).items()}
+    w = {k: torch.nn.Parameter(torch.tensor(v, device=settings.device, dtype=torch_dtype(settings)))
+         for k, v in dense_weights(settings).items()}
 
     def forward(x):
         hidden = torch.nn.functional.silu(x @ w["w_gate"]) * (x @ w["w_up"])
@@ -43,7 +53,8 @@ def dense_case(settings: BenchSettings) -> Case:
 def ours_case(settings: BenchSettings, dispatch: str) -> Case:
     from backends.torch_shell import TorchModule
     from models.moe_layer import MoELayer
-    module = TorchModule(MoELayer(settings.moe_config(dispatch)), values=layer_weights(settings))
+    module = TorchModule(MoELayer(settings.moe_config(dispatch)), device=settings.device, dtype=settings.dtype,
+                         values=layer_weights(settings))
 
     def forward(x):
         y, aux = module(x)

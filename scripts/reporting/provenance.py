@@ -5,6 +5,7 @@ import datetime
 import os
 import platform
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -20,6 +21,17 @@ def machine() -> Dict[str, Any]:
     return {"date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
             "cpu": model, "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
             "platform": platform.platform(), "python": platform.python_version()}
+
+
+def package_versions(packages: Sequence[str]) -> Dict[str, Optional[str]]:
+    """The installed version of each package (None: not installed)."""
+    versions: Dict[str, Optional[str]] = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
 
 
 def command_line(argv: Optional[Sequence[str]] = None) -> str:

@@ -1,5 +1,7 @@
 """Metrics JSONL + TensorBoard and the end-of-run plots."""
+import importlib.util
 import json
+import sys
 import warnings
 
 import numpy as np
@@ -8,8 +10,8 @@ from training.metrics_log import MetricsLog, read_records
 from training.plots import plot_run
 
 
-def write_run(run_dir, steps, resume_step=None):
-    log = MetricsLog(run_dir, resume_step=resume_step)
+def write_run(run_dir, steps, resume_step=None, log_lines=None):
+    log = MetricsLog(run_dir, resume_step=resume_step, log=print if log_lines is None else log_lines.append)
     for step in steps:
         load = np.array([[4.0 + step, 2.0, 1.0, 1.0], [2.0, 2.0, 2.0, 2.0]])
         log.log("train", step, {"lm_loss": np.float64(5.0 - 0.1 * step), "tokens_per_expert": load,
@@ -26,7 +28,17 @@ def test_records_round_trip_and_nan_becomes_null(tmp_path):
     assert [(r["kind"], r["step"]) for r in records][:3] == [("train", 1), ("train", 2), ("val", 2)]
     assert records[0]["tokens_per_expert"] == [[5.0, 2.0, 1.0, 1.0], [2.0, 2.0, 2.0, 2.0]]
     assert records[0]["grad_norm"] is None
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    if importlib.util.find_spec("tensorboardX"):
+        assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_without_tensorboardx_one_line_and_the_jsonl(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import fails as if not installed
+    lines = []
+    write_run(tmp_path, range(1, 3), log_lines=lines)
+    assert len(lines) == 1 and "tensorboardX is not installed" in lines[0]
+    assert [r["step"] for r in read_records(tmp_path / "metrics.jsonl") if r["kind"] == "train"] == [1, 2]
+    assert not (tmp_path / "tensorboard").exists()
 
 
 def test_resume_drops_records_after_the_checkpoint(tmp_path):
