@@ -3,7 +3,7 @@
 # tests/backend (written once) in one pytest process per backend (MindSpore has set-once
 # global state) and the cross-backend parity tests with MindSpore in PyNative and in
 # GRAPH_MODE, then the multi-process tests (torchrun and msrun launches). Fails if any run fails.
-# The MindSpore backend run has the framework-free, torch and PyNative parity runs beside it.
+# The MindSpore backend run has the framework-free, torch and both parity runs beside it.
 # Extra arguments go to every pytest run (e.g. -x, -k adamoe); a run whose tests they all
 # deselect (pytest exit 5) does not count as failed, though the closing line still needs a pass.
 set -uo pipefail
@@ -18,18 +18,22 @@ run() {  # run NAME ENV... -- PYTEST_ARGS...
   local envs=()
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
   echo "=== $name"
+  local started=$SECONDS
   env "${envs[@]}" "$py" -m pytest -q -p no:cacheprovider --junitxml="$reports/$name.xml" "$@" "${extra[@]}"
   local rc=$?
+  echo "=== $name: $((SECONDS - started)) s"
   [ $rc -eq 0 ] || { [ $rc -eq 5 ] && [ ${#extra[@]} -gt 0 ]; } || status=1
 }
 extra=("$@")
 # MindSpore's backend tests spend much of their time compiling on one core: the framework-free,
-# torch and PyNative parity runs and the device check's CPU rehearsal (one core, niced) go
-# alongside them (their output is printed when they end)
+# torch and both parity runs and the device check's CPU rehearsal (one core, niced) go
+# alongside them on the other core (their output is printed when they end); the multi-process
+# tests, which use both cores, come last
 (
   run common   PYTHONPATH="$root" -- tests/common
   run backend_torch     PYTHONPATH="$root" MOE_TEST_BACKEND=torch -- tests/backend
   run parity_pynative PYTHONPATH="$root" MOE_MS_MODE=pynative -- tests/parity
+  run parity_graph    PYTHONPATH="$root" MOE_MS_MODE=graph -- tests/parity
   echo "=== device_check --dry-run (the GPU check rehearsed on the CPU)"
   nice -n 10 bash scripts/device_check.sh --dry-run --python "$py" --out "$reports/device_check" || status=1
   exit $status
@@ -38,7 +42,6 @@ alongside=$!
 run backend_mindspore PYTHONPATH="$root" MOE_TEST_BACKEND=mindspore MOE_MS_MODE=pynative -- tests/backend
 wait $alongside || status=1
 cat "$reports/alongside.log"
-run parity_graph    PYTHONPATH="$root" MOE_MS_MODE=graph -- tests/parity
 run distributed     PYTHONPATH="$root" -- tests/distributed
 "$py" scripts/junit_total.py "$reports"/*.xml || status=1
 rm -rf "$reports" "$root"/rank_* "${TMPDIR:-/tmp}"/moe_routers_smollm2_*  # the GGUF copy tests/support/pretrained.py shares
