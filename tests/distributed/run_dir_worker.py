@@ -1,15 +1,16 @@
 """Run under a launcher (torchrun, msrun): every rank joins the run directory as the trainer
-does (``training.distributed.Distributed.join_run_dir``) and writes what happened to
-OUT/rank<r>.txt (``ok`` or the error line).
+does (``training.distributed.Distributed.join_run_dir``) and picks the checkpoint to resume
+from (``Distributed.agreed_checkpoint``) in each of the four MODES, one after the other in one
+launch, and writes what happened to OUT/<mode>/rank<r>.txt (the outcome or the error line).
 
-    run_dir_worker.py BACKEND OUT_DIR shared|split|resume_newer|resume_missing
+    run_dir_worker.py BACKEND OUT_DIR
 
-``split``: rank 0 uses OUT/shared, every other rank OUT/node<r>: a run directory that is not
-on a filesystem the ranks share (each node sees its own local folder). ``resume_*``: every
-rank picks the checkpoint to resume from (``Distributed.agreed_checkpoint``) in a
-checkpoint folder of its own, as ranks whose NFS caches show different files:
+``shared``: every rank uses OUT/shared/shared. ``split``: rank 0 uses OUT/split/shared, every
+other rank OUT/split/node<r>: a run directory that is not on a filesystem the ranks share
+(each node sees its own local folder); both write ``ok`` or the error line. ``resume_*``: each
+rank has a checkpoint folder of its own, as ranks whose NFS caches show different files:
 ``resume_newer``: rank 1 sees a step 6 that rank 0 does not (yet); ``resume_missing``: rank 1
-does not see rank 0's step 4; it writes ``step <N>`` or the error line."""
+does not see rank 0's step 4; they write ``step <N>`` or the error line."""
 from __future__ import annotations
 
 import sys
@@ -37,8 +38,24 @@ def resume(dist: Distributed, run_dir: Path, mode: str) -> str:
     return f"step {checkpoint.step}"
 
 
+MODES = ("shared", "split", "resume_newer", "resume_missing")
+
+
+def outcome(dist: Distributed, out: Path, mode: str) -> str:
+    """What ``mode`` gives on this rank: its result, or the one-line error every rank raised."""
+    run_dir = out / ("shared" if mode == "shared" or dist.is_main else f"node{dist.rank}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if mode.startswith("resume"):
+            return resume(dist, run_dir, mode)
+        dist.join_run_dir(run_dir, TIMEOUT_S)
+        return "ok"
+    except ConfigError as error:
+        return str(error)
+
+
 def main() -> int:
-    backend, out, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    backend, out = sys.argv[1], Path(sys.argv[2])
     run = init_process_groups(backend, "cpu", 1, timeout_s=60)
     if backend == "torch":
         from backends.torch_ops import TorchOps
@@ -46,23 +63,14 @@ def main() -> int:
     else:
         from backends.mindspore_ops import MindSporeOps
         F = MindSporeOps()
-    dist = Distributed(run, F)
-    run_dir = out / ("shared" if mode == "shared" or dist.is_main else f"node{dist.rank}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        if mode.startswith("resume"):
-            outcome = resume(dist, run_dir, mode)
-        else:
-            dist.join_run_dir(run_dir, TIMEOUT_S)
-            outcome = "ok"
-        code = 0
-    except ConfigError as error:
-        outcome, code = str(error), 2
-    (out / f"rank{dist.rank}.txt").write_text(outcome, encoding="utf-8")
+    for mode in MODES:
+        dist = Distributed(run, F)
+        (out / mode).mkdir(parents=True, exist_ok=True)
+        (out / mode / f"rank{dist.rank}.txt").write_text(outcome(dist, out / mode, mode), encoding="utf-8")
     if backend == "torch":  # a clean exit: gloo's threads stopped before the interpreter ends
         import torch.distributed
         torch.distributed.destroy_process_group()
-    return code
+    return 0
 
 
 if __name__ == "__main__":

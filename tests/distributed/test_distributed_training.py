@@ -227,41 +227,25 @@ def test_a_data_build_slower_than_the_collective_timeout(tmp_path):
 
 
 @pytest.mark.parametrize("framework", ["torch", "mindspore"])
-def test_a_rank_that_cannot_see_the_run_directory_is_named(tmp_path, framework):
-    """The run directory must be shared: a rank whose run_dir is another folder (a node-local
-    disk) stops every rank with the same line naming it; a shared one passes."""
+def test_the_run_directory_is_shared_and_rank_0_picks_the_checkpoint(tmp_path, framework):
+    """One launch, four cases (tests/distributed/run_dir_worker.py). The run directory must be
+    shared: a rank whose run_dir is another folder (a node-local disk) stops every rank with
+    the same line naming it; a shared one passes. Ranks whose filesystem caches show different
+    checkpoints: rank 0 picks (step 4), every rank loads that step although rank 1 sees a newer
+    one; a rank that cannot read it stops every rank with one line naming it (before, each rank
+    took its own newest, silently)."""
     from tests.distributed.launch import launch
-    worker = ROOT / "tests" / "distributed" / "run_dir_worker.py"
-    for mode in ("shared", "split"):
-        out = tmp_path / mode
-        out.mkdir()
-        launch(framework, 2, worker, [framework, str(out), mode], tmp_path / f"logs_{mode}", timeout=300,
-               check=mode == "shared")
-        outcomes = [(out / f"rank{r}.txt").read_text() for r in range(2)]
-        if mode == "shared":
-            assert outcomes == ["ok", "ok"]
-        else:
-            assert outcomes[0] == outcomes[1], outcomes
-            assert outcomes[0].startswith("rank(s) 1 cannot see the files rank 0 (on "), outcomes
-            assert "must be on a filesystem every node shares" in outcomes[0] and "\n" not in outcomes[0]
-
-
-@pytest.mark.parametrize("framework", ["torch", "mindspore"])
-def test_every_rank_resumes_from_the_checkpoint_rank_0_picked(tmp_path, framework):
-    """Ranks whose filesystem caches show different checkpoints: rank 0 picks (step 4), every
-    rank loads that step although rank 1 sees a newer one; a rank that cannot read it stops
-    every rank with one line naming it (before, each rank took its own newest, silently)."""
-    from tests.distributed.launch import launch
-    worker = ROOT / "tests" / "distributed" / "run_dir_worker.py"
-    for mode in ("resume_newer", "resume_missing"):
-        out = tmp_path / mode
-        out.mkdir()
-        launch(framework, 2, worker, [framework, str(out), mode], tmp_path / f"logs_{mode}", timeout=300,
-               check=mode == "resume_newer")
-        outcomes = [(out / f"rank{r}.txt").read_text() for r in range(2)]
-        if mode == "resume_newer":
-            assert outcomes == ["step 4", "step 4"]
-        else:
-            assert outcomes[0] == outcomes[1] and "\n" not in outcomes[0], outcomes
-            assert outcomes[0].startswith("rank(s) 1 cannot read step_00000004.safetensors, the checkpoint rank 0 "
-                                          "resumes from (rank 1: unreadable checkpoint"), outcomes
+    launch(framework, 2, ROOT / "tests" / "distributed" / "run_dir_worker.py", [framework, str(tmp_path / "out")],
+           tmp_path / "logs", timeout=300)
+    outcomes = {mode: [(tmp_path / "out" / mode / f"rank{r}.txt").read_text() for r in range(2)]
+                for mode in ("shared", "split", "resume_newer", "resume_missing")}
+    assert outcomes["shared"] == ["ok", "ok"]
+    split = outcomes["split"]
+    assert split[0] == split[1], split
+    assert split[0].startswith("rank(s) 1 cannot see the files rank 0 (on "), split
+    assert "must be on a filesystem every node shares" in split[0] and "\n" not in split[0]
+    assert outcomes["resume_newer"] == ["step 4", "step 4"]
+    missing = outcomes["resume_missing"]
+    assert missing[0] == missing[1] and "\n" not in missing[0], missing
+    assert missing[0].startswith("rank(s) 1 cannot read step_00000004.safetensors, the checkpoint rank 0 "
+                                 "resumes from (rank 1: unreadable checkpoint"), missing
