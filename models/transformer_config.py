@@ -7,6 +7,7 @@ from typing import List, Optional
 
 from core.errors import ConfigError
 from core.rules import FLAG, check_fields, integer, number, one_of, setting
+from models.attention import QK_NORMS
 from models.moe_config import EXPERT_TYPES, MoEConfig
 
 FFN_TYPES = EXPERT_TYPES
@@ -17,7 +18,9 @@ class TransformerConfig:
     """A Llama/Mixtral-style decoder. ``ffn_hidden``/``ffn_type`` size the dense FFN blocks;
     every ``moe_every``-th block (blocks moe_every-1, 2*moe_every-1, ...) uses an MoE FFN
     described by ``moe`` instead; ``moe_every = 0`` makes every block dense. ``qkv_bias``:
-    biases on the attention's query, key and value projections (Qwen2), none on its output."""
+    biases on the attention's query, key and value projections (Qwen2), none on its output.
+    ``qk_norm``: RMSNorm of queries and keys before rotary positions, ``per_head`` (Qwen3) or
+    ``across_heads`` (OLMoE) (``models.attention``); ``norm_eps`` is its epsilon too."""
 
     vocab_size: int = setting(32000, integer(1))
     d_model: int = setting(512, integer(1))
@@ -31,6 +34,7 @@ class TransformerConfig:
     norm_eps: float = setting(1e-5, number(0.0, low_open=True))
     tie_embeddings: bool = setting(False, FLAG)
     qkv_bias: bool = setting(False, FLAG)
+    qk_norm: str = setting("none", one_of(*QK_NORMS))
     init_std: float = setting(0.02, number(0.0, low_open=True))
     moe_every: int = setting(1, integer(0))  # at most num_layers (validate)
     moe: Optional[MoEConfig] = None
