@@ -39,20 +39,22 @@ class Attention(Adaptable):
     [Hkv*D, d], ``o_proj`` [d, H*D], names under ``prefix`` (``model.layers.{i}.self_attn.``);
     bias-free (Llama) or, with ``qkv_bias``, biases ``{q,k,v}_proj.bias`` on the query, key
     and value projections only (Qwen2), initialised to zero. ``qk_norm`` (``QK_NORMS``, module
-    docstring) adds ``q_norm.weight`` and ``k_norm.weight`` with epsilon ``norm_eps``."""
+    docstring) adds ``q_norm.weight`` and ``k_norm.weight`` with epsilon ``norm_eps``.
+    ``head_dim``: D, or 0 for d_model / H (Qwen3 sets D apart from d_model / H)."""
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, rope_theta: float,
                  init_std: float, prefix: str, qkv_bias: bool = False, qk_norm: str = "none",
-                 norm_eps: float = 1e-6) -> None:
-        if d_model % num_heads or num_heads % num_kv_heads or (d_model // num_heads) % 2:
-            raise ConfigError(f"attention: d_model={d_model}, num_heads={num_heads}, num_kv_heads={num_kv_heads} "
-                              "need num_heads | d_model, num_kv_heads | num_heads and an even head size")
+                 norm_eps: float = 1e-6, head_dim: int = 0) -> None:
+        if (d_model % num_heads and not head_dim) or num_heads % num_kv_heads or (head_dim or d_model // num_heads) % 2:
+            raise ConfigError(f"attention: d_model={d_model}, num_heads={num_heads}, num_kv_heads={num_kv_heads}, "
+                              f"head_dim={head_dim} need num_heads | d_model (or a head_dim), num_kv_heads | "
+                              "num_heads and an even head size")
         if qk_norm not in QK_NORMS:
             raise ConfigError(f"attention: qk_norm={qk_norm!r}; expected one of {', '.join(QK_NORMS)}")
         self.d_model = d_model
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
-        self.head_dim = d_model // num_heads
+        self.head_dim = head_dim or d_model // num_heads
         self.rope_theta = rope_theta
         self.init_std = init_std
         self.prefix = prefix

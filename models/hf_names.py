@@ -1,4 +1,6 @@
-"""Our parameter dict <-> the HF Llama, Mixtral and Qwen2(-MoE) layouts (numpy arrays).
+"""Our parameter dict <-> the HF Llama, Mixtral, Qwen2(-MoE), Qwen3-MoE and OLMoE layouts
+(numpy arrays). Qwen3-MoE and OLMoE name their tensors as Qwen2-MoE does, plus the
+attention's ``self_attn.{q,k}_norm.weight`` (ours too).
 
 Our names already are HF's wherever the layout matches: ``model.embed_tokens.weight``,
 ``model.layers.{i}.self_attn.{q,k,v,o}_proj.weight`` (and Qwen2's ``{q,k,v}_proj.bias``),
@@ -13,7 +15,7 @@ Our names already are HF's wherever the layout matches: ``model.embed_tokens.wei
   Mixtral ``block_sparse_moe.experts.{j}.{w1,w3,w2}.weight`` (gate, up, down) or Qwen2-MoE
   ``mlp.experts.{j}.{gate,up,down}_proj.weight``. GELU experts have no gate.
 
-Qwen2-MoE keeps the whole MoE block under ``mlp.`` (its shared expert too:
+Qwen2-MoE (and Qwen3-MoE, OLMoE) keeps the whole MoE block under ``mlp.`` (its shared expert too:
 ``mlp.shared_expert.*``, ``mlp.shared_expert_gate.weight``, our names under
 ``block_sparse_moe.``). ``from_hf`` reads either style, and also the fused experts that
 transformers 5 holds in memory (``mlp.experts.gate_up_proj`` [E, 2f, d], gate rows first, and
@@ -108,6 +110,32 @@ def from_hf(hf: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         if sorted(per_expert) != list(range(len(per_expert))):
             raise ConfigError(f"checkpoint has experts {sorted(per_expert)} for {name}; expected 0..{len(per_expert) - 1}")
         out[name] = np.stack([per_expert[j] for j in range(len(per_expert))], 0)
+    return out
+
+
+def unfused_shapes(shapes: Dict[str, tuple], style: str = "qwen2_moe") -> Dict[str, tuple]:
+    """HF tensor shapes with transformers 5's fused experts (``experts.gate_up_proj`` [E, 2f, d],
+    ``experts.down_proj`` [E, d, f]) replaced by the per-expert names and shapes of ``style``
+    that ``from_hf`` turns them into; a name that two tensors would give is refused."""
+    block, names = check_style(style)
+    out = {}
+    for name, shape in shapes.items():
+        moe = HF_MOE.match(name)
+        fused = moe and HF_FUSED.match(moe["rest"])
+        if not fused:
+            parts = {name: tuple(shape)}
+        elif len(shape) != 3 or (fused["fused"] == "gate_up_proj" and shape[1] % 2):
+            raise ConfigError(f"tensor {name} has shape {list(shape)}; fused experts are "
+                              f"{'[E, 2 * f, d]' if fused['fused'] == 'gate_up_proj' else '[E, d, f]'}")
+        else:
+            prefix, (experts, rows, columns) = moe["layer"] + block + "experts.", shape
+            ours = ("w_gate", "w_up") if fused["fused"] == "gate_up_proj" else ("w_down",)
+            parts = {f"{prefix}{j}.{names[w]}.weight": (rows // len(ours), columns)
+                     for j in range(experts) for w in ours}
+        clash = sorted(set(parts) & set(out))
+        if clash:
+            raise ConfigError(f"tensor {name} holds {clash[0]}, which the checkpoint also holds")
+        out.update(parts)
     return out
 
 

@@ -34,7 +34,7 @@ class Block:
         c, p = config, f"model.layers.{index}."
         self.input_norm = RMSNorm(c.d_model, c.norm_eps, p + "input_layernorm.")
         self.attention = Attention(c.d_model, c.num_heads, c.num_kv_heads, c.rope_theta, c.init_std, p + "self_attn.",
-                                   c.qkv_bias, c.qk_norm, c.norm_eps)
+                                   c.qkv_bias, c.qk_norm, c.norm_eps, c.head_size)
         self.ffn_norm = RMSNorm(c.d_model, c.norm_eps, p + "post_attention_layernorm.")
         self.is_moe = c.is_moe_layer(index)
         if self.is_moe:

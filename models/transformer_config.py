@@ -20,13 +20,16 @@ class TransformerConfig:
     described by ``moe`` instead; ``moe_every = 0`` makes every block dense. ``qkv_bias``:
     biases on the attention's query, key and value projections (Qwen2), none on its output.
     ``qk_norm``: RMSNorm of queries and keys before rotary positions, ``per_head`` (Qwen3) or
-    ``across_heads`` (OLMoE) (``models.attention``); ``norm_eps`` is its epsilon too."""
+    ``across_heads`` (OLMoE) (``models.attention``); ``norm_eps`` is its epsilon too.
+    ``head_size``: each head's width D when it is not d_model / num_heads (Qwen3-30B-A3B: 128
+    with d_model 2048 and 32 heads); 0 takes d_model / num_heads."""
 
     vocab_size: int = setting(32000, integer(1))
     d_model: int = setting(512, integer(1))
     num_layers: int = setting(8, integer(1))
     num_heads: int = setting(8, integer(1))
     num_kv_heads: int = setting(8, integer(1))
+    head_size: int = setting(0, integer(0))
     ffn_hidden: int = setting(1376, integer(1))
     ffn_type: str = setting("swiglu", one_of(*FFN_TYPES))
     max_seq_len: int = setting(2048, integer(1))
@@ -41,7 +44,7 @@ class TransformerConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.num_heads
+        return self.head_size or self.d_model // self.num_heads
 
     def is_moe_layer(self, index: int) -> bool:
         return self.moe_every > 0 and (index + 1) % self.moe_every == 0
@@ -56,11 +59,11 @@ class TransformerConfig:
         check_fields(self, section)
 
         s = section
-        if self.d_model % self.num_heads:
+        if self.d_model % self.num_heads and not self.head_size:
             raise ConfigError(f"{s}.d_model={self.d_model} must be divisible by {s}.num_heads={self.num_heads}")
         if self.head_dim % 2:
-            raise ConfigError(f"{s}.d_model / {s}.num_heads = {self.head_dim} must be even "
-                              f"(rotary positions rotate pairs of channels)")
+            width = f"{s}.head_size={self.head_size}" if self.head_size else f"{s}.d_model / {s}.num_heads = {self.head_dim}"
+            raise ConfigError(f"{width} must be even (rotary positions rotate pairs of channels)")
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(f"{s}.num_heads={self.num_heads} must be divisible by {s}.num_kv_heads="
                               f"{self.num_kv_heads} (grouped-query attention)")

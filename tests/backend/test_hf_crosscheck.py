@@ -1,12 +1,16 @@
-"""HF transformers' Llama, Mixtral, Qwen2 and Qwen2-MoE, saved in their checkpoint format
-(one file and sharded) and loaded with ``training.hf_checkpoint.load_hf_checkpoint``, give
-the same logits as our transformer on the backend under test (checks names, [out, in]
-layouts, rotary layout, GQA head order, RMSNorm, the Mixtral and Qwen2-MoE routers, the
-gated shared expert, q/k/v biases, a dense block between MoE blocks); our export loads back
-in transformers with the same logits; transformers 5's fused in-memory experts (what GGUF
-files load as) convert too; the real SmolLM2-135M GGUF loads. Tolerance: 1e-4
+"""HF transformers' Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3-MoE and OLMoE, saved in their
+checkpoint format (one file and sharded) and loaded with
+``training.hf_checkpoint.load_hf_checkpoint``, give the same logits as our transformer on the
+backend under test (checks names, [out, in] layouts, rotary layout, GQA head order, RMSNorm,
+the routers, the gated shared expert, q/k/v biases, per-head and across-heads q/k norms, a
+dense block between MoE blocks); our export loads back in transformers with the same logits;
+transformers 5's fused experts (what GGUF files load as), in memory and written to a file,
+convert too; without its q/k norm a Qwen3-MoE or OLMoE model is far from transformers'
+logits; the real SmolLM2-135M GGUF loads. Tolerance: 1e-4
 absolute and relative on float32 logits. Skipped only when transformers is not installed
 (``source scripts/setup_env.sh hf``)."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -18,6 +22,7 @@ from training.hf_checkpoint import from_hf_weights, load_hf_checkpoint, save_hf_
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
+save_file = pytest.importorskip("safetensors.torch").save_file
 
 SIZES = dict(vocab_size=64, hidden_size=32, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=16, rms_norm_eps=1e-5, rope_theta=10000.0,
@@ -25,8 +30,13 @@ SIZES = dict(vocab_size=64, hidden_size=32, intermediate_size=24, num_hidden_lay
 MIXTRAL = dict(num_local_experts=4, num_experts_per_tok=2)
 QWEN2_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=20,
                  norm_topk_prob=False, decoder_sparse_step=2, num_hidden_layers=4)  # blocks 1, 3 MoE; 0, 2 dense
+QWEN3_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, norm_topk_prob=True, head_dim=12,
+                 decoder_sparse_step=2, num_hidden_layers=3)  # block 1 MoE; 0, 2 dense; 4 heads of 12 != 32 / 4
+OLMOE = dict(num_experts=4, num_experts_per_tok=2, norm_topk_prob=False)
 KINDS = {"llama": ("LlamaForCausalLM", "LlamaConfig", {}), "mixtral": ("MixtralForCausalLM", "MixtralConfig", MIXTRAL),
-         "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", {}), "qwen2_moe": ("Qwen2MoeForCausalLM", "Qwen2MoeConfig", QWEN2_MOE)}
+         "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", {}), "qwen2_moe": ("Qwen2MoeForCausalLM", "Qwen2MoeConfig", QWEN2_MOE),
+         "qwen3_moe": ("Qwen3MoeForCausalLM", "Qwen3MoeConfig", QWEN3_MOE),
+         "olmoe": ("OlmoeForCausalLM", "OlmoeConfig", OLMOE)}
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
@@ -38,13 +48,16 @@ def smollm2_gguf():
 
 
 def hf_model(kind: str, **settings):
-    """A random HF model of ``kind`` (KINDS) at the tiny SIZES; Qwen2 biases drawn non-zero."""
+    """A random HF model of ``kind`` (KINDS) at the tiny SIZES; Qwen2 biases and q/k norm
+    weights drawn away from their initial zeros and ones."""
     model_name, config_name, extra = KINDS[kind]
     model = getattr(transformers, model_name)(getattr(transformers, config_name)(**{**SIZES, **extra, **settings}))
     with torch.no_grad():
         for name, value in model.named_parameters():
             if name.endswith("_proj.bias"):
                 value.normal_(0.0, 0.2)
+            if name.endswith(("q_norm.weight", "k_norm.weight")):
+                value.uniform_(0.5, 1.5)
     return model
 
 
@@ -55,7 +68,8 @@ def hf_logits(model, tokens) -> np.ndarray:
 
 @pytest.mark.parametrize("kind,tied,shard", [("llama", False, None), ("llama", True, "8KB"),
                                              ("mixtral", False, None), ("mixtral", False, "8KB"),
-                                             ("qwen2", True, None), ("qwen2_moe", False, "8KB")])
+                                             ("qwen2", True, None), ("qwen2_moe", False, "8KB"),
+                                             ("qwen3_moe", False, "8KB"), ("olmoe", True, None)])
 def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
     torch.manual_seed(0)
     model = hf_model(kind, tie_word_embeddings=tied)
@@ -63,13 +77,14 @@ def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
     assert (tmp_path / "model.safetensors.index.json").exists() == bool(shard)
     tokens = np.random.default_rng(0).integers(0, 64, (2, 10)).astype(np.int32)
     config, values = load_hf_checkpoint(tmp_path)
-    moe_every = {"mixtral": 1, "qwen2_moe": 2}.get(kind, 0)
+    moe_every = {"mixtral": 1, "qwen2_moe": 2, "qwen3_moe": 2, "olmoe": 1}.get(kind, 0)
     assert (config.moe_every, config.tie_embeddings, config.qkv_bias) == (moe_every, tied, kind.startswith("qwen2"))
+    assert config.head_dim == (getattr(model.config, "head_dim", None) or 8)
     logits, _ = run_forward(runner, Transformer(config), values, tokens)
     np.testing.assert_allclose(logits, hf_logits(model, tokens), **TOL)
 
 
-@pytest.mark.parametrize("kind", ["llama", "mixtral", "qwen2_moe"])
+@pytest.mark.parametrize("kind", ["llama", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe"])
 def test_export_loads_in_transformers_with_same_logits(runner, tmp_path, kind):
     torch.manual_seed(1)
     hf_model(kind).save_pretrained(tmp_path / "hf")
@@ -82,9 +97,12 @@ def test_export_loads_in_transformers_with_same_logits(runner, tmp_path, kind):
     tokens = np.random.default_rng(2).integers(0, 64, (2, 12)).astype(np.int32)
     logits, _ = run_forward(runner, model, values, tokens)
     np.testing.assert_allclose(hf_logits(reloaded, tokens), logits, **TOL)
+    if config.qk_norm != "none":  # tensors equal too; q/k norm weights drawn away from ones
+        np.testing.assert_array_equal(reloaded.state_dict()["model.layers.0.self_attn.k_norm.weight"].numpy(),
+                                      values["model.layers.0.self_attn.k_norm.weight"])
 
 
-@pytest.mark.parametrize("kind", ["mixtral", "qwen2_moe"])
+@pytest.mark.parametrize("kind", ["mixtral", "qwen2_moe", "olmoe"])
 def test_fused_in_memory_experts_give_hf_logits(runner, kind):
     """transformers 5 holds experts fused (gate_up_proj [E, 2f, d], down_proj [E, d, f]): the
     layout ``load_gguf`` returns for an MoE GGUF."""
@@ -96,6 +114,32 @@ def test_fused_in_memory_experts_give_hf_logits(runner, kind):
     tokens = np.random.default_rng(3).integers(0, 64, (1, 9)).astype(np.int32)
     logits, _ = run_forward(runner, Transformer(config), values, tokens)
     np.testing.assert_allclose(logits, hf_logits(model, tokens), **TOL)
+
+
+def test_fused_experts_in_a_file_give_hf_logits(runner, tmp_path):
+    """A Qwen3-MoE checkpoint whose experts are stored as transformers 5 holds them in memory
+    (one [E, 2f, d] and one [E, d, f] tensor per layer) instead of per expert."""
+    torch.manual_seed(4)
+    model = hf_model("qwen3_moe")
+    model.config.save_pretrained(tmp_path)
+    save_file({name: value.contiguous() for name, value in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    config, values = load_hf_checkpoint(tmp_path)
+    tokens = np.random.default_rng(5).integers(0, 64, (1, 9)).astype(np.int32)
+    logits, _ = run_forward(runner, Transformer(config), values, tokens)
+    np.testing.assert_allclose(logits, hf_logits(model, tokens), **TOL)
+
+
+@pytest.mark.parametrize("kind", ["qwen3_moe", "olmoe"])
+def test_without_qk_norm_logits_leave_the_tolerance(runner, tmp_path, kind):
+    """Mutation check: the same weights without the q/k norm are far from transformers' logits."""
+    torch.manual_seed(6)
+    model = hf_model(kind)
+    model.save_pretrained(tmp_path)
+    config, values = load_hf_checkpoint(tmp_path)
+    plain = {name: value for name, value in values.items() if not name.endswith(("q_norm.weight", "k_norm.weight"))}
+    tokens = np.random.default_rng(7).integers(0, 64, (1, 9)).astype(np.int32)
+    logits, _ = run_forward(runner, Transformer(replace(config, qk_norm="none")), plain, tokens)
+    assert np.abs(logits - hf_logits(model, tokens)).max() > 100 * TOL["atol"]
 
 
 def test_smollm2_gguf_gives_hf_logits(runner, smollm2_gguf):

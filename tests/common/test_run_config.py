@@ -16,6 +16,7 @@ from training.config import (
     config_to_dict,
     load_config,
     save_config,
+    transformer_config,
 )
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
@@ -152,3 +153,10 @@ def test_saved_config_round_trips(tmp_path):
     assert config_to_dict(again) == config_to_dict(config)
     assert again != RunConfig()
     assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # no temp file left
+
+
+def test_model_qk_norm_reaches_the_transformer():
+    config = load_config(QUICKSTART, ["model.qk_norm=across_heads"])
+    assert transformer_config(config, 64).qk_norm == "across_heads"
+    with pytest.raises(ConfigError, match="model.qk_norm"):
+        load_config(QUICKSTART, ["model.qk_norm=per_token"])
