@@ -84,32 +84,42 @@ def to_hf(params: Dict[str, np.ndarray], style: str = "mixtral") -> Dict[str, np
 
 
 def from_hf(hf: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """HF Llama/Mixtral/Qwen2-MoE names and layout (per-expert or fused) -> our params
-    (experts stacked in index order)."""
-    out, experts = {}, {}
+    """HF names and layout (per-expert or fused) -> our params (experts stacked in index
+    order). Two HF tensors that would give the same parameter (a fused tensor beside its
+    per-expert ones, a block under both ``mlp.`` and ``block_sparse_moe.``) are refused by name."""
+    out, experts, sources, first_expert = {}, {}, {}, {}
+
+    def put(ours: str, value: np.ndarray, source: str) -> None:
+        if ours in sources:
+            raise ConfigError(f"checkpoint tensors {sources[ours]} and {source} both hold {ours}")
+        sources[ours] = source
+        out[ours] = value
+
     for name, value in hf.items():
         value, moe = np.asarray(value), HF_MOE.match(name)
         if not moe or (moe["block"] == "mlp" and DENSE_MLP.match(moe["rest"])):
-            out[name] = value
+            put(name, value, name)
             continue
         prefix, rest = moe["layer"] + "block_sparse_moe.", moe["rest"]
         expert, fused = HF_EXPERT.match(rest), HF_FUSED.match(rest)
         if expert:
-            experts.setdefault(prefix + "experts." + FROM_HF[expert["hf"]], {})[int(expert["j"])] = value.T
+            stacked = prefix + "experts." + FROM_HF[expert["hf"]]
+            experts.setdefault(stacked, {})[int(expert["j"])] = value.T
+            first_expert.setdefault(stacked, name)
         elif fused and fused["fused"] == "gate_up_proj":
             hidden = value.shape[1] // 2
-            out[prefix + "experts.w_gate"] = np.ascontiguousarray(value[:, :hidden].transpose(0, 2, 1))
-            out[prefix + "experts.w_up"] = np.ascontiguousarray(value[:, hidden:].transpose(0, 2, 1))
+            put(prefix + "experts.w_gate", np.ascontiguousarray(value[:, :hidden].transpose(0, 2, 1)), name)
+            put(prefix + "experts.w_up", np.ascontiguousarray(value[:, hidden:].transpose(0, 2, 1)), name)
         elif fused:
-            out[prefix + "experts.w_down"] = np.ascontiguousarray(value.transpose(0, 2, 1))
+            put(prefix + "experts.w_down", np.ascontiguousarray(value.transpose(0, 2, 1)), name)
         elif rest == "gate.weight":
-            out[prefix + "router.weight"] = value.T.copy()
+            put(prefix + "router.weight", value.T.copy(), name)
         else:
-            out[prefix + rest] = value
+            put(prefix + rest, value, name)
     for name, per_expert in experts.items():
         if sorted(per_expert) != list(range(len(per_expert))):
             raise ConfigError(f"checkpoint has experts {sorted(per_expert)} for {name}; expected 0..{len(per_expert) - 1}")
-        out[name] = np.stack([per_expert[j] for j in range(len(per_expert))], 0)
+        put(name, np.stack([per_expert[j] for j in range(len(per_expert))], 0), first_expert[name])
     return out
 
 

@@ -86,3 +86,16 @@ def test_qwen2_moe_names_and_fused_experts():
     assert back.keys() == values.keys()
     for name in values:
         np.testing.assert_array_equal(back[name], values[name], err_msg=name)
+
+
+def test_two_tensors_for_one_parameter_are_refused():
+    """A fused tensor beside per-expert ones, or one block under two prefixes, would overwrite
+    one another: refused naming both."""
+    per_expert = to_hf(model_values(), "qwen2_moe")
+    fused = {"model.layers.1.mlp.experts.gate_up_proj": np.zeros((3, 24, 16), np.float32)}
+    with pytest.raises(ConfigError, match="tensors model.layers.1.mlp.experts.gate_up_proj and model.layers.1.mlp."
+                                          "experts.0.gate_proj.weight both hold model.layers.1.block_sparse_moe"):
+        from_hf({**per_expert, **fused})
+    router = {"model.layers.1.block_sparse_moe.gate.weight": per_expert["model.layers.1.mlp.gate.weight"]}
+    with pytest.raises(ConfigError, match="both hold model.layers.1.block_sparse_moe.router.weight"):
+        from_hf({**per_expert, **router})
