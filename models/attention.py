@@ -40,11 +40,12 @@ class Attention(Adaptable):
     bias-free (Llama) or, with ``qkv_bias``, biases ``{q,k,v}_proj.bias`` on the query, key
     and value projections only (Qwen2), initialised to zero. ``qk_norm`` (``QK_NORMS``, module
     docstring) adds ``q_norm.weight`` and ``k_norm.weight`` with epsilon ``norm_eps``.
-    ``head_dim``: D, or 0 for d_model / H (Qwen3 sets D apart from d_model / H)."""
+    ``head_dim``: D, or 0 for d_model / H (Qwen3 sets D apart from d_model / H);
+    ``rotary_dim``: the R features of each head that rotate (``models.rotary``), 0 for all D."""
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, rope_theta: float,
                  init_std: float, prefix: str, qkv_bias: bool = False, qk_norm: str = "none",
-                 norm_eps: float = 1e-6, head_dim: int = 0) -> None:
+                 norm_eps: float = 1e-6, head_dim: int = 0, rotary_dim: int = 0) -> None:
         if (d_model % num_heads and not head_dim) or num_heads % num_kv_heads or (head_dim or d_model // num_heads) % 2:
             raise ConfigError(f"attention: d_model={d_model}, num_heads={num_heads}, num_kv_heads={num_kv_heads}, "
                               f"head_dim={head_dim} need num_heads | d_model (or a head_dim), num_kv_heads | "
@@ -55,6 +56,7 @@ class Attention(Adaptable):
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim or d_model // num_heads
+        self.rotary_dim = rotary_dim or self.head_dim
         self.rope_theta = rope_theta
         self.init_std = init_std
         self.prefix = prefix
@@ -103,7 +105,7 @@ class Attention(Adaptable):
 
     def forward(self, F, params: dict, x, positions):
         """x [B, S, d], positions [S] float32 -> [B, S, d] (causal in sequence order)."""
-        rope = rope_tables(F, positions, self.head_dim, self.rope_theta)
+        rope = rope_tables(F, positions, self.rotary_dim, self.rope_theta)
         return self.attend(F, params, x, rope, causal_bias(F, x.shape[1]))
 
     def attend(self, F, params: dict, x, rope, bias):

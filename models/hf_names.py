@@ -1,6 +1,9 @@
 """Our parameter dict <-> the HF Llama, Mixtral, Qwen2(-MoE), Qwen3-MoE and OLMoE layouts
 (numpy arrays). Qwen3-MoE and OLMoE name their tensors as Qwen2-MoE does, plus the
-attention's ``self_attn.{q,k}_norm.weight`` (ours too).
+attention's ``self_attn.{q,k}_norm.weight`` (ours too). GLM-4.5 (``glm4_moe``) too, except
+that its ungated shared expert is ``mlp.shared_experts.*`` (ours ``shared_expert.*``) and
+its router's score-correction bias ``mlp.gate.e_score_correction_bias`` (ours
+``router.bias``, the ``aux_free`` router's).
 
 Our names already are HF's wherever the layout matches: ``model.embed_tokens.weight``,
 ``model.layers.{i}.self_attn.{q,k,v,o}_proj.weight`` (and Qwen2's ``{q,k,v}_proj.bias``),
@@ -37,9 +40,20 @@ DENSE_MLP = re.compile(r"(gate|up|down)_proj\.")  # a dense FFN's weights under 
 OURS_EXPERT = re.compile(r"experts\.(?P<ours>w_gate|w_up|w_down)$")
 HF_EXPERT = re.compile(r"experts\.(?P<j>\d+)\.(?P<hf>w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$")
 HF_FUSED = re.compile(r"experts\.(?P<fused>gate_up_proj|down_proj)$")
+QWEN_NAMES = {"w_gate": "gate_proj", "w_down": "down_proj", "w_up": "up_proj"}
 STYLES = {"mixtral": ("block_sparse_moe.", {"w_gate": "w1", "w_down": "w2", "w_up": "w3"}),
-          "qwen2_moe": ("mlp.", {"w_gate": "gate_proj", "w_down": "down_proj", "w_up": "up_proj"})}
+          "qwen2_moe": ("mlp.", QWEN_NAMES), "glm4_moe": ("mlp.", QWEN_NAMES)}
 FROM_HF = {hf: ours for _, names in STYLES.values() for ours, hf in names.items()}
+RENAMED = {"glm4_moe": {"router.bias": "gate.e_score_correction_bias", "shared_expert.": "shared_experts."}}
+FROM_RENAMED = {hf: ours for names in RENAMED.values() for ours, hf in names.items()}
+
+
+def renamed(rest: str, names: Dict[str, str]) -> str:
+    """``rest`` with its leading name (a key of ``names``) replaced by that key's value."""
+    for old, new in names.items():
+        if rest.startswith(old):
+            return new + rest[len(old):]
+    return rest
 
 
 def check_style(style: str) -> Tuple[str, Dict[str, str]]:
@@ -58,7 +72,7 @@ def hf_name(name: str, style: str, expert: int = 0) -> str:
     stacked = OURS_EXPERT.match(rest)
     if stacked:
         return f"{prefix}experts.{expert}.{names[stacked['ours']]}.weight"
-    return prefix + ("gate.weight" if rest == "router.weight" else rest)
+    return prefix + ("gate.weight" if rest == "router.weight" else renamed(rest, RENAMED.get(style, {})))
 
 
 def layout(name: str) -> str:
@@ -71,7 +85,7 @@ def layout(name: str) -> str:
 
 
 def to_hf(params: Dict[str, np.ndarray], style: str = "mixtral") -> Dict[str, np.ndarray]:
-    """Our params -> HF names and layout (``style``: mixtral or qwen2_moe)."""
+    """Our params -> HF names and layout (``style``: a key of ``STYLES``)."""
     out = {}
     for name, value in params.items():
         value, kind = np.asarray(value), layout(name)
@@ -115,7 +129,7 @@ def from_hf(hf: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         elif rest == "gate.weight":
             put(prefix + "router.weight", value.T.copy(), name)
         else:
-            put(prefix + rest, value, name)
+            put(prefix + renamed(rest, FROM_RENAMED), value, name)
     for name, per_expert in experts.items():
         if sorted(per_expert) != list(range(len(per_expert))):
             raise ConfigError(f"checkpoint has experts {sorted(per_expert)} for {name}; expected 0..{len(per_expert) - 1}")

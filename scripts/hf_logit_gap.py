@@ -7,8 +7,8 @@ run by our transformer (float32, CPU; MindSpore in PyNative).
 
 Prints one line per family: the max absolute difference and the logits' largest magnitude.
 The models: 4 blocks, d_model 64, 8 query and 4 key/value heads, 8 experts of width 32 (top 2),
-vocabulary 128, q/k/v biases and q/k norm weights drawn away from zeros and ones, 2 x 24
-tokens. Needs transformers (``source scripts/setup_env.sh hf``). Exit codes: 0, 2 bad input.
+vocabulary 128, q/k/v biases, q/k norm weights and GLM's score-correction bias drawn away
+from zeros and ones, 2 x 24 tokens. Needs transformers (``source scripts/setup_env.sh hf``). Exit codes: 0, 2 bad input.
 """
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ FAMILIES = {  # model type -> (transformers class prefix, settings beyond SIZES)
     "qwen3_moe": ("Qwen3Moe", {**ROUTED, "num_experts": 8, "moe_intermediate_size": 32, "norm_topk_prob": True,
                                "head_dim": 16, "decoder_sparse_step": 2}),
     "olmoe": ("Olmoe", {**ROUTED, "num_experts": 8, "intermediate_size": 32}),
+    "glm4_moe": ("Glm4Moe", {**ROUTED, "n_routed_experts": 8, "moe_intermediate_size": 32, "n_shared_experts": 1,
+                             "n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.5, "first_k_dense_replace": 1,
+                             "use_qk_norm": True, "attention_bias": True, "head_dim": 16, "partial_rotary_factor": 0.5}),
 }
 
 
@@ -49,7 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def random_hf_model(family: str, seed: int):
-    """A random transformers model of ``family``; biases and q/k norm weights drawn."""
+    """A random transformers model of ``family``; biases, q/k norm weights and GLM's
+    score-correction bias drawn."""
     import torch
     import transformers
     prefix, settings = FAMILIES[family]
@@ -62,6 +66,9 @@ def random_hf_model(family: str, seed: int):
                 value.normal_(0.0, 0.1)
             if name.endswith(("q_norm.weight", "k_norm.weight")):
                 value.uniform_(0.5, 1.5)
+        for name, value in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                value.normal_(0.0, 0.1)
     return model
 
 

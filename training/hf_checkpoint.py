@@ -1,5 +1,5 @@
-"""HF checkpoints in and out: Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3-MoE and OLMoE
-``config.json`` + safetensors (one file or sharded with ``model.safetensors.index.json``;
+"""HF checkpoints in and out: Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3-MoE, OLMoE and GLM-4.5
+(``glm4_moe``) ``config.json`` + safetensors (one file or sharded with ``model.safetensors.index.json``;
 experts per expert or fused 3-D as transformers 5 holds them), and GGUF files through
 transformers.
 
@@ -33,42 +33,47 @@ SINGLE = "model.safetensors"
 DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32,
           "U8": np.uint8, "BOOL": np.bool_}
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                 "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM", "olmoe": "OlmoeForCausalLM"}
+                 "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM", "olmoe": "OlmoeForCausalLM",
+                 "glm4_moe": "Glm4MoeForCausalLM"}
 SIZE_KEYS = {"mixtral": ("num_local_experts", "num_experts_per_tok"),
              "qwen2_moe": ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
                            "shared_expert_intermediate_size"),
              "qwen3_moe": ("num_experts", "num_experts_per_tok", "moe_intermediate_size"),
-             "olmoe": ("num_experts", "num_experts_per_tok")}
-QWEN = ("qwen2", "qwen2_moe", "qwen3_moe")
+             "olmoe": ("num_experts", "num_experts_per_tok"),
+             "glm4_moe": ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts")}
 SPARSE_STEP = ("qwen2_moe", "qwen3_moe")  # types whose decoder_sparse_step is our moe_every
-QK_NORM = {"qwen3_moe": "per_head", "olmoe": "across_heads"}
-FIXED = {"qwen3_moe": [("attention_bias", False)],  # Qwen3 biases o_proj too
-         "olmoe": [("attention_bias", False), ("clip_qkv", None)]}
+HEAD_DIM = ("qwen3_moe", "glm4_moe")  # types whose head_dim may differ from hidden_size / num_attention_heads
+NO_ATTENTION_BIAS, NO_WINDOW = ("attention_bias", False), ("sliding_window", None)
+FIXED = {"llama": [NO_ATTENTION_BIAS, NO_WINDOW], "mixtral": [NO_ATTENTION_BIAS, NO_WINDOW],
+         "qwen2": [("use_sliding_window", False)], "qwen2_moe": [("use_sliding_window", False)],
+         "qwen3_moe": [("use_sliding_window", False), NO_ATTENTION_BIAS],  # Qwen3 biases o_proj too
+         "olmoe": [NO_ATTENTION_BIAS, NO_WINDOW, ("clip_qkv", None)],
+         "glm4_moe": [NO_WINDOW]}  # GLM's attention_bias is on q, k and v only: our qkv_bias
 
 
 def style(model_type: str) -> str:
     """The MoE tensor layout of an HF model type (``models.hf_names``)."""
-    return "mixtral" if model_type in ("llama", "mixtral") else "qwen2_moe"
+    return {"llama": "mixtral", "mixtral": "mixtral", "glm4_moe": "glm4_moe"}.get(model_type, "qwen2_moe")
 
 
-def rope_theta(hf: Dict[str, Any]) -> float:
-    """rope_theta from a transformers 4 (``rope_theta``) or 5 (``rope_parameters``) config;
-    scaled rotary variants are refused."""
+def rope_settings(hf: Dict[str, Any], kind: str) -> Tuple[float, float]:
+    """(rope_theta, partial_rotary_factor) from a transformers 4 (top-level keys) or 5
+    (``rope_parameters``) config; scaled rotary variants are refused, and so is partial
+    rotary outside GLM-4.5 (whose transformers config defaults it to 0.5)."""
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    kind = rope.get("rope_type", rope.get("type", "default"))
-    if kind != "default":
-        raise ConfigError(f"config.json rope type {kind!r}: only default rotary positions are implemented")
-    partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
-    if partial != 1.0:
-        raise ConfigError(f"config.json partial_rotary_factor={partial!r}: only full rotary positions are implemented")
-    return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise ConfigError(f"config.json rope type {rope_type!r}: only default rotary positions are implemented")
+    default = 0.5 if kind == "glm4_moe" else 1.0
+    partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", default))
+    if partial != 1.0 and kind != "glm4_moe":
+        raise ConfigError(f"config.json partial_rotary_factor={partial!r}: a {kind} model rotates whole heads")
+    return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))), float(partial)
 
 
 def check_settings(hf: Dict[str, Any], kind: str) -> None:
     """Settings our transformer does not implement, one line naming the key."""
-    fixed = [("hidden_act", "silu"), ("mlp_bias", False), ("mlp_only_layers", [])]
-    fixed += [("use_sliding_window", False)] if kind in QWEN else [("attention_bias", False), ("sliding_window", None)]
-    fixed += FIXED.get(kind, [])
+    fixed = [("hidden_act", "silu"), ("mlp_bias", False), ("mlp_only_layers", [])] + FIXED[kind]
     for key, allowed in fixed:
         if hf.get(key, allowed) != allowed:
             raise ConfigError(f"config.json {key}={hf[key]!r}: our transformer implements only {allowed!r}")
@@ -94,58 +99,96 @@ def config_from_hf(hf: Dict[str, Any]) -> TransformerConfig:
             raise ConfigError(f"config.json {key}={hf.get(key)!r}: a {kind} config needs an integer >= 1 here")
     check_settings(hf, kind)
     heads = hf["num_attention_heads"]
-    head_size = hf.get("head_dim") if kind == "qwen3_moe" and hf.get("head_dim") != hf["hidden_size"] // heads else 0
+    head_size = hf.get("head_dim") if kind in HEAD_DIM and hf.get("head_dim") != hf["hidden_size"] // heads else 0
     if not head_size and hf.get("head_dim") not in (None, hf["hidden_size"] // heads):
         raise ConfigError(f"config.json head_dim={hf['head_dim']}: must be hidden_size / num_attention_heads "
                           f"= {hf['hidden_size'] // heads}")
-    moe = None
-    if kind in SIZE_KEYS:
-        k, qwen, mixtral = hf["num_experts_per_tok"], kind == "qwen2_moe", kind == "mixtral"
-        moe = MoEConfig(d_model=hf["hidden_size"],
-                        ffn_hidden=hf["moe_intermediate_size" if kind in SPARSE_STEP else "intermediate_size"],
-                        num_experts=hf["num_local_experts" if mixtral else "num_experts"], top_k=k, router="topk",
-                        renormalize=True if mixtral else bool(hf.get("norm_topk_prob", False)),
-                        shared_expert_hidden=hf["shared_expert_intermediate_size"] if qwen else 0,
-                        shared_expert_gate=qwen,
-                        balance_loss_coef=hf.get("router_aux_loss_coef", 0.0) * k, z_loss_coef=0.0)
+    theta, partial = rope_settings(hf, kind)
+    moe = moe_from_hf(hf, kind) if kind in SIZE_KEYS else None
+    glm = kind == "glm4_moe"
+    qk_norm = {"qwen3_moe": "per_head", "olmoe": "across_heads"}.get(kind, "none")
     return TransformerConfig(vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
                              num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads, head_size=head_size,
                              ffn_hidden=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
-                             rope_theta=rope_theta(hf), norm_eps=hf.get("rms_norm_eps", 1e-6),
+                             rope_theta=theta, partial_rotary_factor=partial, norm_eps=hf.get("rms_norm_eps", 1e-6),
                              tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-                             qkv_bias=kind == "qwen2" or bool(hf.get("qkv_bias", kind == "qwen2_moe")),
-                             qk_norm=QK_NORM.get(kind, "none"), init_std=hf.get("initializer_range", 0.02),
+                             qkv_bias=kind == "qwen2" or bool(hf.get("attention_bias" if glm else "qkv_bias",
+                                                                     kind == "qwen2_moe")),
+                             qk_norm="per_head" if glm and hf.get("use_qk_norm") else qk_norm,
+                             init_std=hf.get("initializer_range", 0.02),
                              moe_every=hf.get("decoder_sparse_step", 1) if kind in SPARSE_STEP else int(bool(moe)),
+                             first_dense_layers=hf.get("first_k_dense_replace", 0) if glm else 0,
                              moe=moe).validate("config.json")
+
+
+def moe_from_hf(hf: Dict[str, Any], kind: str) -> MoEConfig:
+    """The MoE section of an HF MoE config: softmax top-k (``topk``) for Mixtral, Qwen and
+    OLMoE; GLM-4.5's sigmoid, group-limited, bias-corrected routing is ``aux_free`` with its
+    options, and its ``n_shared_experts`` one ungated shared expert of their summed width."""
+    k, d = hf["num_experts_per_tok"], hf["hidden_size"]
+    if kind == "glm4_moe":
+        options = {"score": "sigmoid", "n_group": hf.get("n_group", 1), "topk_group": hf.get("topk_group", 1),
+                   "routed_scaling_factor": hf.get("routed_scaling_factor", 1.0)}
+        return MoEConfig(d_model=d, ffn_hidden=hf["moe_intermediate_size"], num_experts=hf["n_routed_experts"], top_k=k,
+                         router="aux_free", renormalize=bool(hf.get("norm_topk_prob", True)),
+                         shared_expert_hidden=hf["moe_intermediate_size"] * hf["n_shared_experts"],
+                         balance_loss_coef=0.0, z_loss_coef=0.0, router_options=options)
+    qwen, mixtral = kind == "qwen2_moe", kind == "mixtral"
+    return MoEConfig(d_model=d, ffn_hidden=hf["moe_intermediate_size" if kind in SPARSE_STEP else "intermediate_size"],
+                     num_experts=hf["num_local_experts" if mixtral else "num_experts"], top_k=k, router="topk",
+                     renormalize=True if mixtral else bool(hf.get("norm_topk_prob", False)),
+                     shared_expert_hidden=hf["shared_expert_intermediate_size"] if qwen else 0,
+                     shared_expert_gate=qwen,
+                     balance_loss_coef=hf.get("router_aux_loss_coef", 0.0) * k, z_loss_coef=0.0)
 
 
 def export_type(config: TransformerConfig) -> str:
     """The HF model type that expresses ``config`` (one line naming the first key that none does):
     Llama (dense), Qwen2 (dense with q/k/v biases), Mixtral (top-k in every block), Qwen2-MoE
     (top-k with a gated shared expert, q/k/v biases optional, MoE every N blocks), Qwen3-MoE
-    (per-head q/k norm, MoE every N blocks) or OLMoE (q/k norm across heads, MoE in every block)."""
+    (per-head q/k norm, MoE every N blocks), OLMoE (q/k norm across heads, MoE in every block)
+    or GLM-4.5 (the ``aux_free`` router with sigmoid scores, ungated shared experts)."""
     c, moe = config, config.moe
     if c.ffn_type != "swiglu":
         raise ConfigError(f"model.ffn_type={c.ffn_type!r}: HF Llama/Mixtral/Qwen2 have SwiGLU FFNs only")
+    whole_heads = c.head_size in (0, c.d_model // c.num_heads)
     if c.moe_every == 0:
-        if c.qk_norm != "none":
-            raise ConfigError(f"model.qk_norm={c.qk_norm!r} in a dense model (model.moe_every=0): export writes "
-                              "q/k norms only as HF Qwen3-MoE or OLMoE")
-        if c.head_size not in (0, c.d_model // c.num_heads):
-            raise ConfigError(f"model.head_size={c.head_size} in a dense model (model.moe_every=0): export writes "
-                              "heads apart from d_model / num_heads only as HF Qwen3-MoE")
+        for ok, key, value in ((c.qk_norm == "none", "model.qk_norm", c.qk_norm),
+                               (whole_heads, "model.head_size", c.head_size),
+                               (c.partial_rotary_factor == 1.0, "model.partial_rotary_factor", c.partial_rotary_factor)):
+            if not ok:
+                raise ConfigError(f"{key}={value!r} in a dense model (model.moe_every=0): HF Llama and Qwen2 have "
+                                  "no such setting")
         return "qwen2" if c.qkv_bias else "llama"
-    by_norm = {"per_head": "qwen3_moe", "across_heads": "olmoe"}
-    kind = by_norm.get(c.qk_norm) or ("qwen2_moe" if moe.shared_expert_hidden or c.qkv_bias else "mixtral")
-    name = {"mixtral": "Mixtral", "qwen2_moe": "Qwen2-MoE", "qwen3_moe": "Qwen3-MoE", "olmoe": "OLMoE"}[kind]
-    rules = [(moe.router == "topk", "moe.router", moe.router, "routes by top-k"),
-             (moe.num_null_experts == 0, "moe.num_null_experts", moe.num_null_experts, "has no null experts"),
-             (moe.expert_type == "swiglu", "moe.expert_type", moe.expert_type, "has SwiGLU experts")]
-    if kind in ("mixtral", "olmoe"):
+    if moe.router == "aux_free":
+        kind = "glm4_moe"
+    else:
+        by_norm = {"per_head": "qwen3_moe", "across_heads": "olmoe"}
+        kind = by_norm.get(c.qk_norm) or ("qwen2_moe" if moe.shared_expert_hidden or c.qkv_bias else "mixtral")
+    name = {"mixtral": "Mixtral", "qwen2_moe": "Qwen2-MoE", "qwen3_moe": "Qwen3-MoE", "olmoe": "OLMoE",
+            "glm4_moe": "GLM-4.5"}[kind]
+    glm = kind == "glm4_moe"
+    rules = [] if glm else [(moe.router == "topk", "moe.router", moe.router, "routes by softmax top-k")]
+    rules += [(moe.num_null_experts == 0, "moe.num_null_experts", moe.num_null_experts, "has no null experts"),
+              (moe.expert_type == "swiglu", "moe.expert_type", moe.expert_type, "has SwiGLU experts")]
+    if glm:
+        score = moe.router_options.get("score", "sigmoid")
+        rules += [(score == "sigmoid", "moe.router_options.score", score, "scores experts by sigmoid"),
+                  (moe.shared_expert_hidden > 0 and moe.shared_expert_hidden % moe.ffn_hidden == 0,
+                   "moe.shared_expert_hidden", moe.shared_expert_hidden,
+                   f"has n_shared_experts >= 1 shared experts of moe.ffn_hidden={moe.ffn_hidden} each"),
+                  (not moe.shared_expert_gate, "moe.shared_expert_gate", moe.shared_expert_gate,
+                   "adds its shared experts ungated"),
+                  (c.qk_norm != "across_heads", "model.qk_norm", c.qk_norm, "normalises q/k per head or not at all")]
+    else:
+        rules += [(c.first_dense_layers == 0, "model.first_dense_layers", c.first_dense_layers,
+                   "has no dense first blocks"),
+                  (c.partial_rotary_factor == 1.0, "model.partial_rotary_factor", c.partial_rotary_factor,
+                   "rotates whole heads")]
+    if kind in ("mixtral", "olmoe", "glm4_moe"):
         rules += [(c.moe_every == 1, "model.moe_every", c.moe_every, "has an MoE in every block")]
-    if kind != "qwen3_moe":
-        rules += [(c.head_size in (0, c.d_model // c.num_heads), "model.head_size", c.head_size,
-                   "has heads of d_model / num_heads features")]
+    if kind not in ("qwen3_moe", "glm4_moe"):
+        rules += [(whole_heads, "model.head_size", c.head_size, "has heads of d_model / num_heads features")]
     if kind == "mixtral":
         rules += [(moe.renormalize, "moe.renormalize", moe.renormalize, "renormalises the top-k weights")]
     elif kind == "qwen2_moe":
@@ -153,7 +196,7 @@ def export_type(config: TransformerConfig) -> str:
                    "has a shared expert in every MoE block"),
                   (moe.shared_expert_gate, "moe.shared_expert_gate", moe.shared_expert_gate,
                    "gates its shared expert")]
-    else:
+    elif not glm:
         rules += [(moe.shared_expert_hidden == 0, "moe.shared_expert_hidden", moe.shared_expert_hidden,
                    "has no shared expert"),
                   (not c.qkv_bias, "model.qkv_bias", c.qkv_bias, "has no q/k/v-only biases")]
@@ -182,6 +225,16 @@ def config_to_hf(config: TransformerConfig) -> Dict[str, Any]:
         return {**hf, "intermediate_size": moe.ffn_hidden, "num_local_experts": moe.num_experts,
                 "num_experts_per_tok": moe.top_k, "router_aux_loss_coef": moe.balance_loss_coef / moe.top_k,
                 "router_jitter_noise": 0.0, "sliding_window": None}
+    if kind == "glm4_moe":
+        options, factor = moe.router_options, c.partial_rotary_factor
+        return {**hf, "rope_parameters": {**hf["rope_parameters"], "partial_rotary_factor": factor},
+                "partial_rotary_factor": factor, "head_dim": c.head_dim, "attention_bias": c.qkv_bias,
+                "use_qk_norm": c.qk_norm == "per_head", "moe_intermediate_size": moe.ffn_hidden,
+                "n_routed_experts": moe.num_experts, "num_experts_per_tok": moe.top_k,
+                "n_shared_experts": moe.shared_expert_hidden // moe.ffn_hidden, "norm_topk_prob": moe.renormalize,
+                "n_group": options.get("n_group", 1), "topk_group": options.get("topk_group", 1),
+                "routed_scaling_factor": options.get("routed_scaling_factor", 1.0),
+                "first_k_dense_replace": c.first_dense_layers}
     routed = {"num_experts": moe.num_experts, "num_experts_per_tok": moe.top_k, "norm_topk_prob": moe.renormalize,
               "router_aux_loss_coef": moe.balance_loss_coef / moe.top_k}
     if kind == "olmoe":

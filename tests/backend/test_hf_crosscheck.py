@@ -33,10 +33,14 @@ QWEN2_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
 QWEN3_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, norm_topk_prob=True, head_dim=12,
                  decoder_sparse_step=2, num_hidden_layers=3)  # block 1 MoE; 0, 2 dense; 4 heads of 12 != 32 / 4
 OLMOE = dict(num_experts=4, num_experts_per_tok=2, norm_topk_prob=False)
+GLM4_MOE = dict(n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=2, n_group=4,
+                topk_group=2, routed_scaling_factor=2.5, first_k_dense_replace=1, use_qk_norm=True, attention_bias=True,
+                head_dim=12, partial_rotary_factor=0.5, num_hidden_layers=3)  # block 0 dense; 6 of 12 features rotate
 KINDS = {"llama": ("LlamaForCausalLM", "LlamaConfig", {}), "mixtral": ("MixtralForCausalLM", "MixtralConfig", MIXTRAL),
          "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", {}), "qwen2_moe": ("Qwen2MoeForCausalLM", "Qwen2MoeConfig", QWEN2_MOE),
          "qwen3_moe": ("Qwen3MoeForCausalLM", "Qwen3MoeConfig", QWEN3_MOE),
-         "olmoe": ("OlmoeForCausalLM", "OlmoeConfig", OLMOE)}
+         "olmoe": ("OlmoeForCausalLM", "OlmoeConfig", OLMOE),
+         "glm4_moe": ("Glm4MoeForCausalLM", "Glm4MoeConfig", GLM4_MOE)}
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
@@ -48,8 +52,8 @@ def smollm2_gguf():
 
 
 def hf_model(kind: str, **settings):
-    """A random HF model of ``kind`` (KINDS) at the tiny SIZES; Qwen2 biases and q/k norm
-    weights drawn away from their initial zeros and ones."""
+    """A random HF model of ``kind`` (KINDS) at the tiny SIZES; q/k/v biases, q/k norm weights
+    and GLM's score-correction bias drawn away from their initial zeros and ones."""
     model_name, config_name, extra = KINDS[kind]
     model = getattr(transformers, model_name)(getattr(transformers, config_name)(**{**SIZES, **extra, **settings}))
     with torch.no_grad():
@@ -58,6 +62,9 @@ def hf_model(kind: str, **settings):
                 value.normal_(0.0, 0.2)
             if name.endswith(("q_norm.weight", "k_norm.weight")):
                 value.uniform_(0.5, 1.5)
+        for name, value in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                value.normal_(0.0, 0.2)
     return model
 
 
@@ -69,7 +76,8 @@ def hf_logits(model, tokens) -> np.ndarray:
 @pytest.mark.parametrize("kind,tied,shard", [("llama", False, None), ("llama", True, "8KB"),
                                              ("mixtral", False, None), ("mixtral", False, "8KB"),
                                              ("qwen2", True, None), ("qwen2_moe", False, "8KB"),
-                                             ("qwen3_moe", False, "8KB"), ("olmoe", True, None)])
+                                             ("qwen3_moe", False, "8KB"), ("olmoe", True, None),
+                                             ("glm4_moe", False, "8KB")])
 def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
     torch.manual_seed(0)
     model = hf_model(kind, tie_word_embeddings=tied)
@@ -77,14 +85,15 @@ def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
     assert (tmp_path / "model.safetensors.index.json").exists() == bool(shard)
     tokens = np.random.default_rng(0).integers(0, 64, (2, 10)).astype(np.int32)
     config, values = load_hf_checkpoint(tmp_path)
-    moe_every = {"mixtral": 1, "qwen2_moe": 2, "qwen3_moe": 2, "olmoe": 1}.get(kind, 0)
-    assert (config.moe_every, config.tie_embeddings, config.qkv_bias) == (moe_every, tied, kind.startswith("qwen2"))
+    moe_every = {"mixtral": 1, "qwen2_moe": 2, "qwen3_moe": 2, "olmoe": 1, "glm4_moe": 1}.get(kind, 0)
+    biased = kind.startswith("qwen2") or kind == "glm4_moe"
+    assert (config.moe_every, config.tie_embeddings, config.qkv_bias) == (moe_every, tied, biased)
     assert config.head_dim == (getattr(model.config, "head_dim", None) or 8)
     logits, _ = run_forward(runner, Transformer(config), values, tokens)
     np.testing.assert_allclose(logits, hf_logits(model, tokens), **TOL)
 
 
-@pytest.mark.parametrize("kind", ["llama", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe"])
+@pytest.mark.parametrize("kind", ["llama", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "glm4_moe"])
 def test_export_loads_in_transformers_with_same_logits(runner, tmp_path, kind):
     torch.manual_seed(1)
     hf_model(kind).save_pretrained(tmp_path / "hf")
@@ -140,6 +149,42 @@ def test_without_qk_norm_logits_leave_the_tolerance(runner, tmp_path, kind):
     tokens = np.random.default_rng(7).integers(0, 64, (1, 9)).astype(np.int32)
     logits, _ = run_forward(runner, Transformer(replace(config, qk_norm="none")), plain, tokens)
     assert np.abs(logits - hf_logits(model, tokens)).max() > 100 * TOL["atol"]
+
+
+GLM4_MUTATIONS = {"whole rotary": dict(partial_rotary_factor=1.0), "no q/k norm": dict(qk_norm="none"),
+                  "no dense first block": dict(first_dense_layers=0), "no groups": dict(n_group=1, topk_group=1),
+                  "no routed scaling": dict(routed_scaling_factor=1.0)}
+
+
+def glm4_mutant(config, values: dict, mutation: dict):
+    """(config, values) with one GLM-4.5 part undone; without the dense first block, block 0
+    takes block 1's MoE weights."""
+    options = {key: mutation[key] for key in ("n_group", "topk_group", "routed_scaling_factor") if key in mutation}
+    settings = {key: value for key, value in mutation.items() if key not in options}
+    moe = replace(config.moe, router_options={**config.moe.router_options, **options})
+    if "qk_norm" in mutation:
+        values = {name: value for name, value in values.items() if not name.endswith(("q_norm.weight", "k_norm.weight"))}
+    if "first_dense_layers" in mutation:
+        values = {**{name: value for name, value in values.items() if not name.startswith("model.layers.0.mlp.")},
+                  **{name.replace(".1.", ".0.", 1): value for name, value in values.items()
+                     if ".1.block_sparse_moe." in name}}
+    return replace(config, moe=moe, **settings), values
+
+
+def test_each_glm4_moe_part_matters(runner, tmp_path):
+    """Mutation check: GLM-4.5 with one of its parts undone (partial rotary, per-head q/k norm,
+    the dense first block, group-limited choice, routed scaling) misses transformers' logits."""
+    torch.manual_seed(8)
+    model = hf_model("glm4_moe")
+    model.save_pretrained(tmp_path)
+    config, values = load_hf_checkpoint(tmp_path)
+    tokens = np.random.default_rng(9).integers(0, 64, (2, 12)).astype(np.int32)
+    expected = hf_logits(model, tokens)
+    np.testing.assert_allclose(run_forward(runner, Transformer(config), values, tokens)[0], expected, **TOL)
+    for label, mutation in GLM4_MUTATIONS.items():
+        mutant, mutant_values = glm4_mutant(config, values, mutation)
+        gap = np.abs(run_forward(runner, Transformer(mutant), mutant_values, tokens)[0] - expected).max()
+        assert gap > 100 * TOL["atol"], label
 
 
 def test_smollm2_gguf_gives_hf_logits(runner, smollm2_gguf):

@@ -134,7 +134,7 @@ def test_export_refuses_what_hf_cannot_express(tmp_path, settings, key):
     ("per_head", {"attention_bias": True}, "attention_bias=True: our transformer implements only False"),
     ("per_head", {"use_sliding_window": True}, "use_sliding_window=True: our transformer implements only False"),
     ("per_head", {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}},
-     "partial_rotary_factor=0.5: only full rotary positions"),
+     "partial_rotary_factor=0.5: a qwen3_moe model rotates whole heads"),
     ("per_head", {"head_dim": 6}, "tensor model.layers.0.self_attn.q_proj.weight has shape [16, 16]; "
                                   "config.json implies [24, 16]"),
     ("across_heads", {"clip_qkv": 8.0}, "clip_qkv=8.0: our transformer implements only None"),
@@ -182,6 +182,35 @@ def test_fused_experts_that_do_not_fit_are_named(tmp_path):
 def test_export_refuses_what_qwen3_moe_and_olmoe_cannot_express(tmp_path, config, key):
     with pytest.raises(ConfigError, match=key.replace("(", r"\(")):
         save_hf_checkpoint(config, init_params(Transformer(config).param_specs(), seed=0), tmp_path)
+
+
+GLM = dict(router="aux_free", shared_expert_hidden=16, router_options=dict(n_group=2, topk_group=1))
+
+
+@pytest.mark.parametrize("config,key", [
+    (tiny(**{**GLM, "shared_expert_gate": True}), "moe.shared_expert_gate=True has no HF GLM-4.5 equivalent"),
+    (tiny(**{**GLM, "shared_expert_hidden": 12}), "moe.shared_expert_hidden=12 has no HF GLM-4.5"),
+    (tiny(**{**GLM, "router_options": dict(score="softmax")}), "moe.router_options.score='softmax'"),
+    (replace(tiny(**GLM), qk_norm="across_heads"), "model.qk_norm='across_heads' has no HF GLM-4.5 equivalent"),
+    (replace(tiny(), first_dense_layers=1, num_layers=3), "model.first_dense_layers=1 has no HF Mixtral equivalent"),
+    (replace(tiny(), partial_rotary_factor=0.5), "model.partial_rotary_factor=0.5 has no HF Mixtral equivalent"),
+])
+def test_export_refuses_what_glm4_moe_and_others_cannot_express(tmp_path, config, key):
+    with pytest.raises(ConfigError, match=key):
+        save_hf_checkpoint(config, init_params(Transformer(config).param_specs(), seed=0), tmp_path)
+
+
+def test_glm4_moe_export_round_trips(tmp_path):
+    config = replace(tiny(**GLM), num_layers=3, first_dense_layers=1, partial_rotary_factor=0.5, qkv_bias=True)
+    values = init_params(Transformer(config).param_specs(), seed=0)
+    save_hf_checkpoint(config, values, tmp_path)
+    loaded, back = load_hf_checkpoint(tmp_path)
+    assert (loaded.first_dense_layers, loaded.partial_rotary_factor, loaded.qkv_bias) == (1, 0.5, True)
+    assert loaded.moe.router_options == {"score": "sigmoid", "n_group": 2, "topk_group": 1, "routed_scaling_factor": 1.0}
+    assert back.keys() == values.keys() and all(np.array_equal(back[name], values[name]) for name in values)
+    edit_tensors(tmp_path, lambda t: t.update({"model.layers.3.eh_proj.weight": np.zeros((16, 32), np.float32)}))
+    with pytest.raises(ConfigError, match="has tensor model.layers.3.eh_proj.weight, which a 3-layer"):
+        load_hf_checkpoint(tmp_path)  # a multi-token-prediction layer is refused, not dropped
 
 
 def test_bfloat16_is_widened_exactly(tmp_path):
@@ -232,3 +261,21 @@ def test_published_qwen3_moe_and_olmoe_configs_map():
     config = config_from_hf(olmoe)
     assert (config.qk_norm, config.head_dim, config.moe_every, config.moe.shared_expert_hidden) == ("across_heads", 128, 1, 0)
     assert (config.moe.num_experts, config.moe.top_k, config.moe.ffn_hidden, config.moe.renormalize) == (64, 8, 1024, False)
+
+
+def test_a_glm4_5_air_shaped_config_maps():
+    """A config with GLM-4.5-Air's shape: 128-wide heads (96 x 128 != 4096), half of each
+    rotating, one dense block first, one shared expert, q/k/v biases."""
+    hf = {"model_type": "glm4_moe", "attention_bias": True, "first_k_dense_replace": 1, "head_dim": 128,
+          "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 10944, "max_position_embeddings": 131072,
+          "moe_intermediate_size": 1408, "n_group": 1, "n_routed_experts": 128, "n_shared_experts": 1,
+          "norm_topk_prob": True, "num_attention_heads": 96, "num_experts_per_tok": 8, "num_hidden_layers": 46,
+          "num_key_value_heads": 8, "num_nextn_predict_layers": 1, "partial_rotary_factor": 0.5, "rms_norm_eps": 1e-05,
+          "rope_scaling": None, "rope_theta": 1000000, "routed_scaling_factor": 1.0, "tie_word_embeddings": False,
+          "topk_group": 1, "use_qk_norm": False, "vocab_size": 151552}
+    config = config_from_hf(hf)
+    assert (config.head_dim, config.rotary_dim, config.first_dense_layers, config.qkv_bias) == (128, 64, 1, True)
+    assert config.moe_layer_indices == list(range(1, 46)) and config.qk_norm == "none"
+    moe = config.moe
+    assert (moe.router, moe.num_experts, moe.top_k, moe.shared_expert_hidden, moe.shared_expert_gate) == \
+        ("aux_free", 128, 8, 1408, False)

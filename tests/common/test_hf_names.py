@@ -22,12 +22,20 @@ def model_values(router: str = "topk", expert_type: str = "swiglu", nulls: int =
 
 def test_round_trip_is_exact_for_every_expert_kind():
     for values in (model_values(), model_values(expert_type="gelu"), model_values("adamoe", nulls=3),
-                   model_values(shared=10)):
-        for style in ("mixtral", "qwen2_moe"):
+                   model_values(shared=10), model_values("aux_free", shared=10)):
+        for style in ("mixtral", "qwen2_moe", "glm4_moe"):
             back = from_hf(to_hf(values, style))
             assert back.keys() == values.keys()
             for name in values:
                 assert back[name].shape == values[name].shape and np.array_equal(back[name], values[name]), name
+
+
+def test_glm4_moe_names():
+    """GLM-4.5's plural shared_experts and its router's e_score_correction_bias."""
+    hf = to_hf(model_values("aux_free", shared=10), "glm4_moe")
+    moe = "model.layers.1.mlp."
+    assert {moe + "gate.e_score_correction_bias", moe + "shared_experts.up_proj.weight"} <= set(hf)
+    assert not any("shared_expert." in n or "router" in n for n in hf)
 
 
 def test_mixtral_names_and_layout():

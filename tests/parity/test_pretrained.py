@@ -1,7 +1,7 @@
 """LoRA-MoE adapters (top-k and AdaMoE routing) give the same logits, loss, metrics and
 adapter gradients on MindSpore and PyTorch from the same weights (B set non-zero so that
-every adapter weight has a gradient), and KV-cached decoding (with Qwen3's per-head q/k norm)
-gives the same logits on both. LoRA-MoE runs eagerly (models/lora_moe.py), so only MindSpore
+every adapter weight has a gradient), and KV-cached decoding (with Qwen3's per-head q/k norm
+and GLM-4.5's partial rotary) gives the same logits on both. LoRA-MoE runs eagerly (models/lora_moe.py), so only MindSpore
 PyNative is compared there. A Qwen2-MoE-shaped model (q/k/v biases, gated shared expert, MoE
 every 2nd block) with OLMoE's q/k norm across heads gives the same logits, loss, metrics and
 every gradient on both (PyNative and GRAPH_MODE).
@@ -73,7 +73,7 @@ def test_qwen2_moe_shaped_model_parity(torch_runner, ms_runner):
 def test_cached_decoding_parity(torch_runner, ms_runner):
     moe = MoEConfig(d_model=32, ffn_hidden=24, num_experts=4, num_null_experts=4, top_k=3, router="adamoe",
                     expert_init_std=0.1)
-    model = Transformer(TransformerConfig(moe_every=1, moe=moe, qk_norm="per_head", **BASE))
+    model = Transformer(TransformerConfig(moe_every=1, moe=moe, qk_norm="per_head", partial_rotary_factor=0.5, **BASE))
     values = numpy_weights(model, seed=4)
     steps = []
     for runner in (torch_runner, ms_runner):
