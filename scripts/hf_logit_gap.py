@@ -51,24 +51,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def draw_initial_constants(model, std: float):
+    """Draw the values transformers initialises to constants, so that a mapping that loses
+    them shows: projection biases and GLM's score-correction bias ~ N(0, std^2), q/k norm
+    weights ~ U[0.5, 1.5]. In place, with torch's global generator."""
+    import torch
+    with torch.no_grad():
+        for name, value in [*model.named_parameters(), *model.named_buffers()]:
+            if name.endswith(("_proj.bias", "e_score_correction_bias")):
+                value.normal_(0.0, std)
+            if name.endswith(("q_norm.weight", "k_norm.weight")):
+                value.uniform_(0.5, 1.5)
+
+
 def random_hf_model(family: str, seed: int):
-    """A random transformers model of ``family``; biases, q/k norm weights and GLM's
-    score-correction bias drawn."""
+    """A random transformers model of ``family`` (``draw_initial_constants`` applied)."""
     import torch
     import transformers
     prefix, settings = FAMILIES[family]
     torch.manual_seed(seed)
     config = getattr(transformers, prefix + "Config")(**{**SIZES, **settings})
     model = getattr(transformers, prefix + "ForCausalLM")(config).eval()
-    with torch.no_grad():
-        for name, value in model.named_parameters():
-            if name.endswith("_proj.bias"):
-                value.normal_(0.0, 0.1)
-            if name.endswith(("q_norm.weight", "k_norm.weight")):
-                value.uniform_(0.5, 1.5)
-        for name, value in model.named_buffers():
-            if name.endswith("e_score_correction_bias"):
-                value.normal_(0.0, 0.1)
+    draw_initial_constants(model, 0.1)
     return model
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from core.params import init_params
 from models.transformer import Transformer
+from scripts.hf_logit_gap import draw_initial_constants
 from tests.support.model_runs import run_forward
 from tests.support.pretrained import smollm2_weights
 from training.hf_checkpoint import from_hf_weights, load_hf_checkpoint, save_hf_checkpoint
@@ -56,15 +57,7 @@ def hf_model(kind: str, **settings):
     and GLM's score-correction bias drawn away from their initial zeros and ones."""
     model_name, config_name, extra = KINDS[kind]
     model = getattr(transformers, model_name)(getattr(transformers, config_name)(**{**SIZES, **extra, **settings}))
-    with torch.no_grad():
-        for name, value in model.named_parameters():
-            if name.endswith("_proj.bias"):
-                value.normal_(0.0, 0.2)
-            if name.endswith(("q_norm.weight", "k_norm.weight")):
-                value.uniform_(0.5, 1.5)
-        for name, value in model.named_buffers():
-            if name.endswith("e_score_correction_bias"):
-                value.normal_(0.0, 0.2)
+    draw_initial_constants(model, 0.2)
     return model
 
 
