@@ -181,7 +181,9 @@ def export_type(config: TransformerConfig) -> str:
                    "adds its shared experts ungated"),
                   (c.qk_norm != "across_heads", "model.qk_norm", c.qk_norm, "normalises q/k per head or not at all")]
     else:
-        rules += [(c.first_dense_layers == 0, "model.first_dense_layers", c.first_dense_layers,
+        gate_bias = moe.router_options.get("gate_bias", False)
+        rules += [(not gate_bias, "moe.router_options.gate_bias", gate_bias, "has no router bias"),
+                  (c.first_dense_layers == 0, "model.first_dense_layers", c.first_dense_layers,
                    "has no dense first blocks"),
                   (c.partial_rotary_factor == 1.0, "model.partial_rotary_factor", c.partial_rotary_factor,
                    "rotates whole heads")]

@@ -1,5 +1,5 @@
 """MindSpore and PyTorch agree on the RRE, hash, expert-choice and aux-free routers (DeepSeek-V3's
-group-limited choice and routed scaling included) in both dispatch modes and with options their configs do not set (test_routers.py runs each config):
+group-limited choice and routed scaling included), top-k with gpt-oss's gate bias, in both dispatch modes and with options their configs do not set (test_routers.py runs each config):
 outputs, aux and gradients from the same weights and inputs (rtol 1e-4 / atol 1e-5, as the
 layer parity tests), and a bias set between calls of one compiled module is used by the next call."""
 import numpy as np
@@ -21,6 +21,7 @@ CASES = [
     dict(router="aux_free", top_k=2, router_options=dict(score="sigmoid", n_group=2, topk_group=1,
                                                          routed_scaling_factor=2.5)),  # DeepSeek-V3's options
     dict(router="aux_free", top_k=2, router_options=dict(score="softmax")),
+    dict(router="topk", top_k=2, router_options=dict(gate_bias=True)),  # gpt-oss's router bias
 ]
 
 
@@ -32,7 +33,7 @@ def build(case: dict, dispatch: str):
     layer = MoELayer(MoEConfig(d_model=16, ffn_hidden=24, num_experts=4, dispatch=dispatch, capacity_factor=1.0,
                                expert_type="gelu", expert_init_std=0.2, **case))
     values = numpy_weights(layer, seed=3)
-    if "router.bias" in values:
+    if "router.bias" in values:  # aux-free's selection bias, top-k's gate bias
         values["router.bias"] = np.array([0.05, -0.1, 0.0, 0.1], np.float32)
     rng = np.random.default_rng(6)
     context = {"token_ids": rng.integers(0, VOCAB, SHAPE[:2]), "domain_ids": rng.integers(0, 2, SHAPE[:2])}
