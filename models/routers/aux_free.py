@@ -15,7 +15,11 @@ DeepSeek-V3's router is this one with its options:
   top-k of s + b only inside each token's M best of G expert groups (G = 1: no limit);
 - ``routed_scaling_factor`` r: w = r * s[index] (after renormalisation), as DeepSeek-V3
   scales the routed experts' sum (2.5 in V3) before adding the shared expert;
-- ``moe.renormalize``: DeepSeek-V3's ``norm_topk_prob``.
+- ``moe.renormalize``: DeepSeek-V3's ``norm_topk_prob``;
+- ``sequence_balance_coef`` alpha: its complementary sequence-wise balance loss
+  (``models.losses.sequence_balance_loss``, on s and the chosen experts, per sequence of the
+  batch; 1e-4 in V3), reported as ``sequence_balance_loss``; needs the token ids' [B, S]
+  shape, which the transformer always passes.
 HF DeepSeek-V3's ``e_score_correction_bias`` is ``bias`` here, and its update rule (bias
 update speed gamma, 1e-3 in the paper) is ``after_step`` with ``bias_update_speed`` = gamma;
 HF's ``gate.weight`` [E, d] is ``weight`` [d, E] transposed.
@@ -32,6 +36,7 @@ from core.params import ParamSpec, constant_init
 from core.rules import integer, number, one_of, setting
 from models.routers.base import LinearGateRouter
 from models.routers.context import RoutingContext
+from models.losses import sequence_balance_loss
 from models.routers.expert_groups import group_limited_choice
 from models.routers.registry import register_router
 
@@ -45,6 +50,7 @@ class AuxFreeOptions:
     n_group: int = setting(1, integer(1))
     topk_group: int = setting(1, integer(1))
     routed_scaling_factor: float = setting(1.0, number(0.0, low_open=True))
+    sequence_balance_coef: float = setting(0.0, number(0.0))
 
 
 @register_router("aux_free")
@@ -54,6 +60,8 @@ class AuxFreeRouter(LinearGateRouter):
 
     def setup(self) -> None:
         """Group-limited choice needs G | E, at least 2 experts per group, M <= G and k <= M E / G."""
+        if self.options.sequence_balance_coef > 0:
+            self.needs_context = ("token_ids",)  # their [B, S] shape tells where sequences end
         groups, kept, experts, k = self.options.n_group, self.options.topk_group, self.config.num_experts, self.config.top_k
         if groups == 1:
             if kept != 1:
@@ -65,6 +73,9 @@ class AuxFreeRouter(LinearGateRouter):
         if kept > groups or k > kept * (experts // groups):
             raise ConfigError(f"moe.router_options.topk_group={kept}: must be at most n_group={groups} and keep at "
                               f"least moe.top_k={k} experts ({experts // groups} per group)")
+
+    def loss_coefs(self) -> Dict[str, float]:
+        return {"sequence_balance": self.options.sequence_balance_coef}
 
     def weight_specs(self) -> Dict[str, ParamSpec]:
         specs = super().weight_specs()
@@ -86,7 +97,12 @@ class AuxFreeRouter(LinearGateRouter):
             weight = weight / F.sum(weight, -1, True)
         if o.routed_scaling_factor != 1.0:
             weight = weight * o.routed_scaling_factor
-        return {"logits": logits, "probs": scores, "expert_index": index, "expert_weight": weight, "losses": {}}
+        losses = {}
+        if o.sequence_balance_coef > 0:
+            ids = context["token_ids"]
+            sequences = ids.shape[0] if len(ids.shape) > 1 else 1
+            losses["sequence_balance"] = sequence_balance_loss(F, scores, index, self.config.num_experts, sequences)
+        return {"logits": logits, "probs": scores, "expert_index": index, "expert_weight": weight, "losses": losses}
 
     def after_step(self, params: Dict[str, np.ndarray], aux: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """b_i += u * sign(mean load - load_i) from aux["tokens_per_expert"] [E]."""

@@ -124,3 +124,24 @@ def test_bad_group_options_are_one_line(options, message):
     with pytest.raises(ConfigError, match=message):
         MoELayer(MoEConfig(d_model=D, ffn_hidden=8, num_experts=8, top_k=3, router="aux_free",
                            router_options=options))
+
+
+def test_sequence_balance_loss_by_hand(runner):
+    """DeepSeek-V3's sequence-wise balance loss, top-1 of 4 experts, 2 sequences of 2 tokens,
+    sigmoid scores s and shares s / sum s:
+    sequence 0: s = (.8, .2, .5, .5) -> expert 0, (.2, .6, .1, .1) -> expert 1; f = (.5, .5, 0, 0),
+        P = mean of (.4, .1, .25, .25) and (.2, .6, .1, .1) = (.3, .35, .175, .175): 4 * .325 = 1.3;
+    sequence 1: s = (.9, .1, .1, .1), (.7, .1, .1, .1) -> expert 0 twice; f = (1, 0, 0, 0),
+        P_0 = (.75 + .7) / 2: 4 * .725 = 2.9.
+    Mean 2.1 (over the batch as one sequence it would be 1.7583), times the coefficient."""
+    moe = MoELayer(MoEConfig(d_model=4, ffn_hidden=8, num_experts=4, top_k=1, router="aux_free", expert_type="gelu",
+                             router_options=dict(sequence_balance_coef=0.01)))
+    values = numpy_weights(moe)
+    scores = np.array([[.8, .2, .5, .5], [.2, .6, .1, .1], [.9, .1, .1, .1], [.7, .1, .1, .1]])
+    values["router.weight"] = np.log(scores / (1 - scores)).astype(np.float32)  # token t is e_t: logits row t
+    x = np.eye(4, dtype=np.float32).reshape(2, 2, 4)
+    _, aux = runner.forward(moe, values, x, {"token_ids": np.zeros((2, 2), np.int32)})
+    np.testing.assert_allclose(aux["sequence_balance_loss"], 2.1, rtol=1e-5)
+    np.testing.assert_allclose(aux["loss"], 0.021, rtol=1e-5)
+    with pytest.raises(ConfigError, match="needs token_ids"):
+        runner.forward(moe, values, x)

@@ -1,5 +1,5 @@
 """MindSpore and PyTorch agree on the RRE, hash, expert-choice and aux-free routers (DeepSeek-V3's
-group-limited choice and routed scaling included), top-k with gpt-oss's gate bias, in both dispatch modes and with options their configs do not set (test_routers.py runs each config):
+group-limited choice, routed scaling and sequence-wise balance loss included), top-k with gpt-oss's gate bias, in both dispatch modes and with options their configs do not set (test_routers.py runs each config):
 outputs, aux and gradients from the same weights and inputs (rtol 1e-4 / atol 1e-5, as the
 layer parity tests), and a bias set between calls of one compiled module is used by the next call."""
 import numpy as np
@@ -18,8 +18,8 @@ CASES = [
     dict(router="hash", top_k=1, router_options=dict(vocab_size=VOCAB, seed=2)),
     dict(router="expert_choice", router_options=dict(capacity_factor=2.0)),
     dict(router="expert_choice", router_options=dict(capacity_factor=0.7)),
-    dict(router="aux_free", top_k=2, router_options=dict(score="sigmoid", n_group=2, topk_group=1,
-                                                         routed_scaling_factor=2.5)),  # DeepSeek-V3's options
+    dict(router="aux_free", top_k=2, router_options=dict(score="sigmoid", n_group=2, topk_group=1,  # DeepSeek-V3's
+                                                         routed_scaling_factor=2.5, sequence_balance_coef=0.1)),
     dict(router="aux_free", top_k=2, router_options=dict(score="softmax")),
     dict(router="topk", top_k=2, router_options=dict(gate_bias=True)),  # gpt-oss's router bias
 ]
@@ -47,7 +47,7 @@ RUNS = [(case, dispatch) for case in CASES for dispatch in ("dropless", "capacit
 
 IDS = [f"{case_id(c)}-{d}" for c, d in RUNS]
 IN_GRAPH = ("rre-2-50-1-capacity", "hash-50-2-dropless", "expert_choice-0.7-dropless",
-            "aux_free-sigmoid-2-1-2.5-capacity")
+            "aux_free-sigmoid-2-1-2.5-0.1-capacity")
 
 
 @pytest.mark.parametrize("run", graph_subset(RUNS, IDS, IN_GRAPH))
