@@ -33,6 +33,7 @@ FAMILIES = {  # model type -> (transformers class prefix, settings beyond SIZES)
     "qwen2": ("Qwen2", {}),
     "qwen2_moe": ("Qwen2Moe", {**ROUTED, "num_experts": 8, "moe_intermediate_size": 32,
                                "shared_expert_intermediate_size": 48, "decoder_sparse_step": 2}),
+    "qwen3": ("Qwen3", {"head_dim": 16}),
     "qwen3_moe": ("Qwen3Moe", {**ROUTED, "num_experts": 8, "moe_intermediate_size": 32, "norm_topk_prob": True,
                                "head_dim": 16, "decoder_sparse_step": 2}),
     "olmoe": ("Olmoe", {**ROUTED, "num_experts": 8, "intermediate_size": 32}),

@@ -1,5 +1,5 @@
-"""HF checkpoints in and out: Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3-MoE, OLMoE and GLM-4.5
-(``glm4_moe``) ``config.json`` + safetensors (one file or sharded with ``model.safetensors.index.json``;
+"""HF checkpoints in and out: Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3, Qwen3-MoE, OLMoE and
+GLM-4.5 (``glm4_moe``) ``config.json`` + safetensors (one file or sharded with ``model.safetensors.index.json``;
 experts per expert or fused 3-D as transformers 5 holds them), and GGUF files through
 transformers.
 
@@ -33,8 +33,8 @@ SINGLE = "model.safetensors"
 DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32,
           "U8": np.uint8, "BOOL": np.bool_}
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                 "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM", "olmoe": "OlmoeForCausalLM",
-                 "glm4_moe": "Glm4MoeForCausalLM"}
+                 "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
+                 "olmoe": "OlmoeForCausalLM", "glm4_moe": "Glm4MoeForCausalLM"}
 SIZE_KEYS = {"mixtral": ("num_local_experts", "num_experts_per_tok"),
              "qwen2_moe": ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
                            "shared_expert_intermediate_size"),
@@ -42,11 +42,12 @@ SIZE_KEYS = {"mixtral": ("num_local_experts", "num_experts_per_tok"),
              "olmoe": ("num_experts", "num_experts_per_tok"),
              "glm4_moe": ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts")}
 SPARSE_STEP = ("qwen2_moe", "qwen3_moe")  # types whose decoder_sparse_step is our moe_every
-HEAD_DIM = ("qwen3_moe", "glm4_moe")  # types whose head_dim may differ from hidden_size / num_attention_heads
+HEAD_DIM = ("qwen3", "qwen3_moe", "glm4_moe")  # types whose head_dim may differ from hidden_size / num_attention_heads
 NO_ATTENTION_BIAS, NO_WINDOW = ("attention_bias", False), ("sliding_window", None)
 FIXED = {"llama": [NO_ATTENTION_BIAS, NO_WINDOW], "mixtral": [NO_ATTENTION_BIAS, NO_WINDOW],
          "qwen2": [("use_sliding_window", False)], "qwen2_moe": [("use_sliding_window", False)],
-         "qwen3_moe": [("use_sliding_window", False), NO_ATTENTION_BIAS],  # Qwen3 biases o_proj too
+         "qwen3": [("use_sliding_window", False), NO_ATTENTION_BIAS],  # Qwen3 biases o_proj too
+         "qwen3_moe": [("use_sliding_window", False), NO_ATTENTION_BIAS],
          "olmoe": [NO_ATTENTION_BIAS, NO_WINDOW, ("clip_qkv", None)],
          "glm4_moe": [NO_WINDOW]}  # GLM's attention_bias is on q, k and v only: our qkv_bias
 
@@ -106,7 +107,7 @@ def config_from_hf(hf: Dict[str, Any]) -> TransformerConfig:
     theta, partial = rope_settings(hf, kind)
     moe = moe_from_hf(hf, kind) if kind in SIZE_KEYS else None
     glm = kind == "glm4_moe"
-    qk_norm = {"qwen3_moe": "per_head", "olmoe": "across_heads"}.get(kind, "none")
+    qk_norm = {"qwen3": "per_head", "qwen3_moe": "per_head", "olmoe": "across_heads"}.get(kind, "none")
     return TransformerConfig(vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
                              num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads, head_size=head_size,
                              ffn_hidden=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
@@ -144,7 +145,7 @@ def moe_from_hf(hf: Dict[str, Any], kind: str) -> MoEConfig:
 
 def export_type(config: TransformerConfig) -> str:
     """The HF model type that expresses ``config`` (one line naming the first key that none does):
-    Llama (dense), Qwen2 (dense with q/k/v biases), Mixtral (top-k in every block), Qwen2-MoE
+    Llama (dense), Qwen2 (dense with q/k/v biases), Qwen3 (dense with per-head q/k norm), Mixtral (top-k in every block), Qwen2-MoE
     (top-k with a gated shared expert, q/k/v biases optional, MoE every N blocks), Qwen3-MoE
     (per-head q/k norm, MoE every N blocks), OLMoE (q/k norm across heads, MoE in every block)
     or GLM-4.5 (the ``aux_free`` router with sigmoid scores, ungated shared experts)."""
@@ -153,13 +154,15 @@ def export_type(config: TransformerConfig) -> str:
         raise ConfigError(f"model.ffn_type={c.ffn_type!r}: HF Llama/Mixtral/Qwen2 have SwiGLU FFNs only")
     whole_heads = c.head_size in (0, c.d_model // c.num_heads)
     if c.moe_every == 0:
-        for ok, key, value in ((c.qk_norm == "none", "model.qk_norm", c.qk_norm),
-                               (whole_heads, "model.head_size", c.head_size),
+        qwen3 = c.qk_norm == "per_head"
+        for ok, key, value in ((c.qk_norm in ("none", "per_head"), "model.qk_norm", c.qk_norm),
+                               (not (qwen3 and c.qkv_bias), "model.qkv_bias", c.qkv_bias),
+                               (whole_heads or qwen3, "model.head_size", c.head_size),
                                (c.partial_rotary_factor == 1.0, "model.partial_rotary_factor", c.partial_rotary_factor)):
             if not ok:
-                raise ConfigError(f"{key}={value!r} in a dense model (model.moe_every=0): HF Llama and Qwen2 have "
-                                  "no such setting")
-        return "qwen2" if c.qkv_bias else "llama"
+                raise ConfigError(f"{key}={value!r} in a dense model (model.moe_every=0): HF Llama, Qwen2 and Qwen3 "
+                                  "have no such setting")
+        return "qwen3" if qwen3 else "qwen2" if c.qkv_bias else "llama"
     if moe.router == "aux_free":
         kind = "glm4_moe"
     else:
@@ -223,6 +226,8 @@ def config_to_hf(config: TransformerConfig) -> Dict[str, Any]:
         return {**hf, "attention_bias": False, "mlp_bias": False}
     if kind == "qwen2":
         return {**hf, "use_sliding_window": False}
+    if kind == "qwen3":
+        return {**hf, "use_sliding_window": False, "attention_bias": False, "head_dim": c.head_dim}
     if kind == "mixtral":
         return {**hf, "intermediate_size": moe.ffn_hidden, "num_local_experts": moe.num_experts,
                 "num_experts_per_tok": moe.top_k, "router_aux_loss_coef": moe.balance_loss_coef / moe.top_k,

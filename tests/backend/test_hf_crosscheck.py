@@ -1,12 +1,13 @@
-"""HF transformers' Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3-MoE and OLMoE, saved in their
-checkpoint format (one file and sharded) and loaded with
+"""HF transformers' Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3, Qwen3-MoE, OLMoE and GLM-4.5, saved
+in their checkpoint format (one file and sharded) and loaded with
 ``training.hf_checkpoint.load_hf_checkpoint``, give the same logits as our transformer on the
 backend under test (checks names, [out, in] layouts, rotary layout, GQA head order, RMSNorm,
 the routers, the gated shared expert, q/k/v biases, per-head and across-heads q/k norms, a
 dense block between MoE blocks); our export loads back in transformers with the same logits;
 transformers 5's fused experts (what GGUF files load as), in memory and written to a file,
 convert too; without its q/k norm a Qwen3-MoE or OLMoE model is far from transformers'
-logits; the real SmolLM2-135M GGUF loads. Tolerance: 1e-4
+logits, and so is GLM-4.5 without any one of its parts; a dense Qwen3 upcycled and exported
+loads in transformers as a Qwen3-MoE with the dense logits; the real SmolLM2-135M GGUF loads. Tolerance: 1e-4
 absolute and relative on float32 logits. Skipped only when transformers is not installed
 (``source scripts/setup_env.sh hf``)."""
 from dataclasses import replace
@@ -20,6 +21,7 @@ from scripts.hf_logit_gap import draw_initial_constants
 from tests.support.model_runs import run_forward
 from tests.support.pretrained import smollm2_weights
 from training.hf_checkpoint import from_hf_weights, load_hf_checkpoint, save_hf_checkpoint
+from training.upcycle import upcycle
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -39,6 +41,7 @@ GLM4_MOE = dict(n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size
                 head_dim=12, partial_rotary_factor=0.5, num_hidden_layers=3)  # block 0 dense; 6 of 12 features rotate
 KINDS = {"llama": ("LlamaForCausalLM", "LlamaConfig", {}), "mixtral": ("MixtralForCausalLM", "MixtralConfig", MIXTRAL),
          "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", {}), "qwen2_moe": ("Qwen2MoeForCausalLM", "Qwen2MoeConfig", QWEN2_MOE),
+         "qwen3": ("Qwen3ForCausalLM", "Qwen3Config", dict(head_dim=12)),
          "qwen3_moe": ("Qwen3MoeForCausalLM", "Qwen3MoeConfig", QWEN3_MOE),
          "olmoe": ("OlmoeForCausalLM", "OlmoeConfig", OLMOE),
          "glm4_moe": ("Glm4MoeForCausalLM", "Glm4MoeConfig", GLM4_MOE)}
@@ -69,7 +72,7 @@ def hf_logits(model, tokens) -> np.ndarray:
 @pytest.mark.parametrize("kind,tied,shard", [("llama", False, None), ("llama", True, "8KB"),
                                              ("mixtral", False, None), ("mixtral", False, "8KB"),
                                              ("qwen2", True, None), ("qwen2_moe", False, "8KB"),
-                                             ("qwen3_moe", False, "8KB"), ("olmoe", True, None),
+                                             ("qwen3", True, None), ("qwen3_moe", False, "8KB"), ("olmoe", True, None),
                                              ("glm4_moe", False, "8KB")])
 def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
     torch.manual_seed(0)
@@ -86,7 +89,7 @@ def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
     np.testing.assert_allclose(logits, hf_logits(model, tokens), **TOL)
 
 
-@pytest.mark.parametrize("kind", ["llama", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "glm4_moe"])
+@pytest.mark.parametrize("kind", ["llama", "mixtral", "qwen2_moe", "qwen3", "qwen3_moe", "olmoe", "glm4_moe"])
 def test_export_loads_in_transformers_with_same_logits(runner, tmp_path, kind):
     torch.manual_seed(1)
     hf_model(kind).save_pretrained(tmp_path / "hf")
@@ -116,6 +119,23 @@ def test_fused_in_memory_experts_give_hf_logits(runner, kind):
     tokens = np.random.default_rng(3).integers(0, 64, (1, 9)).astype(np.int32)
     logits, _ = run_forward(runner, Transformer(config), values, tokens)
     np.testing.assert_allclose(logits, hf_logits(model, tokens), **TOL)
+
+
+def test_dense_qwen3_upcycles_to_an_hf_qwen3_moe_with_its_logits(runner, tmp_path):
+    """HF Qwen3 -> ours -> upcycled (4 copies of each FFN, zero router: uniform, top-2
+    renormalised) -> exported: transformers loads a Qwen3-MoE whose logits are the dense model's."""
+    torch.manual_seed(10)
+    dense = hf_model("qwen3")
+    dense.save_pretrained(tmp_path / "dense")
+    config, values = load_hf_checkpoint(tmp_path / "dense")
+    moe_config, moe_values = upcycle(config, values, num_experts=4, top_k=2, router_std=0.0)
+    save_hf_checkpoint(moe_config, moe_values, tmp_path / "moe")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "moe")
+    assert type(reloaded).__name__ == "Qwen3MoeForCausalLM"
+    tokens = np.random.default_rng(11).integers(0, 64, (2, 10)).astype(np.int32)
+    expected = hf_logits(dense, tokens)
+    np.testing.assert_allclose(hf_logits(reloaded, tokens), expected, **TOL)
+    np.testing.assert_allclose(run_forward(runner, Transformer(moe_config), moe_values, tokens)[0], expected, **TOL)
 
 
 def test_fused_experts_in_a_file_give_hf_logits(runner, tmp_path):

@@ -171,7 +171,8 @@ def test_fused_experts_that_do_not_fit_are_named(tmp_path):
 
 
 @pytest.mark.parametrize("config,key", [
-    (replace(tiny(False), qk_norm="per_head"), "model.qk_norm='per_head' in a dense model"),
+    (replace(tiny(False), qk_norm="across_heads"), "model.qk_norm='across_heads' in a dense model"),
+    (replace(tiny(False), qk_norm="per_head", qkv_bias=True), "model.qkv_bias=True in a dense model"),
     (replace(tiny(False), head_size=6), "model.head_size=6 in a dense model"),
     (replace(tiny(), head_size=6), "model.head_size=6 has no HF Mixtral equivalent"),
     (replace(tiny(shared_expert_hidden=8, shared_expert_gate=True), qk_norm="per_head"),
