@@ -61,10 +61,12 @@ def rope_settings(hf: Dict[str, Any], kind: str) -> Tuple[float, float]:
     """(rope_theta, partial_rotary_factor) from a transformers 4 (top-level keys) or 5
     (``rope_parameters``) config; scaled rotary variants are refused, and so is partial
     rotary outside GLM-4.5 (whose transformers config defaults it to 0.5)."""
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    key = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
+    rope = hf.get(key) or {}
+    field = "type" if "type" in rope and "rope_type" not in rope else "rope_type"
+    rope_type = rope.get(field, "default")
     if rope_type != "default":
-        raise ConfigError(f"config.json rope type {rope_type!r}: only default rotary positions are implemented")
+        raise ConfigError(f"config.json {key}.{field}={rope_type!r}: only default rotary positions are implemented")
     default = 0.5 if kind == "glm4_moe" else 1.0
     partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", default))
     if partial != 1.0 and kind != "glm4_moe":
