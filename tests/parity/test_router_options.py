@@ -63,14 +63,14 @@ def test_forward_backward_parity(torch_runner, ms_runner, run):
 
 def test_bias_update_reaches_a_compiled_module(torch_runner, ms_runner):
     import mindspore as ms
-    layer, values, _ = build(CASES[4], "dropless")
-    x = random_inputs(SHAPE, seed=4)
+    layer, values, context = build(CASES[4], "dropless")
+    x, ids = random_inputs(SHAPE, seed=4), {"token_ids": context["token_ids"]}  # for the sequence-wise loss
     module = ms_runner.module(layer, values)
-    before = module(ms.Tensor(x))[1]["tokens_per_expert"].asnumpy()
+    before = module(ms.Tensor(x), ms.Tensor(ids["token_ids"]))[1]["tokens_per_expert"].asnumpy()
     values["router.bias"] = np.array([-1.0, 1.0, 1.0, -1.0], np.float32)
     module.update_numpy({"router.bias": values["router.bias"]})
-    y, aux = module(ms.Tensor(x))
-    expected_y, expected_aux = torch_runner.forward(layer, values, x)
+    y, aux = module(ms.Tensor(x), ms.Tensor(ids["token_ids"]))
+    expected_y, expected_aux = torch_runner.forward(layer, values, x, ids)
     np.testing.assert_allclose(y.asnumpy(), expected_y, rtol=RTOL, atol=ATOL)
     np.testing.assert_array_equal(aux["tokens_per_expert"].asnumpy(), expected_aux["tokens_per_expert"])
     assert not np.array_equal(before, expected_aux["tokens_per_expert"])
