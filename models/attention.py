@@ -3,7 +3,12 @@ positions, as in Llama/Mixtral. H query heads share Hkv key/value heads in group
 G = H / Hkv (query head h reads kv head h // G, HF's ``repeat_kv`` order); Hkv = H is plain
 multi-head attention. All heads run in one batched matmul, no loop over heads:
 
-    A = softmax(rope(q) rope(k)^T / sqrt(D) + causal bias) v,   out = concat_heads(A) W_o^T
+    A = softmax(rope(n_q(q)) rope(n_k(k))^T / sqrt(D) + causal bias) v,   out = concat_heads(A) W_o^T
+
+n_q, n_k: the identity, or an RMSNorm of the queries and keys before rotary positions
+(``qk_norm``): ``per_head`` normalises each head's D features with one weight [D] shared by
+the heads (Qwen3), ``across_heads`` normalises all H*D (Hkv*D) features of the projection
+with a weight of that size (OLMoE).
 """
 from __future__ import annotations
 
@@ -12,9 +17,11 @@ from typing import Dict
 from core.errors import ConfigError
 from core.params import ParamSpec, constant_init, normal_init
 from models.adaptable import Adaptable
+from models.norms import RMSNorm
 from models.rotary import apply_rope, rope_tables
 
 MASKED = -1e9
+QK_NORMS = ("none", "per_head", "across_heads")
 
 
 def causal_bias(F, seq_len: int, past: int = 0):
@@ -31,21 +38,33 @@ class Attention(Adaptable):
     """Weights stored [out, in] like HF: ``q_proj`` [H*D, d], ``k_proj``/``v_proj``
     [Hkv*D, d], ``o_proj`` [d, H*D], names under ``prefix`` (``model.layers.{i}.self_attn.``);
     bias-free (Llama) or, with ``qkv_bias``, biases ``{q,k,v}_proj.bias`` on the query, key
-    and value projections only (Qwen2), initialised to zero."""
+    and value projections only (Qwen2), initialised to zero. ``qk_norm`` (``QK_NORMS``, module
+    docstring) adds ``q_norm.weight`` and ``k_norm.weight`` with epsilon ``norm_eps``.
+    ``head_dim``: D, or 0 for d_model / H (Qwen3 sets D apart from d_model / H);
+    ``rotary_dim``: the R features of each head that rotate (``models.rotary``), 0 for all D."""
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, rope_theta: float,
-                 init_std: float, prefix: str, qkv_bias: bool = False) -> None:
-        if d_model % num_heads or num_heads % num_kv_heads or (d_model // num_heads) % 2:
-            raise ConfigError(f"attention: d_model={d_model}, num_heads={num_heads}, num_kv_heads={num_kv_heads} "
-                              "need num_heads | d_model, num_kv_heads | num_heads and an even head size")
+                 init_std: float, prefix: str, qkv_bias: bool = False, qk_norm: str = "none",
+                 norm_eps: float = 1e-6, head_dim: int = 0, rotary_dim: int = 0) -> None:
+        if (d_model % num_heads and not head_dim) or num_heads % num_kv_heads or (head_dim or d_model // num_heads) % 2:
+            raise ConfigError(f"attention: d_model={d_model}, num_heads={num_heads}, num_kv_heads={num_kv_heads}, "
+                              f"head_dim={head_dim} need num_heads | d_model (or a head_dim), num_kv_heads | "
+                              "num_heads and an even head size")
+        if qk_norm not in QK_NORMS:
+            raise ConfigError(f"attention: qk_norm={qk_norm!r}; expected one of {', '.join(QK_NORMS)}")
         self.d_model = d_model
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
-        self.head_dim = d_model // num_heads
+        self.head_dim = head_dim or d_model // num_heads
+        self.rotary_dim = rotary_dim or self.head_dim
         self.rope_theta = rope_theta
         self.init_std = init_std
         self.prefix = prefix
         self.biased = ("q_proj", "k_proj", "v_proj") if qkv_bias else ()
+        self.qk_norm = qk_norm
+        widths = {"q": num_heads, "k": num_kv_heads} if qk_norm == "across_heads" else {"q": 1, "k": 1}
+        self.norms = {} if qk_norm == "none" else {
+            name: RMSNorm(widths[name] * self.head_dim, norm_eps, f"{prefix}{name}_norm.") for name in ("q", "k")}
         self.adapters = {}
 
     def param_specs(self) -> Dict[str, ParamSpec]:
@@ -57,12 +76,25 @@ class Attention(Adaptable):
                  p + "o_proj.weight": ParamSpec((self.d_model, q), init)}
         for name in self.biased:
             specs[p + name + ".bias"] = ParamSpec((specs[p + name + ".weight"].shape[0],), constant_init(0.0))
+        for norm in self.norms.values():
+            specs.update(norm.param_specs())
         return specs
 
     def project(self, F, params: dict, x, name: str):
         """``Adaptable.project`` plus the projection's bias, if it has one."""
         y = super().project(F, params, x, name)
         return y + params[self.prefix + name + ".bias"] if name in self.biased else y
+
+    def heads(self, F, params: dict, x, name: str, heads: int):
+        """x [B, S, d] -> projection ``<name>_proj`` split into heads [B, S, heads, D], with
+        its q/k norm (``qk_norm``) if it has one."""
+        batch, seq, _ = x.shape
+        y = self.project(F, params, x, name + "_proj")
+        norm = self.norms.get(name)
+        if norm is not None and self.qk_norm == "across_heads":
+            y = norm.forward(F, params, y)
+        y = F.reshape(y, (batch, seq, heads, self.head_dim))
+        return norm.forward(F, params, y) if norm is not None and self.qk_norm == "per_head" else y
 
     def check_inputs(self, x, positions) -> None:
         shape = tuple(x.shape)
@@ -73,7 +105,7 @@ class Attention(Adaptable):
 
     def forward(self, F, params: dict, x, positions):
         """x [B, S, d], positions [S] float32 -> [B, S, d] (causal in sequence order)."""
-        rope = rope_tables(F, positions, self.head_dim, self.rope_theta)
+        rope = rope_tables(F, positions, self.rotary_dim, self.rope_theta)
         return self.attend(F, params, x, rope, causal_bias(F, x.shape[1]))
 
     def attend(self, F, params: dict, x, rope, bias):
@@ -88,9 +120,9 @@ class Attention(Adaptable):
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
         group = heads // kv_heads
         cos, sin = rope
-        q = apply_rope(F, F.reshape(self.project(F, params, x, "q_proj"), (batch, seq, heads, dim)), cos, sin)
-        k = apply_rope(F, F.reshape(self.project(F, params, x, "k_proj"), (batch, seq, kv_heads, dim)), cos, sin)
-        v = F.reshape(self.project(F, params, x, "v_proj"), (batch, seq, kv_heads, dim))
+        q = apply_rope(F, self.heads(F, params, x, "q", heads), cos, sin)
+        k = apply_rope(F, self.heads(F, params, x, "k", kv_heads), cos, sin)
+        v = self.heads(F, params, x, "v", kv_heads)
         if past is not None:
             k, v = F.concat([past[0], k], 1), F.concat([past[1], v], 1)
         keys = k.shape[1]

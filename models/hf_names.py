@@ -1,4 +1,9 @@
-"""Our parameter dict <-> the HF Llama, Mixtral and Qwen2(-MoE) layouts (numpy arrays).
+"""Our parameter dict <-> the HF Llama, Mixtral, Qwen2(-MoE), Qwen3-MoE and OLMoE layouts
+(numpy arrays). Qwen3-MoE and OLMoE name their tensors as Qwen2-MoE does, plus the
+attention's ``self_attn.{q,k}_norm.weight`` (ours too). GLM-4.5 (``glm4_moe``) too, except
+that its ungated shared expert is ``mlp.shared_experts.*`` (ours ``shared_expert.*``) and
+its router's score-correction bias ``mlp.gate.e_score_correction_bias`` (ours
+``router.bias``, the ``aux_free`` router's).
 
 Our names already are HF's wherever the layout matches: ``model.embed_tokens.weight``,
 ``model.layers.{i}.self_attn.{q,k,v,o}_proj.weight`` (and Qwen2's ``{q,k,v}_proj.bias``),
@@ -13,7 +18,7 @@ Our names already are HF's wherever the layout matches: ``model.embed_tokens.wei
   Mixtral ``block_sparse_moe.experts.{j}.{w1,w3,w2}.weight`` (gate, up, down) or Qwen2-MoE
   ``mlp.experts.{j}.{gate,up,down}_proj.weight``. GELU experts have no gate.
 
-Qwen2-MoE keeps the whole MoE block under ``mlp.`` (its shared expert too:
+Qwen2-MoE (and Qwen3-MoE, OLMoE) keeps the whole MoE block under ``mlp.`` (its shared expert too:
 ``mlp.shared_expert.*``, ``mlp.shared_expert_gate.weight``, our names under
 ``block_sparse_moe.``). ``from_hf`` reads either style, and also the fused experts that
 transformers 5 holds in memory (``mlp.experts.gate_up_proj`` [E, 2f, d], gate rows first, and
@@ -35,9 +40,20 @@ DENSE_MLP = re.compile(r"(gate|up|down)_proj\.")  # a dense FFN's weights under 
 OURS_EXPERT = re.compile(r"experts\.(?P<ours>w_gate|w_up|w_down)$")
 HF_EXPERT = re.compile(r"experts\.(?P<j>\d+)\.(?P<hf>w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$")
 HF_FUSED = re.compile(r"experts\.(?P<fused>gate_up_proj|down_proj)$")
+QWEN_NAMES = {"w_gate": "gate_proj", "w_down": "down_proj", "w_up": "up_proj"}
 STYLES = {"mixtral": ("block_sparse_moe.", {"w_gate": "w1", "w_down": "w2", "w_up": "w3"}),
-          "qwen2_moe": ("mlp.", {"w_gate": "gate_proj", "w_down": "down_proj", "w_up": "up_proj"})}
+          "qwen2_moe": ("mlp.", QWEN_NAMES), "glm4_moe": ("mlp.", QWEN_NAMES)}
 FROM_HF = {hf: ours for _, names in STYLES.values() for ours, hf in names.items()}
+RENAMED = {"glm4_moe": {"router.bias": "gate.e_score_correction_bias", "shared_expert.": "shared_experts."}}
+FROM_RENAMED = {hf: ours for names in RENAMED.values() for ours, hf in names.items()}
+
+
+def renamed(rest: str, names: Dict[str, str]) -> str:
+    """``rest`` with its leading name (a key of ``names``) replaced by that key's value."""
+    for old, new in names.items():
+        if rest.startswith(old):
+            return new + rest[len(old):]
+    return rest
 
 
 def check_style(style: str) -> Tuple[str, Dict[str, str]]:
@@ -56,7 +72,7 @@ def hf_name(name: str, style: str, expert: int = 0) -> str:
     stacked = OURS_EXPERT.match(rest)
     if stacked:
         return f"{prefix}experts.{expert}.{names[stacked['ours']]}.weight"
-    return prefix + ("gate.weight" if rest == "router.weight" else rest)
+    return prefix + ("gate.weight" if rest == "router.weight" else renamed(rest, RENAMED.get(style, {})))
 
 
 def layout(name: str) -> str:
@@ -69,7 +85,7 @@ def layout(name: str) -> str:
 
 
 def to_hf(params: Dict[str, np.ndarray], style: str = "mixtral") -> Dict[str, np.ndarray]:
-    """Our params -> HF names and layout (``style``: mixtral or qwen2_moe)."""
+    """Our params -> HF names and layout (``style``: a key of ``STYLES``)."""
     out = {}
     for name, value in params.items():
         value, kind = np.asarray(value), layout(name)
@@ -82,32 +98,68 @@ def to_hf(params: Dict[str, np.ndarray], style: str = "mixtral") -> Dict[str, np
 
 
 def from_hf(hf: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """HF Llama/Mixtral/Qwen2-MoE names and layout (per-expert or fused) -> our params
-    (experts stacked in index order)."""
-    out, experts = {}, {}
+    """HF names and layout (per-expert or fused) -> our params (experts stacked in index
+    order). Two HF tensors that would give the same parameter (a fused tensor beside its
+    per-expert ones, a block under both ``mlp.`` and ``block_sparse_moe.``) are refused by name."""
+    out, experts, sources, first_expert = {}, {}, {}, {}
+
+    def put(ours: str, value: np.ndarray, source: str) -> None:
+        if ours in sources:
+            raise ConfigError(f"checkpoint tensors {sources[ours]} and {source} both hold {ours}")
+        sources[ours] = source
+        out[ours] = value
+
     for name, value in hf.items():
         value, moe = np.asarray(value), HF_MOE.match(name)
         if not moe or (moe["block"] == "mlp" and DENSE_MLP.match(moe["rest"])):
-            out[name] = value
+            put(name, value, name)
             continue
         prefix, rest = moe["layer"] + "block_sparse_moe.", moe["rest"]
         expert, fused = HF_EXPERT.match(rest), HF_FUSED.match(rest)
         if expert:
-            experts.setdefault(prefix + "experts." + FROM_HF[expert["hf"]], {})[int(expert["j"])] = value.T
+            stacked = prefix + "experts." + FROM_HF[expert["hf"]]
+            experts.setdefault(stacked, {})[int(expert["j"])] = value.T
+            first_expert.setdefault(stacked, name)
         elif fused and fused["fused"] == "gate_up_proj":
             hidden = value.shape[1] // 2
-            out[prefix + "experts.w_gate"] = np.ascontiguousarray(value[:, :hidden].transpose(0, 2, 1))
-            out[prefix + "experts.w_up"] = np.ascontiguousarray(value[:, hidden:].transpose(0, 2, 1))
+            put(prefix + "experts.w_gate", np.ascontiguousarray(value[:, :hidden].transpose(0, 2, 1)), name)
+            put(prefix + "experts.w_up", np.ascontiguousarray(value[:, hidden:].transpose(0, 2, 1)), name)
         elif fused:
-            out[prefix + "experts.w_down"] = np.ascontiguousarray(value.transpose(0, 2, 1))
+            put(prefix + "experts.w_down", np.ascontiguousarray(value.transpose(0, 2, 1)), name)
         elif rest == "gate.weight":
-            out[prefix + "router.weight"] = value.T.copy()
+            put(prefix + "router.weight", value.T.copy(), name)
         else:
-            out[prefix + rest] = value
+            put(prefix + renamed(rest, FROM_RENAMED), value, name)
     for name, per_expert in experts.items():
         if sorted(per_expert) != list(range(len(per_expert))):
             raise ConfigError(f"checkpoint has experts {sorted(per_expert)} for {name}; expected 0..{len(per_expert) - 1}")
-        out[name] = np.stack([per_expert[j] for j in range(len(per_expert))], 0)
+        put(name, np.stack([per_expert[j] for j in range(len(per_expert))], 0), first_expert[name])
+    return out
+
+
+def unfused_shapes(shapes: Dict[str, tuple], style: str = "qwen2_moe") -> Dict[str, tuple]:
+    """HF tensor shapes with transformers 5's fused experts (``experts.gate_up_proj`` [E, 2f, d],
+    ``experts.down_proj`` [E, d, f]) replaced by the per-expert names and shapes of ``style``
+    that ``from_hf`` turns them into; a name that two tensors would give is refused."""
+    block, names = check_style(style)
+    out = {}
+    for name, shape in shapes.items():
+        moe = HF_MOE.match(name)
+        fused = moe and HF_FUSED.match(moe["rest"])
+        if not fused:
+            parts = {name: tuple(shape)}
+        elif len(shape) != 3 or (fused["fused"] == "gate_up_proj" and shape[1] % 2):
+            raise ConfigError(f"tensor {name} has shape {list(shape)}; fused experts are "
+                              f"{'[E, 2 * f, d]' if fused['fused'] == 'gate_up_proj' else '[E, d, f]'}")
+        else:
+            prefix, (experts, rows, columns) = moe["layer"] + block + "experts.", shape
+            ours = ("w_gate", "w_up") if fused["fused"] == "gate_up_proj" else ("w_down",)
+            parts = {f"{prefix}{j}.{names[w]}.weight": (rows // len(ours), columns)
+                     for j in range(experts) for w in ours}
+        clash = sorted(set(parts) & set(out))
+        if clash:
+            raise ConfigError(f"tensor {name} holds {clash[0]}, which the checkpoint also holds")
+        out.update(parts)
     return out
 
 

@@ -28,6 +28,20 @@ def switch_balance_loss(F, probs, expert_index, num_experts: int, parallel=None)
     return num_experts * F.sum(f * p)
 
 
+def sequence_balance_loss(F, scores, expert_index, num_experts: int, sequences: int):
+    """DeepSeek-V3's complementary sequence-wise balance loss (Liu et al. 2024, eq. 17-20): per
+    sequence of S tokens, N * sum_i f_i P_i with f_i = share of the sequence's S*k assignments
+    routed to expert i and P_i = mean over its tokens of s_i / sum_j s_j; the mean over the B
+    sequences. scores [B*S, N] (rows sequence by sequence), expert_index [B*S, k] -> scalar
+    (1.0 when every sequence is balanced; the paper's alpha is our coefficient as is)."""
+    tokens, k = expert_index.shape
+    length = tokens // sequences
+    chosen = F.reshape(F.one_hot(expert_index, num_experts, F.float32), (sequences, length * k, num_experts))
+    f = F.sum(chosen, 1) / float(length * k)
+    shares = F.reshape(scores / F.sum(scores, -1, True), (sequences, length, num_experts))
+    return num_experts * F.mean(F.sum(f * F.mean(shares, 1), -1))
+
+
 def null_bucket_balance_loss(F, probs, expert_index, num_experts: int, num_null: int, parallel=None):
     """AdaMoE balance loss (Zeng et al. 2024): the m null experts form one bucket, each
     null count replaced by the mean count over nulls; f_i = c_i / sum c, P_i = mean prob,

@@ -34,7 +34,7 @@ class Block:
         c, p = config, f"model.layers.{index}."
         self.input_norm = RMSNorm(c.d_model, c.norm_eps, p + "input_layernorm.")
         self.attention = Attention(c.d_model, c.num_heads, c.num_kv_heads, c.rope_theta, c.init_std, p + "self_attn.",
-                                   c.qkv_bias)
+                                   c.qkv_bias, c.qk_norm, c.norm_eps, c.head_size, c.rotary_dim)
         self.ffn_norm = RMSNorm(c.d_model, c.norm_eps, p + "post_attention_layernorm.")
         self.is_moe = c.is_moe_layer(index)
         if self.is_moe:
@@ -155,7 +155,7 @@ class Transformer:
         embed = params["model.embed_tokens.weight"]
         h = F.reshape(F.gather_rows(embed, ids), (batch, seq, c.d_model))
         positions = F.arange(seq, F.float32)
-        rope = rope_tables(F, positions + past if past else positions, c.head_dim, c.rope_theta)
+        rope = rope_tables(F, positions + past if past else positions, c.rotary_dim, c.rope_theta)
         bias = causal_bias(F, seq, past)
         layer_auxes, new_cache = (), ()
         for i, block in enumerate(self.blocks):

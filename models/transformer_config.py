@@ -7,6 +7,7 @@ from typing import List, Optional
 
 from core.errors import ConfigError
 from core.rules import FLAG, check_fields, integer, number, one_of, setting
+from models.attention import QK_NORMS
 from models.moe_config import EXPERT_TYPES, MoEConfig
 
 FFN_TYPES = EXPERT_TYPES
@@ -17,13 +18,22 @@ class TransformerConfig:
     """A Llama/Mixtral-style decoder. ``ffn_hidden``/``ffn_type`` size the dense FFN blocks;
     every ``moe_every``-th block (blocks moe_every-1, 2*moe_every-1, ...) uses an MoE FFN
     described by ``moe`` instead; ``moe_every = 0`` makes every block dense. ``qkv_bias``:
-    biases on the attention's query, key and value projections (Qwen2), none on its output."""
+    biases on the attention's query, key and value projections (Qwen2), none on its output.
+    ``qk_norm``: RMSNorm of queries and keys before rotary positions, ``per_head`` (Qwen3) or
+    ``across_heads`` (OLMoE) (``models.attention``); ``norm_eps`` is its epsilon too.
+    ``head_size``: each head's width D when it is not d_model / num_heads (Qwen3-30B-A3B: 128
+    with d_model 2048 and 32 heads); 0 takes d_model / num_heads. ``partial_rotary_factor``: the
+    share of each head's features that rotate (GLM-4.5: 0.5; the first ones, ``models.rotary``).
+    ``first_dense_layers``: blocks 0..k-1 are dense whatever ``moe_every`` says (DeepSeek-V3
+    and GLM-4.5's ``first_k_dense_replace``)."""
 
     vocab_size: int = setting(32000, integer(1))
     d_model: int = setting(512, integer(1))
     num_layers: int = setting(8, integer(1))
     num_heads: int = setting(8, integer(1))
     num_kv_heads: int = setting(8, integer(1))
+    head_size: int = setting(0, integer(0))
+    partial_rotary_factor: float = setting(1.0, number(0.0, high=1.0, low_open=True))
     ffn_hidden: int = setting(1376, integer(1))
     ffn_type: str = setting("swiglu", one_of(*FFN_TYPES))
     max_seq_len: int = setting(2048, integer(1))
@@ -31,16 +41,23 @@ class TransformerConfig:
     norm_eps: float = setting(1e-5, number(0.0, low_open=True))
     tie_embeddings: bool = setting(False, FLAG)
     qkv_bias: bool = setting(False, FLAG)
+    qk_norm: str = setting("none", one_of(*QK_NORMS))
     init_std: float = setting(0.02, number(0.0, low_open=True))
     moe_every: int = setting(1, integer(0))  # at most num_layers (validate)
+    first_dense_layers: int = setting(0, integer(0))
     moe: Optional[MoEConfig] = None
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.num_heads
+        return self.head_size or self.d_model // self.num_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        """The R features of each head that rotate: head_dim * partial_rotary_factor."""
+        return int(self.head_dim * self.partial_rotary_factor)
 
     def is_moe_layer(self, index: int) -> bool:
-        return self.moe_every > 0 and (index + 1) % self.moe_every == 0
+        return self.moe_every > 0 and index >= self.first_dense_layers and (index + 1) % self.moe_every == 0
 
     @property
     def moe_layer_indices(self) -> List[int]:
@@ -52,11 +69,14 @@ class TransformerConfig:
         check_fields(self, section)
 
         s = section
-        if self.d_model % self.num_heads:
+        if self.d_model % self.num_heads and not self.head_size:
             raise ConfigError(f"{s}.d_model={self.d_model} must be divisible by {s}.num_heads={self.num_heads}")
         if self.head_dim % 2:
-            raise ConfigError(f"{s}.d_model / {s}.num_heads = {self.head_dim} must be even "
-                              f"(rotary positions rotate pairs of channels)")
+            width = f"{s}.head_size={self.head_size}" if self.head_size else f"{s}.d_model / {s}.num_heads = {self.head_dim}"
+            raise ConfigError(f"{width} must be even (rotary positions rotate pairs of channels)")
+        if self.rotary_dim < 2 or self.rotary_dim % 2:
+            raise ConfigError(f"{s}.partial_rotary_factor={self.partial_rotary_factor} rotates {self.rotary_dim} of "
+                              f"{self.head_dim} features per head: must be an even number from 2")
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(f"{s}.num_heads={self.num_heads} must be divisible by {s}.num_kv_heads="
                               f"{self.num_kv_heads} (grouped-query attention)")
@@ -64,6 +84,9 @@ class TransformerConfig:
             raise ConfigError(f"{s}.moe_every={self.moe_every} exceeds {s}.num_layers={self.num_layers}: "
                               f"no layer would be MoE (use 0 for a dense model)")
         if self.moe_every > 0:
+            if not self.moe_layer_indices:
+                raise ConfigError(f"{s}.first_dense_layers={self.first_dense_layers} leaves no MoE block of "
+                                  f"{s}.num_layers={self.num_layers} (use moe_every 0 for a dense model)")
             if not isinstance(self.moe, MoEConfig):
                 raise ConfigError(f"{s}.moe={self.moe!r}: moe_every > 0 needs an MoE section")
             self.moe.validate()

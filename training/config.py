@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Sequence
 from core.errors import ConfigError
 from core.layout import check_experts
 from core.rules import FLAG, TEXT, Rule, integer, names, number, one_of, rules_of, setting
+from models.attention import QK_NORMS
 from models.moe_config import MoEConfig
 from models.transformer_config import TransformerConfig
 from training.data.corpora import CORPORA
@@ -33,7 +34,10 @@ ALL_TO_ALL = ("flat", "hierarchical")
 @dataclass
 class ModelConfig:
     """Decoder-only transformer (Llama/Mixtral style). ``vocab_size`` 0 takes the tokenizer's;
-    ``moe_every`` 0 is a dense model, N makes every N-th layer (N, 2N, ...) an MoE layer."""
+    ``moe_every`` 0 is a dense model, N makes every N-th layer (N, 2N, ...) an MoE layer;
+    ``qk_norm``: q/k RMSNorm per head (Qwen3) or across heads (OLMoE), see models.attention;
+    ``head_size``, ``partial_rotary_factor``, ``first_dense_layers``: see
+    models.transformer_config (Qwen3's wide heads, GLM-4.5's half rotary and dense first block)."""
 
     vocab_size: int = setting(0, integer(0))
     d_model: int = setting(128, integer(1))
@@ -47,6 +51,10 @@ class ModelConfig:
     norm_eps: float = setting(1e-5, number(0.0, low_open=True))
     moe_every: int = setting(2, integer(0))
     tie_embeddings: bool = setting(True, FLAG)
+    qk_norm: str = setting("none", one_of(*QK_NORMS))
+    head_size: int = setting(0, integer(0))
+    partial_rotary_factor: float = setting(1.0, number(0.0, high=1.0, low_open=True))
+    first_dense_layers: int = setting(0, integer(0))
 
 
 @dataclass
@@ -239,7 +247,8 @@ def transformer_config(config: RunConfig, tokenizer_vocab: int) -> TransformerCo
                              num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
                              ffn_hidden=m.ffn_hidden, ffn_type=m.ffn_type, max_seq_len=m.max_seq_len,
                              rope_theta=m.rope_theta, norm_eps=m.norm_eps, tie_embeddings=m.tie_embeddings,
-                             moe_every=m.moe_every, moe=config.moe if m.moe_every else None).validate()
+                             qk_norm=m.qk_norm, head_size=m.head_size, partial_rotary_factor=m.partial_rotary_factor,
+                             first_dense_layers=m.first_dense_layers, moe_every=m.moe_every, moe=config.moe if m.moe_every else None).validate()
 
 
 def _check_finite(value: Any, path: str) -> None:

@@ -1,6 +1,7 @@
-"""HF checkpoints in and out: Llama, Mixtral, Qwen2 and Qwen2-MoE ``config.json`` +
-safetensors (one file or sharded with ``model.safetensors.index.json``), and GGUF files
-through transformers.
+"""HF checkpoints in and out: Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3, Qwen3-MoE, OLMoE and
+GLM-4.5 (``glm4_moe``) ``config.json`` + safetensors (one file or sharded with ``model.safetensors.index.json``;
+experts per expert or fused 3-D as transformers 5 holds them), and GGUF files through
+transformers.
 
     config, params = load_hf_checkpoint("path/to/folder")        # or ".../model.gguf"
     save_hf_checkpoint(config, params, "path/to/out")             # transformers loads it
@@ -22,7 +23,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from core.errors import ConfigError
-from models.hf_names import from_hf, hf_shapes, to_hf
+from models.hf_names import from_hf, hf_shapes, to_hf, unfused_shapes
 from models.moe_config import MoEConfig
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
@@ -32,32 +33,50 @@ SINGLE = "model.safetensors"
 DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32,
           "U8": np.uint8, "BOOL": np.bool_}
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                 "qwen2_moe": "Qwen2MoeForCausalLM"}
+                 "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
+                 "olmoe": "OlmoeForCausalLM", "glm4_moe": "Glm4MoeForCausalLM"}
 SIZE_KEYS = {"mixtral": ("num_local_experts", "num_experts_per_tok"),
              "qwen2_moe": ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
-                           "shared_expert_intermediate_size")}
-QWEN = ("qwen2", "qwen2_moe")
+                           "shared_expert_intermediate_size"),
+             "qwen3_moe": ("num_experts", "num_experts_per_tok", "moe_intermediate_size"),
+             "olmoe": ("num_experts", "num_experts_per_tok"),
+             "glm4_moe": ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts")}
+SPARSE_STEP = ("qwen2_moe", "qwen3_moe")  # types whose decoder_sparse_step is our moe_every
+HEAD_DIM = ("qwen3", "qwen3_moe", "glm4_moe")  # types whose head_dim may differ from hidden_size / num_attention_heads
+NO_ATTENTION_BIAS, NO_WINDOW = ("attention_bias", False), ("sliding_window", None)
+FIXED = {"llama": [NO_ATTENTION_BIAS, NO_WINDOW], "mixtral": [NO_ATTENTION_BIAS, NO_WINDOW],
+         "qwen2": [("use_sliding_window", False)], "qwen2_moe": [("use_sliding_window", False)],
+         "qwen3": [("use_sliding_window", False), NO_ATTENTION_BIAS],  # Qwen3 biases o_proj too
+         "qwen3_moe": [("use_sliding_window", False), NO_ATTENTION_BIAS],
+         "olmoe": [NO_ATTENTION_BIAS, NO_WINDOW, ("clip_qkv", None)],
+         "glm4_moe": [NO_WINDOW]}  # GLM's attention_bias is on q, k and v only: our qkv_bias
 
 
 def style(model_type: str) -> str:
     """The MoE tensor layout of an HF model type (``models.hf_names``)."""
-    return "qwen2_moe" if model_type == "qwen2_moe" else "mixtral"
+    return {"llama": "mixtral", "mixtral": "mixtral", "glm4_moe": "glm4_moe"}.get(model_type, "qwen2_moe")
 
 
-def rope_theta(hf: Dict[str, Any]) -> float:
-    """rope_theta from a transformers 4 (``rope_theta``) or 5 (``rope_parameters``) config;
-    scaled rotary variants are refused."""
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    kind = rope.get("rope_type", rope.get("type", "default"))
-    if kind != "default":
-        raise ConfigError(f"config.json rope type {kind!r}: only default rotary positions are implemented")
-    return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+def rope_settings(hf: Dict[str, Any], kind: str) -> Tuple[float, float]:
+    """(rope_theta, partial_rotary_factor) from a transformers 4 (top-level keys) or 5
+    (``rope_parameters``) config; scaled rotary variants are refused, and so is partial
+    rotary outside GLM-4.5 (whose transformers config defaults it to 0.5)."""
+    key = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
+    rope = hf.get(key) or {}
+    field = "type" if "type" in rope and "rope_type" not in rope else "rope_type"
+    rope_type = rope.get(field, "default")
+    if rope_type != "default":
+        raise ConfigError(f"config.json {key}.{field}={rope_type!r}: only default rotary positions are implemented")
+    default = 0.5 if kind == "glm4_moe" else 1.0
+    partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", default))
+    if partial != 1.0 and kind != "glm4_moe":
+        raise ConfigError(f"config.json partial_rotary_factor={partial!r}: a {kind} model rotates whole heads")
+    return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))), float(partial)
 
 
 def check_settings(hf: Dict[str, Any], kind: str) -> None:
     """Settings our transformer does not implement, one line naming the key."""
-    fixed = [("hidden_act", "silu"), ("mlp_bias", False), ("mlp_only_layers", [])]
-    fixed += [("use_sliding_window", False)] if kind in QWEN else [("attention_bias", False), ("sliding_window", None)]
+    fixed = [("hidden_act", "silu"), ("mlp_bias", False), ("mlp_only_layers", [])] + FIXED[kind]
     for key, allowed in fixed:
         if hf.get(key, allowed) != allowed:
             raise ConfigError(f"config.json {key}={hf[key]!r}: our transformer implements only {allowed!r}")
@@ -65,67 +84,129 @@ def check_settings(hf: Dict[str, Any], kind: str) -> None:
     if any(layer != "full_attention" for layer in layer_types):
         raise ConfigError(f"config.json layer_types={layer_types!r}: only full_attention layers are implemented")
     step = hf.get("decoder_sparse_step", 1)
-    if kind == "qwen2_moe" and not (isinstance(step, int) and 1 <= step <= hf["num_hidden_layers"]):
+    if kind in SPARSE_STEP and not (isinstance(step, int) and 1 <= step <= hf["num_hidden_layers"]):
         raise ConfigError(f"config.json decoder_sparse_step={step!r}: must be an integer from 1 to num_hidden_layers")
 
 
 def config_from_hf(hf: Dict[str, Any]) -> TransformerConfig:
-    """An HF Llama/Mixtral/Qwen2/Qwen2-MoE config dict -> our TransformerConfig (one-line
+    """An HF config dict of a type in ``ARCHITECTURES`` -> our TransformerConfig (one-line
     error naming the key)."""
     kind = hf.get("model_type")
     if kind not in ARCHITECTURES:
         raise ConfigError(f"config.json model_type={kind!r}: supported model types are {', '.join(ARCHITECTURES)}")
+    if kind == "qwen3_moe" and "num_experts" not in hf:  # transformers 5 saves Qwen3-MoE's under this alias
+        hf = {**hf, "num_experts": hf.get("num_local_experts")}
     required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
     for key in required + SIZE_KEYS.get(kind, ()):
-        if not isinstance(hf.get(key), int) or isinstance(hf.get(key), bool):
-            raise ConfigError(f"config.json {key}={hf.get(key)!r}: a {kind} config needs an integer here")
+        if not isinstance(hf.get(key), int) or isinstance(hf.get(key), bool) or hf[key] < 1:
+            raise ConfigError(f"config.json {key}={hf.get(key)!r}: a {kind} config needs an integer >= 1 here")
     check_settings(hf, kind)
     heads = hf["num_attention_heads"]
-    if hf.get("head_dim") not in (None, hf["hidden_size"] // heads):
+    head_size = hf.get("head_dim") if kind in HEAD_DIM and hf.get("head_dim") != hf["hidden_size"] // heads else 0
+    if not head_size and hf.get("head_dim") not in (None, hf["hidden_size"] // heads):
         raise ConfigError(f"config.json head_dim={hf['head_dim']}: must be hidden_size / num_attention_heads "
                           f"= {hf['hidden_size'] // heads}")
-    moe = None
-    if kind in SIZE_KEYS:
-        k, qwen = hf["num_experts_per_tok"], kind == "qwen2_moe"
-        moe = MoEConfig(d_model=hf["hidden_size"],
-                        ffn_hidden=hf["moe_intermediate_size" if qwen else "intermediate_size"],
-                        num_experts=hf["num_experts" if qwen else "num_local_experts"], top_k=k, router="topk",
-                        renormalize=bool(hf.get("norm_topk_prob", False)) if qwen else True,
-                        shared_expert_hidden=hf["shared_expert_intermediate_size"] if qwen else 0,
-                        shared_expert_gate=qwen,
-                        balance_loss_coef=hf.get("router_aux_loss_coef", 0.0) * k, z_loss_coef=0.0)
+    theta, partial = rope_settings(hf, kind)
+    moe = moe_from_hf(hf, kind) if kind in SIZE_KEYS else None
+    glm = kind == "glm4_moe"
+    qk_norm = {"qwen3": "per_head", "qwen3_moe": "per_head", "olmoe": "across_heads"}.get(kind, "none")
     return TransformerConfig(vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
-                             num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads,
+                             num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads, head_size=head_size,
                              ffn_hidden=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
-                             rope_theta=rope_theta(hf), norm_eps=hf.get("rms_norm_eps", 1e-6),
+                             rope_theta=theta, partial_rotary_factor=partial, norm_eps=hf.get("rms_norm_eps", 1e-6),
                              tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-                             qkv_bias=kind == "qwen2" or bool(hf.get("qkv_bias", kind == "qwen2_moe")),
+                             qkv_bias=kind == "qwen2" or bool(hf.get("attention_bias" if glm else "qkv_bias",
+                                                                     kind == "qwen2_moe")),
+                             qk_norm="per_head" if glm and hf.get("use_qk_norm") else qk_norm,
                              init_std=hf.get("initializer_range", 0.02),
-                             moe_every=hf.get("decoder_sparse_step", 1) if moe else 0, moe=moe).validate("config.json")
+                             moe_every=hf.get("decoder_sparse_step", 1) if kind in SPARSE_STEP else int(bool(moe)),
+                             first_dense_layers=hf.get("first_k_dense_replace", 0) if glm else 0,
+                             moe=moe).validate("config.json")
+
+
+def moe_from_hf(hf: Dict[str, Any], kind: str) -> MoEConfig:
+    """The MoE section of an HF MoE config: softmax top-k (``topk``) for Mixtral, Qwen and
+    OLMoE; GLM-4.5's sigmoid, group-limited, bias-corrected routing is ``aux_free`` with its
+    options, and its ``n_shared_experts`` one ungated shared expert of their summed width."""
+    k, d = hf["num_experts_per_tok"], hf["hidden_size"]
+    if kind == "glm4_moe":
+        options = {"score": "sigmoid", "n_group": hf.get("n_group", 1), "topk_group": hf.get("topk_group", 1),
+                   "routed_scaling_factor": hf.get("routed_scaling_factor", 1.0)}
+        return MoEConfig(d_model=d, ffn_hidden=hf["moe_intermediate_size"], num_experts=hf["n_routed_experts"], top_k=k,
+                         router="aux_free", renormalize=bool(hf.get("norm_topk_prob", True)),
+                         shared_expert_hidden=hf["moe_intermediate_size"] * hf["n_shared_experts"],
+                         balance_loss_coef=0.0, z_loss_coef=0.0, router_options=options)
+    qwen, mixtral = kind == "qwen2_moe", kind == "mixtral"
+    return MoEConfig(d_model=d, ffn_hidden=hf["moe_intermediate_size" if kind in SPARSE_STEP else "intermediate_size"],
+                     num_experts=hf["num_local_experts" if mixtral else "num_experts"], top_k=k, router="topk",
+                     renormalize=True if mixtral else bool(hf.get("norm_topk_prob", False)),
+                     shared_expert_hidden=hf["shared_expert_intermediate_size"] if qwen else 0,
+                     shared_expert_gate=qwen,
+                     balance_loss_coef=hf.get("router_aux_loss_coef", 0.0) * k, z_loss_coef=0.0)
 
 
 def export_type(config: TransformerConfig) -> str:
     """The HF model type that expresses ``config`` (one line naming the first key that none does):
-    Llama (dense), Qwen2 (dense with q/k/v biases), Mixtral (top-k in every block) or
-    Qwen2-MoE (top-k with a gated shared expert, q/k/v biases optional, MoE every N blocks)."""
+    Llama (dense), Qwen2 (dense with q/k/v biases), Qwen3 (dense with per-head q/k norm), Mixtral (top-k in every block), Qwen2-MoE
+    (top-k with a gated shared expert, q/k/v biases optional, MoE every N blocks), Qwen3-MoE
+    (per-head q/k norm, MoE every N blocks), OLMoE (q/k norm across heads, MoE in every block)
+    or GLM-4.5 (the ``aux_free`` router with sigmoid scores, ungated shared experts)."""
     c, moe = config, config.moe
     if c.ffn_type != "swiglu":
         raise ConfigError(f"model.ffn_type={c.ffn_type!r}: HF Llama/Mixtral/Qwen2 have SwiGLU FFNs only")
+    whole_heads = c.head_size in (0, c.d_model // c.num_heads)
     if c.moe_every == 0:
-        return "qwen2" if c.qkv_bias else "llama"
-    kind = "qwen2_moe" if moe.shared_expert_hidden or c.qkv_bias else "mixtral"
-    name = {"mixtral": "Mixtral", "qwen2_moe": "Qwen2-MoE"}[kind]
-    rules = [(moe.router == "topk", "moe.router", moe.router, "routes by top-k"),
-             (moe.num_null_experts == 0, "moe.num_null_experts", moe.num_null_experts, "has no null experts"),
-             (moe.expert_type == "swiglu", "moe.expert_type", moe.expert_type, "has SwiGLU experts")]
-    if kind == "mixtral":
-        rules += [(c.moe_every == 1, "model.moe_every", c.moe_every, "has an MoE in every block"),
-                  (moe.renormalize, "moe.renormalize", moe.renormalize, "renormalises the top-k weights")]
+        qwen3 = c.qk_norm == "per_head"
+        for ok, key, value in ((c.qk_norm in ("none", "per_head"), "model.qk_norm", c.qk_norm),
+                               (not (qwen3 and c.qkv_bias), "model.qkv_bias", c.qkv_bias),
+                               (whole_heads or qwen3, "model.head_size", c.head_size),
+                               (c.partial_rotary_factor == 1.0, "model.partial_rotary_factor", c.partial_rotary_factor)):
+            if not ok:
+                raise ConfigError(f"{key}={value!r} in a dense model (model.moe_every=0): HF Llama, Qwen2 and Qwen3 "
+                                  "have no such setting")
+        return "qwen3" if qwen3 else "qwen2" if c.qkv_bias else "llama"
+    if moe.router == "aux_free":
+        kind = "glm4_moe"
     else:
+        by_norm = {"per_head": "qwen3_moe", "across_heads": "olmoe"}
+        kind = by_norm.get(c.qk_norm) or ("qwen2_moe" if moe.shared_expert_hidden or c.qkv_bias else "mixtral")
+    name = {"mixtral": "Mixtral", "qwen2_moe": "Qwen2-MoE", "qwen3_moe": "Qwen3-MoE", "olmoe": "OLMoE",
+            "glm4_moe": "GLM-4.5"}[kind]
+    glm = kind == "glm4_moe"
+    rules = [] if glm else [(moe.router == "topk", "moe.router", moe.router, "routes by softmax top-k")]
+    rules += [(moe.num_null_experts == 0, "moe.num_null_experts", moe.num_null_experts, "has no null experts"),
+              (moe.expert_type == "swiglu", "moe.expert_type", moe.expert_type, "has SwiGLU experts")]
+    if glm:
+        score = moe.router_options.get("score", "sigmoid")
+        rules += [(score == "sigmoid", "moe.router_options.score", score, "scores experts by sigmoid"),
+                  (moe.shared_expert_hidden > 0 and moe.shared_expert_hidden % moe.ffn_hidden == 0,
+                   "moe.shared_expert_hidden", moe.shared_expert_hidden,
+                   f"has n_shared_experts >= 1 shared experts of moe.ffn_hidden={moe.ffn_hidden} each"),
+                  (not moe.shared_expert_gate, "moe.shared_expert_gate", moe.shared_expert_gate,
+                   "adds its shared experts ungated"),
+                  (c.qk_norm != "across_heads", "model.qk_norm", c.qk_norm, "normalises q/k per head or not at all")]
+    else:
+        gate_bias = moe.router_options.get("gate_bias", False)
+        rules += [(not gate_bias, "moe.router_options.gate_bias", gate_bias, "has no router bias"),
+                  (c.first_dense_layers == 0, "model.first_dense_layers", c.first_dense_layers,
+                   "has no dense first blocks"),
+                  (c.partial_rotary_factor == 1.0, "model.partial_rotary_factor", c.partial_rotary_factor,
+                   "rotates whole heads")]
+    if kind in ("mixtral", "olmoe", "glm4_moe"):
+        rules += [(c.moe_every == 1, "model.moe_every", c.moe_every, "has an MoE in every block")]
+    if kind not in ("qwen3_moe", "glm4_moe"):
+        rules += [(whole_heads, "model.head_size", c.head_size, "has heads of d_model / num_heads features")]
+    if kind == "mixtral":
+        rules += [(moe.renormalize, "moe.renormalize", moe.renormalize, "renormalises the top-k weights")]
+    elif kind == "qwen2_moe":
         rules += [(moe.shared_expert_hidden > 0, "moe.shared_expert_hidden", moe.shared_expert_hidden,
                    "has a shared expert in every MoE block"),
                   (moe.shared_expert_gate, "moe.shared_expert_gate", moe.shared_expert_gate,
                    "gates its shared expert")]
+    elif not glm:
+        rules += [(moe.shared_expert_hidden == 0, "moe.shared_expert_hidden", moe.shared_expert_hidden,
+                   "has no shared expert"),
+                  (not c.qkv_bias, "model.qkv_bias", c.qkv_bias, "has no q/k/v-only biases")]
     for ok, key, value, rule in rules:
         if not ok:
             raise ConfigError(f"{key}={value!r} has no HF {name} equivalent: {name} {rule}")
@@ -147,15 +228,32 @@ def config_to_hf(config: TransformerConfig) -> Dict[str, Any]:
         return {**hf, "attention_bias": False, "mlp_bias": False}
     if kind == "qwen2":
         return {**hf, "use_sliding_window": False}
+    if kind == "qwen3":
+        return {**hf, "use_sliding_window": False, "attention_bias": False, "head_dim": c.head_dim}
     if kind == "mixtral":
         return {**hf, "intermediate_size": moe.ffn_hidden, "num_local_experts": moe.num_experts,
                 "num_experts_per_tok": moe.top_k, "router_aux_loss_coef": moe.balance_loss_coef / moe.top_k,
                 "router_jitter_noise": 0.0, "sliding_window": None}
-    return {**hf, "num_experts": moe.num_experts, "num_experts_per_tok": moe.top_k,
-            "moe_intermediate_size": moe.ffn_hidden, "shared_expert_intermediate_size": moe.shared_expert_hidden,
-            "norm_topk_prob": moe.renormalize, "decoder_sparse_step": c.moe_every, "mlp_only_layers": [],
-            "qkv_bias": c.qkv_bias, "router_aux_loss_coef": moe.balance_loss_coef / moe.top_k,
-            "use_sliding_window": False}
+    if kind == "glm4_moe":
+        options, factor = moe.router_options, c.partial_rotary_factor
+        return {**hf, "rope_parameters": {**hf["rope_parameters"], "partial_rotary_factor": factor},
+                "partial_rotary_factor": factor, "head_dim": c.head_dim, "attention_bias": c.qkv_bias,
+                "use_qk_norm": c.qk_norm == "per_head", "moe_intermediate_size": moe.ffn_hidden,
+                "n_routed_experts": moe.num_experts, "num_experts_per_tok": moe.top_k,
+                "n_shared_experts": moe.shared_expert_hidden // moe.ffn_hidden, "norm_topk_prob": moe.renormalize,
+                "n_group": options.get("n_group", 1), "topk_group": options.get("topk_group", 1),
+                "routed_scaling_factor": options.get("routed_scaling_factor", 1.0),
+                "first_k_dense_replace": c.first_dense_layers}
+    routed = {"num_experts": moe.num_experts, "num_experts_per_tok": moe.top_k, "norm_topk_prob": moe.renormalize,
+              "router_aux_loss_coef": moe.balance_loss_coef / moe.top_k}
+    if kind == "olmoe":
+        return {**hf, **routed, "intermediate_size": moe.ffn_hidden, "attention_bias": False, "clip_qkv": None}
+    sparse = {"moe_intermediate_size": moe.ffn_hidden, "decoder_sparse_step": c.moe_every, "mlp_only_layers": [],
+              "use_sliding_window": False}
+    if kind == "qwen3_moe":
+        return {**hf, **routed, **sparse, "attention_bias": False, "head_dim": c.head_dim}
+    return {**hf, **routed, **sparse, "shared_expert_intermediate_size": moe.shared_expert_hidden,
+            "qkv_bias": c.qkv_bias}
 
 
 def read_header(path: Path) -> Tuple[Dict[str, dict], int]:
@@ -210,8 +308,10 @@ def tensor_files(folder: Path) -> Dict[str, Path]:
 
 def check_tensors(config: TransformerConfig, found: Dict[str, tuple], source: str, layout: str) -> None:
     """The checkpoint's HF tensor names and shapes (MoE tensors in ``layout``, see
-    ``models.hf_names``) against what ``config`` needs."""
+    ``models.hf_names``; fused experts as the per-expert tensors they hold) against what
+    ``config`` needs: every tensor is needed and every needed one is there."""
     expected = hf_shapes({name: spec.shape for name, spec in Transformer(config).param_specs().items()}, layout)
+    found = unfused_shapes(found, layout)
     for name, shape in expected.items():
         if name not in found:
             raise ConfigError(f"{source} lacks tensor {name} (shape {list(shape)}), which config.json implies")
@@ -289,7 +389,7 @@ def check_params(config: TransformerConfig, params: Dict[str, np.ndarray], what:
 
 def save_hf_checkpoint(config: TransformerConfig, params: Dict[str, np.ndarray], folder) -> Path:
     """Write config.json + model.safetensors (float32) that transformers' from_pretrained
-    loads; refuses (one line) a config with no HF Llama/Mixtral/Qwen2(-MoE) equivalent."""
+    loads; refuses (one line) a config with no equivalent among ``ARCHITECTURES``."""
     hf = config_to_hf(config)
     check_params(config, params, "save_hf_checkpoint")
     specs = Transformer(config).param_specs()

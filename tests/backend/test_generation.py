@@ -1,7 +1,9 @@
 """KV-cached decoding on the backend under test: prefill plus one token at a time gives the
-full forward's logits (dense, top-k and AdaMoE models); seeded sampling repeats, greedy
+full forward's logits (dense, top-k, AdaMoE, OLMoE- and GLM-4.5-shaped models); seeded sampling repeats, greedy
 follows the argmax, also for a batch of prompts of different lengths (each row as if alone);
 expert choice, over-long decoding and a tokenizer of another model are refused in one line."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -29,8 +31,14 @@ def decoder(runner, config, seed=0):
     return Decoder(model, runner.module(model, values)), model, values
 
 
-@pytest.mark.parametrize("config", [tiny(0), tiny(1), tiny(1, "adamoe", num_null_experts=4, top_k=3)],
-                         ids=["dense", "topk", "adamoe"])
+GLM4_SHAPED = replace(tiny(1, "aux_free", num_experts=8, shared_expert_hidden=16,
+                           router_options=dict(n_group=4, topk_group=2, routed_scaling_factor=2.5)),
+                      qk_norm="per_head", partial_rotary_factor=0.5, head_size=12, first_dense_layers=1, qkv_bias=True)
+
+
+@pytest.mark.parametrize("config", [tiny(0), tiny(1), tiny(1, "adamoe", num_null_experts=4, top_k=3),
+                                    replace(tiny(1), qk_norm="across_heads"), GLM4_SHAPED],
+                         ids=["dense", "topk", "adamoe", "olmoe_shaped", "glm4_moe_shaped"])
 def test_cached_decoding_gives_full_forward_logits(runner, config):
     dec, model, values = decoder(runner, config)
     tokens = np.random.default_rng(0).integers(0, VOCAB, (2, 12)).astype(np.int32)

@@ -1,23 +1,31 @@
-"""HF transformers' Llama, Mixtral, Qwen2 and Qwen2-MoE, saved in their checkpoint format
-(one file and sharded) and loaded with ``training.hf_checkpoint.load_hf_checkpoint``, give
-the same logits as our transformer on the backend under test (checks names, [out, in]
-layouts, rotary layout, GQA head order, RMSNorm, the Mixtral and Qwen2-MoE routers, the
-gated shared expert, q/k/v biases, a dense block between MoE blocks); our export loads back
-in transformers with the same logits; transformers 5's fused in-memory experts (what GGUF
-files load as) convert too; the real SmolLM2-135M GGUF loads. Tolerance: 1e-4
+"""HF transformers' Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3, Qwen3-MoE, OLMoE and GLM-4.5, saved
+in their checkpoint format (one file and sharded) and loaded with
+``training.hf_checkpoint.load_hf_checkpoint``, give the same logits as our transformer on the
+backend under test (checks names, [out, in] layouts, rotary layout, GQA head order, RMSNorm,
+the routers, the gated shared expert, q/k/v biases, per-head and across-heads q/k norms, a
+dense block between MoE blocks); our export loads back in transformers with the same logits;
+transformers 5's fused experts (what GGUF files load as), in memory and written to a file,
+convert too; without its q/k norm a Qwen3-MoE or OLMoE model is far from transformers'
+logits, and so is GLM-4.5 without any one of its parts; a dense Qwen3 upcycled and exported
+loads in transformers as a Qwen3-MoE with the dense logits; the real SmolLM2-135M GGUF loads. Tolerance: 1e-4
 absolute and relative on float32 logits. Skipped only when transformers is not installed
 (``source scripts/setup_env.sh hf``)."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from core.params import init_params
 from models.transformer import Transformer
+from scripts.hf_logit_gap import draw_initial_constants
 from tests.support.model_runs import run_forward
 from tests.support.pretrained import smollm2_weights
 from training.hf_checkpoint import from_hf_weights, load_hf_checkpoint, save_hf_checkpoint
+from training.upcycle import upcycle
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
+save_file = pytest.importorskip("safetensors.torch").save_file
 
 SIZES = dict(vocab_size=64, hidden_size=32, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=16, rms_norm_eps=1e-5, rope_theta=10000.0,
@@ -25,8 +33,18 @@ SIZES = dict(vocab_size=64, hidden_size=32, intermediate_size=24, num_hidden_lay
 MIXTRAL = dict(num_local_experts=4, num_experts_per_tok=2)
 QWEN2_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=20,
                  norm_topk_prob=False, decoder_sparse_step=2, num_hidden_layers=4)  # blocks 1, 3 MoE; 0, 2 dense
+QWEN3_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, norm_topk_prob=True, head_dim=12,
+                 decoder_sparse_step=2, num_hidden_layers=3)  # block 1 MoE; 0, 2 dense; 4 heads of 12 != 32 / 4
+OLMOE = dict(num_experts=4, num_experts_per_tok=2, norm_topk_prob=False)
+GLM4_MOE = dict(n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=2, n_group=4,
+                topk_group=2, routed_scaling_factor=2.5, first_k_dense_replace=1, use_qk_norm=True, attention_bias=True,
+                head_dim=12, partial_rotary_factor=0.5, num_hidden_layers=3)  # block 0 dense; 6 of 12 features rotate
 KINDS = {"llama": ("LlamaForCausalLM", "LlamaConfig", {}), "mixtral": ("MixtralForCausalLM", "MixtralConfig", MIXTRAL),
-         "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", {}), "qwen2_moe": ("Qwen2MoeForCausalLM", "Qwen2MoeConfig", QWEN2_MOE)}
+         "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", {}), "qwen2_moe": ("Qwen2MoeForCausalLM", "Qwen2MoeConfig", QWEN2_MOE),
+         "qwen3": ("Qwen3ForCausalLM", "Qwen3Config", dict(head_dim=12)),
+         "qwen3_moe": ("Qwen3MoeForCausalLM", "Qwen3MoeConfig", QWEN3_MOE),
+         "olmoe": ("OlmoeForCausalLM", "OlmoeConfig", OLMOE),
+         "glm4_moe": ("Glm4MoeForCausalLM", "Glm4MoeConfig", GLM4_MOE)}
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
@@ -38,13 +56,11 @@ def smollm2_gguf():
 
 
 def hf_model(kind: str, **settings):
-    """A random HF model of ``kind`` (KINDS) at the tiny SIZES; Qwen2 biases drawn non-zero."""
+    """A random HF model of ``kind`` (KINDS) at the tiny SIZES; q/k/v biases, q/k norm weights
+    and GLM's score-correction bias drawn away from their initial zeros and ones."""
     model_name, config_name, extra = KINDS[kind]
     model = getattr(transformers, model_name)(getattr(transformers, config_name)(**{**SIZES, **extra, **settings}))
-    with torch.no_grad():
-        for name, value in model.named_parameters():
-            if name.endswith("_proj.bias"):
-                value.normal_(0.0, 0.2)
+    draw_initial_constants(model, 0.2)
     return model
 
 
@@ -55,7 +71,9 @@ def hf_logits(model, tokens) -> np.ndarray:
 
 @pytest.mark.parametrize("kind,tied,shard", [("llama", False, None), ("llama", True, "8KB"),
                                              ("mixtral", False, None), ("mixtral", False, "8KB"),
-                                             ("qwen2", True, None), ("qwen2_moe", False, "8KB")])
+                                             ("qwen2", True, None), ("qwen2_moe", False, "8KB"),
+                                             ("qwen3", True, None), ("qwen3_moe", False, "8KB"), ("olmoe", True, None),
+                                             ("glm4_moe", False, "8KB")])
 def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
     torch.manual_seed(0)
     model = hf_model(kind, tie_word_embeddings=tied)
@@ -63,13 +81,15 @@ def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
     assert (tmp_path / "model.safetensors.index.json").exists() == bool(shard)
     tokens = np.random.default_rng(0).integers(0, 64, (2, 10)).astype(np.int32)
     config, values = load_hf_checkpoint(tmp_path)
-    moe_every = {"mixtral": 1, "qwen2_moe": 2}.get(kind, 0)
-    assert (config.moe_every, config.tie_embeddings, config.qkv_bias) == (moe_every, tied, kind.startswith("qwen2"))
+    moe_every = {"mixtral": 1, "qwen2_moe": 2, "qwen3_moe": 2, "olmoe": 1, "glm4_moe": 1}.get(kind, 0)
+    biased = kind.startswith("qwen2") or kind == "glm4_moe"
+    assert (config.moe_every, config.tie_embeddings, config.qkv_bias) == (moe_every, tied, biased)
+    assert config.head_dim == (getattr(model.config, "head_dim", None) or 8)
     logits, _ = run_forward(runner, Transformer(config), values, tokens)
     np.testing.assert_allclose(logits, hf_logits(model, tokens), **TOL)
 
 
-@pytest.mark.parametrize("kind", ["llama", "mixtral", "qwen2_moe"])
+@pytest.mark.parametrize("kind", ["llama", "mixtral", "qwen2_moe", "qwen3", "qwen3_moe", "olmoe", "glm4_moe"])
 def test_export_loads_in_transformers_with_same_logits(runner, tmp_path, kind):
     torch.manual_seed(1)
     hf_model(kind).save_pretrained(tmp_path / "hf")
@@ -82,9 +102,12 @@ def test_export_loads_in_transformers_with_same_logits(runner, tmp_path, kind):
     tokens = np.random.default_rng(2).integers(0, 64, (2, 12)).astype(np.int32)
     logits, _ = run_forward(runner, model, values, tokens)
     np.testing.assert_allclose(hf_logits(reloaded, tokens), logits, **TOL)
+    if config.qk_norm != "none":  # tensors equal too; q/k norm weights drawn away from ones
+        np.testing.assert_array_equal(reloaded.state_dict()["model.layers.0.self_attn.k_norm.weight"].numpy(),
+                                      values["model.layers.0.self_attn.k_norm.weight"])
 
 
-@pytest.mark.parametrize("kind", ["mixtral", "qwen2_moe"])
+@pytest.mark.parametrize("kind", ["mixtral", "qwen2_moe", "olmoe"])
 def test_fused_in_memory_experts_give_hf_logits(runner, kind):
     """transformers 5 holds experts fused (gate_up_proj [E, 2f, d], down_proj [E, d, f]): the
     layout ``load_gguf`` returns for an MoE GGUF."""
@@ -96,6 +119,85 @@ def test_fused_in_memory_experts_give_hf_logits(runner, kind):
     tokens = np.random.default_rng(3).integers(0, 64, (1, 9)).astype(np.int32)
     logits, _ = run_forward(runner, Transformer(config), values, tokens)
     np.testing.assert_allclose(logits, hf_logits(model, tokens), **TOL)
+
+
+def test_dense_qwen3_upcycles_to_an_hf_qwen3_moe_with_its_logits(runner, tmp_path):
+    """HF Qwen3 -> ours -> upcycled (4 copies of each FFN, zero router: uniform, top-2
+    renormalised) -> exported: transformers loads a Qwen3-MoE whose logits are the dense model's."""
+    torch.manual_seed(10)
+    dense = hf_model("qwen3")
+    dense.save_pretrained(tmp_path / "dense")
+    config, values = load_hf_checkpoint(tmp_path / "dense")
+    moe_config, moe_values = upcycle(config, values, num_experts=4, top_k=2, router_std=0.0)
+    save_hf_checkpoint(moe_config, moe_values, tmp_path / "moe")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "moe")
+    assert type(reloaded).__name__ == "Qwen3MoeForCausalLM"
+    tokens = np.random.default_rng(11).integers(0, 64, (2, 10)).astype(np.int32)
+    expected = hf_logits(dense, tokens)
+    np.testing.assert_allclose(hf_logits(reloaded, tokens), expected, **TOL)
+    np.testing.assert_allclose(run_forward(runner, Transformer(moe_config), moe_values, tokens)[0], expected, **TOL)
+
+
+def test_fused_experts_in_a_file_give_hf_logits(runner, tmp_path):
+    """A Qwen3-MoE checkpoint whose experts are stored as transformers 5 holds them in memory
+    (one [E, 2f, d] and one [E, d, f] tensor per layer) instead of per expert."""
+    torch.manual_seed(4)
+    model = hf_model("qwen3_moe")
+    model.config.save_pretrained(tmp_path)
+    save_file({name: value.contiguous() for name, value in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    config, values = load_hf_checkpoint(tmp_path)
+    tokens = np.random.default_rng(5).integers(0, 64, (1, 9)).astype(np.int32)
+    logits, _ = run_forward(runner, Transformer(config), values, tokens)
+    np.testing.assert_allclose(logits, hf_logits(model, tokens), **TOL)
+
+
+@pytest.mark.parametrize("kind", ["qwen3_moe", "olmoe"])
+def test_without_qk_norm_logits_leave_the_tolerance(runner, tmp_path, kind):
+    """Mutation check: the same weights without the q/k norm are far from transformers' logits."""
+    torch.manual_seed(6)
+    model = hf_model(kind)
+    model.save_pretrained(tmp_path)
+    config, values = load_hf_checkpoint(tmp_path)
+    plain = {name: value for name, value in values.items() if not name.endswith(("q_norm.weight", "k_norm.weight"))}
+    tokens = np.random.default_rng(7).integers(0, 64, (1, 9)).astype(np.int32)
+    logits, _ = run_forward(runner, Transformer(replace(config, qk_norm="none")), plain, tokens)
+    assert np.abs(logits - hf_logits(model, tokens)).max() > 100 * TOL["atol"]
+
+
+GLM4_MUTATIONS = {"whole rotary": dict(partial_rotary_factor=1.0), "no q/k norm": dict(qk_norm="none"),
+                  "no dense first block": dict(first_dense_layers=0), "no groups": dict(n_group=1, topk_group=1),
+                  "no routed scaling": dict(routed_scaling_factor=1.0)}
+
+
+def glm4_mutant(config, values: dict, mutation: dict):
+    """(config, values) with one GLM-4.5 part undone; without the dense first block, block 0
+    takes block 1's MoE weights."""
+    options = {key: mutation[key] for key in ("n_group", "topk_group", "routed_scaling_factor") if key in mutation}
+    settings = {key: value for key, value in mutation.items() if key not in options}
+    moe = replace(config.moe, router_options={**config.moe.router_options, **options})
+    if "qk_norm" in mutation:
+        values = {name: value for name, value in values.items() if not name.endswith(("q_norm.weight", "k_norm.weight"))}
+    if "first_dense_layers" in mutation:
+        values = {**{name: value for name, value in values.items() if not name.startswith("model.layers.0.mlp.")},
+                  **{name.replace(".1.", ".0.", 1): value for name, value in values.items()
+                     if ".1.block_sparse_moe." in name}}
+    return replace(config, moe=moe, **settings), values
+
+
+def test_each_glm4_moe_part_matters(runner, tmp_path):
+    """Mutation check: GLM-4.5 with one of its parts undone (partial rotary, per-head q/k norm,
+    the dense first block, group-limited choice, routed scaling) misses transformers' logits."""
+    torch.manual_seed(8)
+    model = hf_model("glm4_moe")
+    model.save_pretrained(tmp_path)
+    config, values = load_hf_checkpoint(tmp_path)
+    tokens = np.random.default_rng(9).integers(0, 64, (2, 12)).astype(np.int32)
+    expected = hf_logits(model, tokens)
+    np.testing.assert_allclose(run_forward(runner, Transformer(config), values, tokens)[0], expected, **TOL)
+    for label, mutation in GLM4_MUTATIONS.items():
+        mutant, mutant_values = glm4_mutant(config, values, mutation)
+        gap = np.abs(run_forward(runner, Transformer(mutant), mutant_values, tokens)[0] - expected).max()
+        assert gap > 100 * TOL["atol"], label
 
 
 def test_smollm2_gguf_gives_hf_logits(runner, smollm2_gguf):

@@ -1,6 +1,7 @@
 """LoRA-MoE adapters on a frozen transformer, on the backend under test: before training the
 logits are the base model's bit for bit (B = 0); training steps (top-k and AdaMoE routing;
-a dense base and a Qwen2-MoE-shaped MoE base whose attention and shared expert are adapted)
+a dense base and a Qwen2-MoE-shaped MoE base, with Qwen3's per-head q/k norm and 12-wide
+heads, whose attention and shared expert are adapted)
 move only the adapters and their routers, and leave every base parameter bit for bit
 unchanged; AdaMoE tokens that pick null experts cost no adapter FLOPs."""
 import numpy as np
@@ -19,7 +20,7 @@ from tests.support.model_runs import run_forward
 BASE = TransformerConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_hidden=48,
                          max_seq_len=16, init_std=0.1, moe_every=0)
 MOE_BASE = TransformerConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_hidden=48,
-                             max_seq_len=16, init_std=0.1, moe_every=1, qkv_bias=True,
+                             max_seq_len=16, init_std=0.1, moe_every=1, qkv_bias=True, qk_norm="per_head", head_size=12,
                              moe=MoEConfig(d_model=32, ffn_hidden=16, num_experts=4, top_k=2, expert_init_std=0.1,
                                            shared_expert_hidden=24, shared_expert_gate=True))
 TOKENS = np.random.default_rng(0).integers(0, 64, (4, 12)).astype(np.int32)

@@ -42,3 +42,26 @@ def test_router_matches_reference(runner, case):
             assert (~true.any(-1)).any(), "the draw must have a token routed only to nulls"
         assert np.all(weight[~true] == 0)
 
+
+
+@pytest.mark.parametrize("gate_bias", [True, False])
+def test_gpt_oss_gate_bias_by_hand(runner, gate_bias):
+    """gpt-oss routes by top-k of x W + b, then a softmax over the k chosen logits. Logits
+    (1.0, 0.5, 0.0, -1.0) with b = (0, 1, 0, 0): (1.0, 1.5, 0.0, -1.0), so experts 1 then 0,
+    weights softmax(1.5, 1.0) = (e^0.5, 1) / (e^0.5 + 1) = (0.6224593, 0.3775407); without
+    the bias experts 0 then 1 with the same weights. The bias gets a gradient."""
+    config = MoEConfig(d_model=4, ffn_hidden=8, num_experts=4, top_k=2, router="topk", renormalize=True,
+                       router_options=dict(gate_bias=gate_bias))
+    probe = RouterProbe(MoELayer(config), keys=("expert_index",))
+    values = numpy_weights(probe)
+    values["router.weight"] = np.zeros((4, 4), np.float32)
+    values["router.weight"][0] = [1.0, 0.5, 0.0, -1.0]
+    if gate_bias:
+        values["router.bias"] = np.array([0.0, 1.0, 0.0, 0.0], np.float32)
+    x = np.eye(4, dtype=np.float32)[:1]
+    out = runner.forward_backward(probe, values, x, np.array([[1.0, -1.0]], np.float32))
+    np.testing.assert_array_equal(out["aux"]["expert_index"], [[1, 0]] if gate_bias else [[0, 1]])
+    np.testing.assert_allclose(out["y"], [[0.6224593, 0.3775407]], rtol=1e-6)
+    assert ("router.bias" in out["grads"]) == gate_bias
+    if gate_bias:
+        assert np.abs(out["grads"]["router.bias"]).max() > 0

@@ -22,12 +22,20 @@ def model_values(router: str = "topk", expert_type: str = "swiglu", nulls: int =
 
 def test_round_trip_is_exact_for_every_expert_kind():
     for values in (model_values(), model_values(expert_type="gelu"), model_values("adamoe", nulls=3),
-                   model_values(shared=10)):
-        for style in ("mixtral", "qwen2_moe"):
+                   model_values(shared=10), model_values("aux_free", shared=10)):
+        for style in ("mixtral", "qwen2_moe", "glm4_moe"):
             back = from_hf(to_hf(values, style))
             assert back.keys() == values.keys()
             for name in values:
                 assert back[name].shape == values[name].shape and np.array_equal(back[name], values[name]), name
+
+
+def test_glm4_moe_names():
+    """GLM-4.5's plural shared_experts and its router's e_score_correction_bias."""
+    hf = to_hf(model_values("aux_free", shared=10), "glm4_moe")
+    moe = "model.layers.1.mlp."
+    assert {moe + "gate.e_score_correction_bias", moe + "shared_experts.up_proj.weight"} <= set(hf)
+    assert not any("shared_expert." in n or "router" in n for n in hf)
 
 
 def test_mixtral_names_and_layout():
@@ -86,3 +94,16 @@ def test_qwen2_moe_names_and_fused_experts():
     assert back.keys() == values.keys()
     for name in values:
         np.testing.assert_array_equal(back[name], values[name], err_msg=name)
+
+
+def test_two_tensors_for_one_parameter_are_refused():
+    """A fused tensor beside per-expert ones, or one block under two prefixes, would overwrite
+    one another: refused naming both."""
+    per_expert = to_hf(model_values(), "qwen2_moe")
+    fused = {"model.layers.1.mlp.experts.gate_up_proj": np.zeros((3, 24, 16), np.float32)}
+    with pytest.raises(ConfigError, match="tensors model.layers.1.mlp.experts.gate_up_proj and model.layers.1.mlp."
+                                          "experts.0.gate_proj.weight both hold model.layers.1.block_sparse_moe"):
+        from_hf({**per_expert, **fused})
+    router = {"model.layers.1.block_sparse_moe.gate.weight": per_expert["model.layers.1.mlp.gate.weight"]}
+    with pytest.raises(ConfigError, match="both hold model.layers.1.block_sparse_moe.router.weight"):
+        from_hf({**per_expert, **router})

@@ -16,6 +16,7 @@ from training.config import (
     config_to_dict,
     load_config,
     save_config,
+    transformer_config,
 )
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
@@ -152,3 +153,12 @@ def test_saved_config_round_trips(tmp_path):
     assert config_to_dict(again) == config_to_dict(config)
     assert again != RunConfig()
     assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # no temp file left
+
+
+def test_model_qk_norm_and_head_settings_reach_the_transformer():
+    config = load_config(QUICKSTART, ["model.qk_norm=across_heads", "model.head_size=48",
+                                      "model.partial_rotary_factor=0.5", "model.first_dense_layers=2"])
+    model = transformer_config(config, 64)
+    assert (model.qk_norm, model.head_dim, model.rotary_dim, model.moe_layer_indices) == ("across_heads", 48, 24, [3])
+    with pytest.raises(ConfigError, match="model.qk_norm"):
+        load_config(QUICKSTART, ["model.qk_norm=per_token"])
