@@ -1,7 +1,16 @@
 """KV-cached decoding on the backend under test: prefill plus one token at a time gives the
-full forward's logits (dense, top-k and AdaMoE models); seeded sampling repeats, greedy
-follows the argmax, also for a batch of prompts of different lengths (each row as if alone);
-expert choice, over-long decoding and a tokenizer of another model are refused in one line."""
+full forward's logits (dense, top-k and AdaMoE models), with a growing cache and with the
+fixed-length cache of the decode step that generation runs (compiled on MindSpore); seeded
+sampling repeats, greedy follows the argmax, also for a batch of prompts of different lengths
+(each row as if alone) and with a 200,000-token vocabulary in a few MB of memory (a fresh
+process: tests/support/large_vocab_greedy.py); expert choice, over-long decoding and a
+tokenizer of another model are refused in one line."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,6 +51,32 @@ def test_cached_decoding_gives_full_forward_logits(runner, config):
         steps.append(logits)
     assert cache[0][0].shape[1] == 12
     np.testing.assert_allclose(np.concatenate(steps, 1), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [tiny(0), tiny(1, "adamoe", num_null_experts=4, top_k=3)], ids=["dense", "adamoe"])
+def test_fixed_length_cache_steps_give_full_forward_logits(runner, config):
+    dec, model, values = decoder(runner, config)
+    assert dec.compiled == (runner.name == "mindspore")  # auto: MindSpore compiles the step, torch runs eagerly
+    tokens = np.random.default_rng(1).integers(0, VOCAB, (2, 10)).astype(np.int32)
+    full, _ = run_forward(runner, model, values, tokens)
+    logits, cache = dec.prefill(tokens[:, :4], 12)
+    steps = [logits]
+    for position in range(4, 10):
+        logits, _, cache = dec.step_at(tokens[:, position:position + 1], position, cache)
+        steps.append(logits)
+    assert len(cache) == 4 and cache[0].shape == (2, 12, 2, 8)
+    np.testing.assert_allclose(np.stack(steps, 1), full[:, 3:], rtol=1e-5, atol=1e-5)
+
+
+def test_greedy_with_a_200k_vocabulary_takes_little_memory_and_follows_the_argmax(runner):
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "tests.support.large_vocab_greedy", runner.name], cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    rows, argmax = np.array(result["rows"]), np.array(result["argmax_rows"])
+    np.testing.assert_array_equal(rows[:, 3:], argmax[:, 2:])  # each new token: the argmax after its prefix
+    assert result["peak_growth_mb"] < 32, result  # a V x V float64 identity would be 298 GiB
 
 
 def test_sampling_repeats_with_a_seed_and_greedy_follows_the_argmax(runner):
