@@ -31,12 +31,6 @@ def additive_bias(F, allowed):
     return F.where(allowed, F.zeros((), F.float32), F.zeros((), F.float32) + MASKED)
 
 
-def cache_slot(F, position, length: int):
-    """[1, M, 1, 1] bool, True at ``position`` (a 0-d index tensor) of a fixed-length cache
-    [B, M, Hkv, D]: where ``Attention.attend_at`` writes the token's key and value."""
-    return F.reshape(F.arange(length, F.index_dtype) == position, (1, length, 1, 1))
-
-
 def cache_bias(F, position, length: int):
     """``causal_bias`` of one query at ``position`` (a 0-d index tensor) over a fixed-length
     cache: [1, M] float32, 0 at keys n <= position, -1e9 after (slots not written yet)."""
@@ -105,14 +99,14 @@ class Attention(Adaptable):
             k, v = F.concat([past[0], k], 1), F.concat([past[1], v], 1)
         return self.attend_keys(F, params, q, k, v, bias, x.dtype), (k, v)
 
-    def attend_at(self, F, params: dict, x, rope, bias, cache, slot):
+    def attend_at(self, F, params: dict, x, rope, bias, cache, position):
         """``attend_cached`` for one token per row into a cache of fixed length M (shapes do
         not change with the position, so compiled code is compiled once): x [B, 1, d] at
-        position p, cache = (k, v), each [B, M, Hkv, D] with positions < p filled,
-        slot = cache_slot(F, p, M), bias = cache_bias(F, p, M), rope for position p ->
-        (out [B, 1, d], cache with position p written: k[:, p] = this token's key)."""
+        ``position`` p (a 0-d index tensor), cache = (k, v), each [B, M, Hkv, D] with
+        positions < p filled, bias = cache_bias(F, p, M), rope for position p -> (out
+        [B, 1, d], cache with position p written: k[:, p] = this token's key)."""
         q, k, v = self.rotated_qkv(F, params, x, rope)
-        k, v = F.where(slot, k, cache[0]), F.where(slot, v, cache[1])
+        k, v = F.write_index(cache[0], position, k, 1), F.write_index(cache[1], position, v, 1)
         return self.attend_keys(F, params, q, k, v, bias, x.dtype), (k, v)
 
     def rotated_qkv(self, F, params: dict, x, rope):

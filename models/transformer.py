@@ -15,7 +15,7 @@ from typing import Dict, List
 
 from core.errors import ConfigError
 from core.params import ParamSpec, normal_init
-from models.attention import Attention, cache_bias, cache_slot, causal_bias
+from models.attention import Attention, cache_bias, causal_bias
 from models.dense_ffn import DenseFFN
 from models.moe_layer import MoELayer
 from models.routers.context import RoutingContext, routing_context
@@ -46,15 +46,15 @@ class Block:
         return {**self.input_norm.param_specs(), **self.attention.param_specs(),
                 **self.ffn_norm.param_specs(), **self.ffn.param_specs()}
 
-    def forward(self, F, params: dict, h, rope, bias, context: RoutingContext, past=None, slot=None):
+    def forward(self, F, params: dict, h, rope, bias, context: RoutingContext, past=None, position=None):
         """h [B, S, d], the batch's routing side inputs (read by an MoE block) -> (h [B, S, d],
         MoE aux dict or None, this block's KV cache: see ``Attention.attend_cached``, or with
-        ``slot`` the fixed-length cache ``past`` written at the slot: ``Attention.attend_at``)."""
+        ``position`` the fixed-length cache ``past`` written there: ``Attention.attend_at``)."""
         normed = self.input_norm.forward(F, params, h)
-        if slot is None:
+        if position is None:
             attended, kv = self.attention.attend_cached(F, params, normed, rope, bias, past)
         else:
-            attended, kv = self.attention.attend_at(F, params, normed, rope, bias, past, slot)
+            attended, kv = self.attention.attend_at(F, params, normed, rope, bias, past, position)
         h = h + attended
         normed = self.ffn_norm.forward(F, params, h)
         if self.is_moe:
@@ -172,8 +172,7 @@ class Transformer:
         length = cache[0][0].shape[1]
         rope = rope_tables(F, F.cast(F.reshape(position, (1,)), F.float32), self.config.head_dim,
                            self.config.rope_theta)
-        return self.run_blocks(F, params, tokens, rope, cache_bias(F, position, length), cache,
-                               cache_slot(F, position, length))
+        return self.run_blocks(F, params, tokens, rope, cache_bias(F, position, length), cache, position)
 
     def prefill(self, F, params: dict, tokens, length: int):
         """``decode`` of a prompt for ``decode_at``: tokens [B, S] at positions 0..S-1 ->
@@ -186,7 +185,7 @@ class Transformer:
             return F.concat([x, F.zeros((batch, length - seq, heads, dim), x.dtype)], 1)
         return logits, aux, tuple((extend(k), extend(v)) for k, v in cache)
 
-    def run_blocks(self, F, params: dict, tokens, rope, bias, cache, slot, domain_ids=None, routing_noise=None,
+    def run_blocks(self, F, params: dict, tokens, rope, bias, cache, position, domain_ids=None, routing_noise=None,
                    last_only=False):
         """embed -> blocks (each with its cache entry, see ``Block.forward``) -> norm -> logits:
         the body of ``decode`` and ``decode_at``."""
@@ -199,7 +198,7 @@ class Transformer:
         for i, block in enumerate(self.blocks):
             noise = None if routing_noise is None or not block.is_moe else routing_noise[len(layer_auxes)]
             h, aux, kv = block.forward(F, params, h, rope, bias, routing_context(tokens, domain_ids, noise),
-                                       None if cache is None else cache[i], slot)
+                                       None if cache is None else cache[i], position)
             new_cache = new_cache + (kv,)
             if block.is_moe:
                 layer_auxes = layer_auxes + (aux,)

@@ -55,6 +55,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layers", type=int, default=0, help="keep the first N blocks only (0: all), for quick runs")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of each framework's kernels")
+    parser.add_argument("--cpu", type=int, help="bind every process to this CPU (default: any); MindSpore's "
+                                                "runtime threads then wait on one core instead of spinning on two")
     parser.add_argument("--execution", choices=("auto", "compiled", "eager"), default="auto",
                         help="ours on MindSpore (auto: compiled)")
     parser.add_argument("--json", metavar="PATH", help="also write the settings, machine, every round and the summary")
@@ -64,6 +66,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for key in ("max_new_tokens", "repeats", "threads"):
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be >= 1")
+    if args.cpu is not None and args.cpu not in os.sched_getaffinity(0):
+        parser.error(f"--cpu {args.cpu}: this process may run on CPUs {sorted(os.sched_getaffinity(0))} only")
     if args.max_new_tokens < 2:
         parser.error("--max-new-tokens must be >= 2 (one token comes from the prefill)")
     return args
@@ -72,7 +76,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     settings = DecodeSettings(args.gguf, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                              args.seed, args.layers, args.threads, args.execution)
+                              args.seed, args.layers, args.threads, args.cpu, args.execution)
     environment = worker_environment("heap", "PASSIVE")
     os.environ["OMP_NUM_THREADS"] = environment["OMP_NUM_THREADS"] = str(args.threads)
     groups = ["torch"] + [g for g in args.backends if g != "torch"]  # torch writes the weights the others read
@@ -108,7 +112,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     summary = summarise(rounds, names, args.modes)
     info["load_average_1m"] = [load_before, os.getloadavg()[0]]
     layers = info["torch_load"]["layers"]
-    print(f"\nSmolLM2-135M ({layers} blocks), float32, CPU, {args.threads} thread(s) per framework; prompt "
+    bound = "any CPU" if args.cpu is None else f"bound to CPU {args.cpu}"
+    print(f"\nSmolLM2-135M ({layers} blocks), float32, {args.threads} thread(s) per framework, {bound}; prompt "
           f"{args.prompt!r} ({len(prompt)} tokens), {args.max_new_tokens} new tokens; sample: temperature "
           f"{args.temperature}, top-k {args.top_k}, top-p {args.top_p}; medians of {args.repeats} rounds; "
           f"load {load_before:.1f} -> {os.getloadavg()[0]:.1f}")

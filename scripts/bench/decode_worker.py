@@ -5,6 +5,7 @@ state between calls)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -20,7 +21,8 @@ class DecodeSettings:
     """What every implementation generates: ``max_new_tokens`` after ``prompt`` (text; its ids
     come from the GGUF's tokenizer), greedy or sampled with ``temperature``/``top_k``/
     ``top_p``; ``layers``: keep the first blocks only (0: all); ``threads``: CPU threads of
-    each framework's kernels; ``execution``: ours on MindSpore, compiled or eager."""
+    each framework's kernels; ``cpu``: the CPU every process is bound to (None: any);
+    ``execution``: ours on MindSpore, compiled or eager."""
 
     gguf: str
     prompt: str
@@ -31,6 +33,7 @@ class DecodeSettings:
     seed: int
     layers: int
     threads: int
+    cpu: Optional[int]
     execution: str
 
     def sampling(self, mode: str) -> Dict[str, float]:
@@ -69,9 +72,10 @@ class Transformers:
                 return torch.zeros(input_ids.shape[0], dtype=torch.bool)
 
         self.criteria = StoppingCriteriaList([Stamp()])
-        self.configs = {mode: GenerationConfig(max_new_tokens=settings.max_new_tokens,
-                                               min_new_tokens=settings.max_new_tokens, do_sample=mode == "sample",
-                                               pad_token_id=model.config.eos_token_id,
+        pad = model.generation_config.pad_token_id
+        model.generation_config.eos_token_id = None  # like ours without eos_id: all max_new_tokens, eos included
+        self.configs = {mode: GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=mode == "sample",
+                                               pad_token_id=pad,
                                                **({} if mode == "greedy" else settings.sampling(mode)))
                         for mode in ("greedy", "sample")}
 
@@ -122,6 +126,8 @@ def load(group: str, settings: DecodeSettings, folder: str) -> Dict[str, Any]:
     from models.transformer import Transformer
     from training.generation import Decoder
     from training.hf_checkpoint import from_hf_weights, gguf_model, hf_model_weights
+    if settings.cpu is not None:
+        os.sched_setaffinity(0, {settings.cpu})  # before any framework starts its threads: they inherit it
     start = time.perf_counter()
     info: Dict[str, Any] = {}
     if group == "torch":

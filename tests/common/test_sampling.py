@@ -38,3 +38,16 @@ def test_greedy_is_the_argmax_and_draws_follow_the_probabilities():
 def test_bad_settings_are_one_line():
     with pytest.raises(ConfigError, match="top_p=0"):
         sample_tokens(LOGITS[None], 1.0, 0, 0, np.random.default_rng(0))
+
+
+def test_top_p_keeps_what_a_full_sort_keeps():
+    rng = np.random.default_rng(2)
+    cases = [(np.concatenate([rng.normal(size=vocab - 100) * 4, np.full(100, 1.0)]), top_p)  # a block of ties
+             for vocab, top_p in ((5000, 0.9), (5000, 0.999), (300, 0.5), (1000, 1e-6))]
+    for logits, top_p in cases + [(np.zeros(1000), 0.5)]:  # all tied: the lower ids first
+        ids, probs = candidates(logits, 1.0, 0, top_p)
+        full = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        order = np.argsort(-full, kind="stable")
+        kept = np.sort(order[np.cumsum(full[order]) - full[order] < top_p])
+        np.testing.assert_array_equal(ids, kept)
+        np.testing.assert_allclose(probs, full[kept] / full[kept].sum(), rtol=1e-12)
