@@ -25,4 +25,4 @@ def test_ratios_are_medians_of_per_round_ratios_and_verdicts_follow_the_targets(
                                   "mindspore greedy decode / torch: 2.00x (target <= 1.5x): NOT met"]
     assert summary["greedy_tokens_agree"] == {"torch": True, "mindspore": True}  # the first round's tokens
     lines = table(summary).splitlines()
-    assert len(lines) == 5 and "| mindspore | greedy | 40 | 20.0 | 50.0 | 2.00x torch | 2.00x |" in lines
+    assert len(lines) == 5 and "| mindspore | greedy | 40 | 20.0 | 20.0 | 50.0 | 2.00x torch | 2.00x |" in lines

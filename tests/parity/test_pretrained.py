@@ -93,6 +93,8 @@ def test_cached_decoding_parity(torch_runner, ms_runner):
 
 
 def test_fixed_length_cache_decoding_parity(torch_runner, ms_runner):
+    if ms_runner.mode == "graph":
+        pytest.skip("the step is compiled by ms.jit in either mode: compared once, in the PyNative run")
     model, values = adamoe_model()
     steps, greedy = [], []
     for runner in (torch_runner, ms_runner):

@@ -1,7 +1,7 @@
 """Run in a fresh process by tests/backend/test_generation.py: greedy generation with a
 200,000-token vocabulary (a tiny model) on one backend, and the memory it took.
 
-    python -m tests.support.large_vocab_greedy torch|mindspore
+    python -m tests.support.large_vocab_greedy torch|mindspore [auto|compiled|eager]
 
 Prints one JSON line: ``rows`` (the greedy generation), ``argmax_rows`` (the argmax of the
 full forward's logits, position by position, over those rows), ``peak_growth_mb`` (the
@@ -30,7 +30,7 @@ def memory_kb(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def main(backend: str) -> None:
+def main(backend: str, execution: str = "auto") -> None:
     from backends.runtime import Runtime
     from models.transformer import Transformer
     from models.transformer_config import TransformerConfig
@@ -41,7 +41,7 @@ def main(backend: str) -> None:
                                ffn_hidden=32, max_seq_len=16, init_std=0.5, moe_every=0)
     model = Transformer(config)
     runtime = Runtime(backend, "cpu", graph_mode=False)
-    decoder = Decoder(model, runtime.module(model, numpy_weights(model, seed=0)))
+    decoder = Decoder(model, runtime.module(model, numpy_weights(model, seed=0)), execution)
     decoder.generate(PROMPTS, NEW_TOKENS, temperature=0)  # warm-up: compiles where the backend compiles
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident memory
     before = memory_kb("VmRSS")
@@ -53,4 +53,4 @@ def main(backend: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])
