@@ -209,6 +209,13 @@ class MindSporeOps:
         layers, and for two index_adds in one router)."""
         return target + ops.unsorted_segment_sum(source, ops.cast(index, ms.int32), target.shape[0])
 
+    def write_index(self, x, index, update, axis: int):
+        """A select on the position mask: one kernel, and it compiles with a tensor index."""
+        rank, length = len(x.shape), x.shape[axis]
+        axis = axis % rank
+        mask = ops.arange(0, length, 1, dtype=ms.int32) == ops.cast(index, ms.int32)
+        return ops.where(ops.reshape(mask, (1,) * axis + (length,) + (1,) * (rank - axis - 1)), update, x)
+
     def linear_sum_assignment(self, cost):
         return _ASSIGNMENT(ops.stop_gradient(ops.cast(cost, ms.float32)))
 

@@ -73,6 +73,8 @@ class MindSporeModule(HostValues, nn.Cell):
     """Holds a component's parameters (MindSpore names as in ``param_specs``) and runs
     ``component.forward(F, params, *inputs)``."""
 
+    compiles_by_default = True
+
     def __init__(self, component, seed: int = 0, dtype: str = "float32",
                  values: Optional[Dict[str, np.ndarray]] = None) -> None:
         super().__init__()
@@ -100,6 +102,22 @@ class MindSporeModule(HostValues, nn.Cell):
 
     def construct(self, *inputs):
         return self.component.forward(self.ops, self.params(), *inputs)
+
+    def inference(self, fn, compiled: bool):
+        """``fn(F, params, *args)`` as a function of ``args``, without gradients: compiled by
+        ``ms.jit`` (args: tensors one by one, since a tuple argument is a compile-time constant;
+        the Parameters are read in place, so ``load_numpy`` reaches it), or in PyNative on the
+        parameters' ``stop_gradient``, taken once here."""
+        if compiled:
+            def body(*args):
+                return fn(self.ops, self.params(), *args)
+            return ms.jit(body)
+
+        params = {name: ms.ops.stop_gradient(p) for name, p in self.params().items()}
+
+        def run(*args):
+            return fn(self.ops, params, *args)
+        return run
 
     def _assign(self, parameter, value) -> None:
         parameter.copy_(ms.Tensor(np.asarray(value, dtype=np.float32), parameter.dtype))

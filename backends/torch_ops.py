@@ -41,7 +41,7 @@ class TorchOps:
         return torch.arange(n, dtype=dtype, device=self.device)
 
     def cast(self, x, dtype):
-        return x.to(dtype)
+        return x if x.dtype == dtype else x.to(dtype)  # the check is cheaper than a no-op .to
 
     def stop_gradient(self, x):
         return x.detach()
@@ -137,6 +137,9 @@ class TorchOps:
 
     def index_add(self, target, index, source):
         return target.index_add(0, index, source)
+
+    def write_index(self, x, index, update, axis: int):
+        return x.index_copy(axis, index.reshape(1), update)
 
     def linear_sum_assignment(self, cost):
         array = cost.detach().float().cpu().numpy()

@@ -67,6 +67,8 @@ class TorchModule(HostValues, nn.Module):
     """Holds a component's parameters (names as in ``param_specs``, '.' stored as '__')
     and runs ``component.forward(F, params, *inputs)``."""
 
+    compiles_by_default = False  # torch.compile costs a compile per shape: opt in
+
     def __init__(self, component, seed: int = 0, device: str = "cpu", dtype: str = "float32",
                  values: Optional[Dict[str, np.ndarray]] = None) -> None:
         super().__init__()
@@ -89,6 +91,18 @@ class TorchModule(HostValues, nn.Module):
     def forward(self, *inputs, **kwargs):
         self.component.check_inputs(*inputs, **kwargs)
         return self.component.forward(self.ops, self.params(), *inputs, **kwargs)
+
+    def inference(self, fn, compiled: bool):
+        """``fn(F, params, *args)`` as a function of ``args``, run without autograd
+        (``torch.inference_mode``); the body under ``torch.compile`` when ``compiled``."""
+        def body(*args):
+            return fn(self.ops, self.params(), *args)
+        body = torch.compile(body) if compiled else body
+
+        def run(*args):
+            with torch.inference_mode():
+                return body(*args)
+        return run
 
     def _assign(self, parameter, value) -> None:
         with torch.no_grad():

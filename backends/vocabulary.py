@@ -144,6 +144,10 @@ class Ops(Protocol):
     def index_add(self, target: Tensor, index: Tensor, source: Tensor) -> Tensor:
         """Out-of-place: target [N, ...] with source [M, ...] rows added at rows index [M]."""
 
+    def write_index(self, x: Tensor, index: Tensor, update: Tensor, axis: int) -> Tensor:
+        """Out-of-place: x with its slice at ``index`` (a 0-d index tensor, so compiled code
+        serves every index) along ``axis`` replaced by ``update`` (x's shape, 1 on ``axis``)."""
+
     def linear_sum_assignment(self, cost: Tensor) -> Tensor:
         """Minimum-cost assignment of rows to distinct columns, per matrix: cost [..., N, M]
         float32 (N <= M) -> [..., N] index_dtype, the column of each row; no gradient. Solved

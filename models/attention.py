@@ -30,8 +30,18 @@ def causal_bias(F, seq_len: int, past: int = 0):
     unlike a select's). ``past``: positions already held in a KV cache."""
     position = F.arange(seq_len, F.index_dtype)
     key = F.arange(past + seq_len, F.index_dtype) if past else position
-    allowed = F.expand_dims(position + past if past else position, 1) >= F.expand_dims(key, 0)
+    return additive_bias(F, F.expand_dims(position + past if past else position, 1) >= F.expand_dims(key, 0))
+
+
+def additive_bias(F, allowed):
+    """bool mask -> float32 bias of its shape: 0 where allowed, -1e9 elsewhere."""
     return F.where(allowed, F.zeros((), F.float32), F.zeros((), F.float32) + MASKED)
+
+
+def cache_bias(F, position, length: int):
+    """``causal_bias`` of one query at ``position`` (a 0-d index tensor) over a fixed-length
+    cache: [1, M] float32, 0 at keys n <= position, -1e9 after (slots not written yet)."""
+    return additive_bias(F, F.reshape(F.arange(length, F.index_dtype) <= position, (1, length)))
 
 
 class Attention(Adaptable):
@@ -116,21 +126,39 @@ class Attention(Adaptable):
         """``attend`` after P earlier positions: past = (k, v), each [B, P, Hkv, D] (keys
         rotated), or None (P = 0); rope for positions P..P+S-1, bias = causal_bias(F, S, P)
         -> (out [B, S, d], (k, v) of all P + S positions: the next call's ``past``)."""
-        batch, seq, _ = x.shape
-        heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
-        group = heads // kv_heads
-        cos, sin = rope
-        q = apply_rope(F, self.heads(F, params, x, "q", heads), cos, sin)
-        k = apply_rope(F, self.heads(F, params, x, "k", kv_heads), cos, sin)
-        v = self.heads(F, params, x, "v", kv_heads)
+        q, k, v = self.rotated_qkv(F, params, x, rope)
         if past is not None:
             k, v = F.concat([past[0], k], 1), F.concat([past[1], v], 1)
-        keys = k.shape[1]
+        return self.attend_keys(F, params, q, k, v, bias, x.dtype), (k, v)
+
+    def attend_at(self, F, params: dict, x, rope, bias, cache, position):
+        """``attend_cached`` for one token per row into a cache of fixed length M (shapes do
+        not change with the position, so compiled code is compiled once): x [B, 1, d] at
+        ``position`` p (a 0-d index tensor), cache = (k, v), each [B, M, Hkv, D] with
+        positions < p filled, bias = cache_bias(F, p, M), rope for position p -> (out
+        [B, 1, d], cache with position p written: k[:, p] = this token's key)."""
+        q, k, v = self.rotated_qkv(F, params, x, rope)
+        k, v = F.write_index(cache[0], position, k, 1), F.write_index(cache[1], position, v, 1)
+        return self.attend_keys(F, params, q, k, v, bias, x.dtype), (k, v)
+
+    def rotated_qkv(self, F, params: dict, x, rope):
+        """x [B, S, d] -> q [B, S, H, D], k and v [B, S, Hkv, D] (q/k-normed if ``qk_norm``),
+        q and k rotated by rope."""
+        cos, sin = rope
+        q = apply_rope(F, self.heads(F, params, x, "q", self.num_heads), cos, sin)
+        k = apply_rope(F, self.heads(F, params, x, "k", self.num_kv_heads), cos, sin)
+        return q, k, self.heads(F, params, x, "v", self.num_kv_heads)
+
+    def attend_keys(self, F, params: dict, q, k, v, bias, dtype):
+        """q [B, S, H, D] over keys and values [B, N, Hkv, D] with bias [S, N] -> out [B, S, d]
+        (after o_proj), in ``dtype``."""
+        batch, seq, heads, dim = q.shape
+        kv_heads, group, keys = self.num_kv_heads, heads // self.num_kv_heads, k.shape[1]
         q = F.reshape(q * (dim ** -0.5), (batch, seq, kv_heads, group, dim))
         q = F.reshape(F.transpose(q, (0, 2, 3, 1, 4)), (batch, kv_heads, group * seq, dim))
         scores = F.matmul(q, F.transpose(k, (0, 2, 3, 1)))
         scores = F.reshape(F.cast(scores, F.float32), (batch, kv_heads, group, seq, keys)) + bias
-        probs = F.cast(F.reshape(F.softmax(scores, -1), (batch, kv_heads, group * seq, keys)), x.dtype)
+        probs = F.cast(F.reshape(F.softmax(scores, -1), (batch, kv_heads, group * seq, keys)), dtype)
         out = F.matmul(probs, F.transpose(v, (0, 2, 1, 3)))
         out = F.transpose(F.reshape(out, (batch, kv_heads, group, seq, dim)), (0, 3, 1, 2, 4))
-        return self.project(F, params, F.reshape(out, (batch, seq, heads * dim)), "o_proj"), (k, v)
+        return self.project(F, params, F.reshape(out, (batch, seq, heads * dim)), "o_proj")

@@ -8,23 +8,26 @@ import math
 
 
 def rope_tables(F, positions, rotary_dim: int, theta: float):
-    """positions [S] float32 -> (cos, sin), each [S, 1, R / 2] float32, R = ``rotary_dim``
-    (the middle axis broadcasts over heads)."""
+    """positions [S] float32 -> (cos, sin), each [S, 1, R] float32, R = ``rotary_dim`` (the
+    middle axis broadcasts over heads): cos of the angles pos * theta^(-2i/R) for both halves,
+    and their sin with the first half negated, so that ``apply_rope`` is two products and a sum."""
     half = rotary_dim // 2
     inv_freq = F.exp(F.arange(half, F.float32) * (-2.0 * math.log(theta) / rotary_dim))
     angles = F.expand_dims(F.expand_dims(positions, -1) * F.expand_dims(inv_freq, 0), 1)
-    return F.cos(angles), F.sin(angles)
+    cos, sin = F.cos(angles), F.sin(angles)
+    return F.concat([cos, cos], -1), F.concat([sin * -1.0, sin], -1)
 
 
 def apply_rope(F, x, cos, sin):
     """x [B, S, H, D] -> rotated [B, S, H, D]: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin),
-    x1 = x[..., :R/2], x2 = x[..., R/2:R] with R / 2 = cos.shape[-1]; features R.. pass
-    unchanged; computed in float32, returned in x's dtype."""
-    half = cos.shape[-1]
+    x1 = x[..., :R/2], x2 = x[..., R/2:R] with R = cos.shape[-1], computed as x cos + (x2, x1) sin
+    with the tables of ``rope_tables`` (the same floating-point operations: a + b(-s) rounds as
+    a - bs); features R.. pass unchanged (partial rotary); in float32, returned in x's dtype."""
+    rotary, half = cos.shape[-1], cos.shape[-1] // 2
     xf = F.cast(x, F.float32)
-    x1 = xf[..., :half]
-    x2 = xf[..., half:2 * half]
-    parts = [x1 * cos - x2 * sin, x2 * cos + x1 * sin]
-    if 2 * half < x.shape[-1]:
-        parts.append(xf[..., 2 * half:])
-    return F.cast(F.concat(parts, -1), x.dtype)
+    partial = rotary < x.shape[-1]
+    xr = xf[..., :rotary] if partial else xf
+    rotated = xr * cos + F.concat([xr[..., half:], xr[..., :half]], -1) * sin
+    if partial:
+        rotated = F.concat([rotated, xf[..., rotary:]], -1)
+    return F.cast(rotated, x.dtype)

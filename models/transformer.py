@@ -15,7 +15,7 @@ from typing import Dict, List
 
 from core.errors import ConfigError
 from core.params import ParamSpec, normal_init
-from models.attention import Attention, causal_bias
+from models.attention import Attention, cache_bias, causal_bias
 from models.dense_ffn import DenseFFN
 from models.moe_layer import MoELayer
 from models.routers.context import RoutingContext, routing_context
@@ -46,10 +46,15 @@ class Block:
         return {**self.input_norm.param_specs(), **self.attention.param_specs(),
                 **self.ffn_norm.param_specs(), **self.ffn.param_specs()}
 
-    def forward(self, F, params: dict, h, rope, bias, context: RoutingContext, past=None):
+    def forward(self, F, params: dict, h, rope, bias, context: RoutingContext, past=None, position=None):
         """h [B, S, d], the batch's routing side inputs (read by an MoE block) -> (h [B, S, d],
-        MoE aux dict or None, this block's KV cache: see ``Attention.attend_cached``)."""
-        attended, kv = self.attention.attend_cached(F, params, self.input_norm.forward(F, params, h), rope, bias, past)
+        MoE aux dict or None, this block's KV cache: see ``Attention.attend_cached``, or with
+        ``position`` the fixed-length cache ``past`` written there: ``Attention.attend_at``)."""
+        normed = self.input_norm.forward(F, params, h)
+        if position is None:
+            attended, kv = self.attention.attend_cached(F, params, normed, rope, bias, past)
+        else:
+            attended, kv = self.attention.attend_at(F, params, normed, rope, bias, past, position)
         h = h + attended
         normed = self.ffn_norm.forward(F, params, h)
         if self.is_moe:
@@ -142,30 +147,62 @@ class Transformer:
         if total > self.config.max_seq_len:
             raise ConfigError(f"decoding position {total} exceeds model.max_seq_len={self.config.max_seq_len}")
 
-    def decode(self, F, params: dict, tokens, cache=None, domain_ids=None, routing_noise=None):
+    def decode(self, F, params: dict, tokens, cache=None, domain_ids=None, routing_noise=None, last_only=False):
         """``forward`` with a KV cache, for generation: tokens [B, S] at positions P..P+S-1
         after the P positions that ``cache`` holds (None: P = 0) -> (logits, aux, new cache:
-        one (k, v) per block, each [B, P + S, Hkv, D]). Decoding one token at a time gives the
-        full forward's logits for routers that route each token on its own (dropless
+        one (k, v) per block, each [B, P + S, Hkv, D]); ``last_only``: logits of the last
+        position only, [B, 1, V] (a prefill needs no more). Decoding one token at a time gives
+        the full forward's logits for routers that route each token on its own (dropless
         dispatch: a capacity's drops depend on the batch)."""
         c = self.config
-        batch, seq = tokens.shape
+        seq = tokens.shape[1]
         past = 0 if cache is None else cache[0][0].shape[1]
+        positions = F.arange(seq, F.float32)
+        rope = rope_tables(F, positions + past if past else positions, c.rotary_dim, c.rope_theta)
+        return self.run_blocks(F, params, tokens, rope, causal_bias(F, seq, past), cache, None, domain_ids,
+                               routing_noise, last_only)
+
+    def decode_at(self, F, params: dict, tokens, position, cache):
+        """``decode`` of one token per row into fixed-length caches, whose shapes do not
+        change from step to step (MindSpore compiles it once): tokens [B, 1] at ``position``
+        (a 0-d index tensor, the same for every row), cache: one (k, v) per block, each
+        [B, M, Hkv, D] with positions < ``position`` filled (``prefill``) -> (logits
+        [B, 1, V], aux, cache with ``position`` written). Keys past ``position`` are masked,
+        so the logits equal ``decode``'s."""
+        length = cache[0][0].shape[1]
+        rope = rope_tables(F, F.cast(F.reshape(position, (1,)), F.float32), self.config.rotary_dim,
+                           self.config.rope_theta)
+        return self.run_blocks(F, params, tokens, rope, cache_bias(F, position, length), cache, position)
+
+    def prefill(self, F, params: dict, tokens, length: int):
+        """``decode`` of a prompt for ``decode_at``: tokens [B, S] at positions 0..S-1 ->
+        (logits of the last position [B, 1, V], aux, cache: one (k, v) per block, each
+        [B, length, Hkv, D], zero from position S on: slots not written yet)."""
+        logits, aux, cache = self.decode(F, params, tokens, last_only=True)
+
+        def extend(x):
+            batch, seq, heads, dim = x.shape
+            return F.concat([x, F.zeros((batch, length - seq, heads, dim), x.dtype)], 1)
+        return logits, aux, tuple((extend(k), extend(v)) for k, v in cache)
+
+    def run_blocks(self, F, params: dict, tokens, rope, bias, cache, position, domain_ids=None, routing_noise=None,
+                   last_only=False):
+        """embed -> blocks (each with its cache entry, see ``Block.forward``) -> norm -> logits:
+        the body of ``decode`` and ``decode_at``."""
+        c = self.config
+        batch, seq = tokens.shape
         ids = F.reshape(F.cast(tokens, F.index_dtype), (batch * seq,))
         embed = params["model.embed_tokens.weight"]
         h = F.reshape(F.gather_rows(embed, ids), (batch, seq, c.d_model))
-        positions = F.arange(seq, F.float32)
-        rope = rope_tables(F, positions + past if past else positions, c.rotary_dim, c.rope_theta)
-        bias = causal_bias(F, seq, past)
         layer_auxes, new_cache = (), ()
         for i, block in enumerate(self.blocks):
             noise = None if routing_noise is None or not block.is_moe else routing_noise[len(layer_auxes)]
             h, aux, kv = block.forward(F, params, h, rope, bias, routing_context(tokens, domain_ids, noise),
-                                       None if cache is None else cache[i])
+                                       None if cache is None else cache[i], position)
             new_cache = new_cache + (kv,)
             if block.is_moe:
                 layer_auxes = layer_auxes + (aux,)
-        h = self.final_norm.forward(F, params, h)
+        h = self.final_norm.forward(F, params, h[:, seq - 1:] if last_only else h)
         logits = F.linear(h, embed if c.tie_embeddings else params["lm_head.weight"])
         return logits, self.combine_aux(F, layer_auxes), new_cache
 

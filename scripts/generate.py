@@ -5,8 +5,8 @@ on either backend, with a KV cache.
         --max-new-tokens 64 --temperature 0.8 --top-k 50 --top-p 0.95 --seed 0
 
 Repeat ``--prompt`` (or ``--prompt-ids``) to sample a batch of prompts of any lengths.
-Prints each text (a blank line between), then one line: new tokens, seconds, tokens/s and,
-for MoE models, the mean number of true experts per generated token (AdaMoE's inference
+Prints each text (a blank line between), then one line: new tokens, seconds, tokens/s (the
+prefill and the time per decode step apart) and, for MoE models, the mean number of true experts per generated token (AdaMoE's inference
 saving: below top_k when tokens choose null experts). Routers that cannot decode (expert
 choice) are refused in one line. Tokenizer: ``--tokenizer tokenizer.json``, else the
 checkpoint's own (HF folder: tokenizer.json; GGUF: its embedded one via transformers; run
@@ -133,6 +133,9 @@ def main(argv=None) -> int:
     parser.add_argument("--top-k", type=int, default=0, help="0: no top-k filter")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--execution", default="auto", choices=("auto", "compiled", "eager"),
+                        help="the one-token decode step: auto compiles it on MindSpore (once per batch size and "
+                             "cache length: seconds to a minute, see the README) and runs it eagerly on torch")
     args = parser.parse_args(argv)
     try:
         config, params, tokens = load_source(args.source, args.tokenizer)
@@ -150,7 +153,7 @@ def main(argv=None) -> int:
         from training.generation import Decoder
         model = Transformer(config)
         runtime = Runtime(args.backend, args.device, graph_mode=False)
-        decoder = Decoder(model, runtime.module(model, params))
+        decoder = Decoder(model, runtime.module(model, params), args.execution)
         result = decoder.generate(prompts, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
                                   args.seed, tokens.eos_id if tokens else None)
     except ConfigError as error:
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
             print()
     load = result.mean_true_experts_per_token
     print(f"{result.new_tokens} new tokens in {result.seconds:.2f}s: {result.tokens_per_s:.1f} tokens/s on "
-          f"{args.backend}" + ("" if load is None else f"; mean true experts per generated token {load:.2f}")
+          f"{args.backend} (prefill {1e3 * result.prefill_seconds:.0f} ms, then {result.ms_per_step:.1f} ms per step)" + ("" if load is None else f"; mean true experts per generated token {load:.2f}")
           + f" (seed {args.seed}, {len(result.rows)} prompt{'s' if len(result.rows) > 1 else ''})", file=sys.stderr)
     return 0
 

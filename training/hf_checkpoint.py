@@ -328,20 +328,31 @@ def config_summary(config: TransformerConfig) -> str:
     return f"{config.num_layers}-layer {kind}{' tied-embedding' if config.tie_embeddings else ''}"
 
 
-def load_gguf(path: Path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
-    """A GGUF file's HF config dict and float32 weights, dequantised by transformers."""
+def gguf_model(path: Path):
+    """transformers' model of a GGUF file, dequantised to float32 (needs transformers, gguf and
+    torch)."""
     try:
         import torch
         from transformers import AutoModelForCausalLM
     except ImportError as error:
         raise ConfigError(f"{path}: loading GGUF needs transformers, gguf and torch ({error}); "
                           "run: source scripts/setup_env.sh hf") from None
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+
+
+def hf_model_weights(model) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    """A transformers model's HF config dict and float32 weights as numpy copies (a tied
+    lm_head left out)."""
     hf = model.config.to_dict()
     weights = {name: value.detach().numpy().copy() for name, value in model.state_dict().items()}
     if hf.get("tie_word_embeddings"):
         weights.pop("lm_head.weight", None)
     return hf, weights
+
+
+def load_gguf(path: Path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    """A GGUF file's HF config dict and float32 weights, dequantised by transformers."""
+    return hf_model_weights(gguf_model(path))
 
 
 def from_hf_weights(hf: Dict[str, Any], weights: Dict[str, np.ndarray], source: str

@@ -1,8 +1,16 @@
 """KV-cached decoding on the backend under test: prefill plus one token at a time gives the
-full forward's logits (dense, top-k, AdaMoE, OLMoE- and GLM-4.5-shaped models); seeded sampling repeats, greedy
-follows the argmax, also for a batch of prompts of different lengths (each row as if alone);
-expert choice, over-long decoding and a tokenizer of another model are refused in one line."""
+full forward's logits (dense, top-k, AdaMoE, OLMoE- and GLM-4.5-shaped models), with a growing
+cache and with the fixed-length cache of the decode step that generation runs (compiled on
+MindSpore); seeded sampling repeats, greedy follows the argmax, also for a batch of prompts of
+different lengths (each row as if alone) and with a 200,000-token vocabulary in a few MB of
+memory (a fresh process: tests/support/large_vocab_greedy.py); expert choice, over-long
+decoding and a tokenizer of another model are refused in one line."""
+import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,10 +33,12 @@ def tiny(moe_every: int = 1, router: str = "topk", **moe) -> TransformerConfig:
                              moe=MoEConfig(**settings) if moe_every else None)
 
 
-def decoder(runner, config, seed=0):
+def decoder(runner, config, seed=0, execution="eager"):
+    """Eager unless asked: compiling MindSpore's step costs seconds per test, and the tests of
+    the compiled step ask for it."""
     model = Transformer(config)
     values = numpy_weights(model, seed=seed)
-    return Decoder(model, runner.module(model, values)), model, values
+    return Decoder(model, runner.module(model, values), execution), model, values
 
 
 GLM4_SHAPED = replace(tiny(1, "aux_free", num_experts=8, shared_expert_hidden=16,
@@ -50,6 +60,33 @@ def test_cached_decoding_gives_full_forward_logits(runner, config):
         steps.append(logits)
     assert cache[0][0].shape[1] == 12
     np.testing.assert_allclose(np.concatenate(steps, 1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_length_cache_steps_give_full_forward_logits(runner):
+    """AdaMoE blocks only (dense blocks are in the growing-cache test): one compile on MindSpore."""
+    dec, model, values = decoder(runner, tiny(1, "adamoe", num_null_experts=4, top_k=3), execution="auto")
+    assert dec.compiled == (runner.name == "mindspore")  # auto: MindSpore compiles the step, torch runs eagerly
+    tokens = np.random.default_rng(1).integers(0, VOCAB, (2, 10)).astype(np.int32)
+    full, _ = run_forward(runner, model, values, tokens)
+    logits, cache = dec.prefill(tokens[:, :4], 12)
+    steps = [logits]
+    for position in range(4, 10):
+        logits, _, cache = dec.step_at(tokens[:, position:position + 1], position, cache)
+        steps.append(logits)
+    assert len(cache) == 4 and cache[0].shape == (2, 12, 2, 8)
+    np.testing.assert_allclose(np.stack(steps, 1), full[:, 3:], rtol=1e-5, atol=1e-5)
+
+
+def test_greedy_with_a_200k_vocabulary_takes_little_memory_and_follows_the_argmax(runner):
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "tests.support.large_vocab_greedy", runner.name, "eager"],  # no compile
+                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    rows, argmax = np.array(result["rows"]), np.array(result["argmax_rows"])
+    np.testing.assert_array_equal(rows[:, 3:], argmax[:, 2:])  # each new token: the argmax after its prefix
+    assert result["peak_growth_mb"] < 32, result  # a V x V float64 identity would be 298 GiB
 
 
 def test_sampling_repeats_with_a_seed_and_greedy_follows_the_argmax(runner):
@@ -94,7 +131,8 @@ def test_generate_script_samples_from_an_hf_folder_and_refuses_a_foreign_tokeniz
     from training.hf_checkpoint import save_hf_checkpoint
     config = tiny(1)
     save_hf_checkpoint(config, numpy_weights(Transformer(config), seed=0), tmp_path)
-    assert main([str(tmp_path), "--backend", runner.name, "--prompt-ids", "1,2,3", "--max-new-tokens", "4"]) == 0
+    assert main([str(tmp_path), "--backend", runner.name, "--prompt-ids", "1,2,3", "--max-new-tokens", "4",
+                 "--execution", "eager"]) == 0
     out, err = capsys.readouterr()
     assert len(out.strip().split(",")) == 7 and "tokens/s" in err and "mean true experts per generated token" in err
     Tokenizer(models.WordLevel({f"t{i}": i for i in range(100)}, unk_token="t0")).save(str(tmp_path / "tok.json"))
@@ -108,6 +146,6 @@ def test_generate_script_samples_from_an_hf_folder_and_refuses_a_foreign_tokeniz
     assert "tokenizer's eos token 't5' has id 5 but" in capsys.readouterr().err
     (tmp_path / "config.json").write_text(json.dumps({**hf, "eos_token_id": 5}))
     assert main([str(tmp_path), "--backend", runner.name, "--prompt-ids", "1,2", "--prompt-ids", "3,4,5,6",
-                 "--max-new-tokens", "3"]) == 0
+                 "--max-new-tokens", "3", "--execution", "eager"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line]
     assert [len(row.split()) for row in rows] == [5, 7]  # WordLevel decodes to space-separated tokens

@@ -1,11 +1,13 @@
 """LoRA-MoE adapters (top-k and AdaMoE routing) give the same logits, loss, metrics and
 adapter gradients on MindSpore and PyTorch from the same weights (B set non-zero so that
 every adapter weight has a gradient), and KV-cached decoding (with Qwen3's per-head q/k norm)
-gives the same logits on both. LoRA-MoE runs eagerly (models/lora_moe.py), so only MindSpore
-PyNative is compared there. A Qwen2-MoE-shaped model (q/k/v biases, gated shared expert, MoE
-every 2nd block) with OLMoE's q/k norm across heads and GLM-4.5's partial rotary gives the
-same logits, loss, metrics and every gradient on both (PyNative and GRAPH_MODE; partial
-rotary sits here, not in the decoding test, whose graph per cache length it made 10 s slower).
+gives the same logits on both, with a growing cache and with generation's fixed-length cache
+(MindSpore's step compiled), and the same greedy tokens. LoRA-MoE runs eagerly
+(models/lora_moe.py), so only MindSpore PyNative is compared there. A Qwen2-MoE-shaped model
+(q/k/v biases, gated shared expert, MoE every 2nd block) with OLMoE's q/k norm across heads
+and GLM-4.5's partial rotary gives the same logits, loss, metrics and every gradient on both
+(PyNative and GRAPH_MODE; partial rotary sits here, not in the decoding test, whose graph per
+cache length it made 10 s slower).
 Tolerance as in test_transformer.py: rtol 1e-4 / atol 1e-5."""
 import numpy as np
 import pytest
@@ -72,11 +74,15 @@ def test_qwen2_moe_shaped_model_parity(torch_runner, ms_runner):
             assert np.abs(grad).max() > 0, name
 
 
-def test_cached_decoding_parity(torch_runner, ms_runner):
+def adamoe_model():
     moe = MoEConfig(d_model=32, ffn_hidden=24, num_experts=4, num_null_experts=4, top_k=3, router="adamoe",
                     expert_init_std=0.1)
     model = Transformer(TransformerConfig(moe_every=1, moe=moe, qk_norm="per_head", **BASE))
-    values = numpy_weights(model, seed=4)
+    return model, numpy_weights(model, seed=4)
+
+
+def test_cached_decoding_parity(torch_runner, ms_runner):
+    model, values = adamoe_model()
     steps = []
     for runner in (torch_runner, ms_runner):
         decoder = Decoder(model, runner.module(model, values))
@@ -87,3 +93,21 @@ def test_cached_decoding_parity(torch_runner, ms_runner):
             outputs.append(logits)
         steps.append(np.concatenate(outputs, 1))
     np.testing.assert_allclose(steps[0], steps[1], rtol=RTOL, atol=ATOL)
+
+
+def test_fixed_length_cache_decoding_parity(torch_runner, ms_runner):
+    if ms_runner.mode == "graph":
+        pytest.skip("the step is compiled by ms.jit in either mode: compared once, in the PyNative run")
+    model, values = adamoe_model()
+    steps, greedy = [], []
+    for runner in (torch_runner, ms_runner):
+        decoder = Decoder(model, runner.module(model, values))
+        logits, cache = decoder.prefill(TOKENS[:, :4], 16)
+        outputs = [logits]
+        for i in range(4, 9):
+            logits, _, cache = decoder.step_at(TOKENS[:, i:i + 1], i, cache)
+            outputs.append(logits)
+        steps.append(np.stack(outputs, 1))
+        greedy.append(np.stack(decoder.generate(TOKENS[:, :5].tolist(), 8, temperature=0).rows))
+    np.testing.assert_allclose(steps[0], steps[1], rtol=RTOL, atol=ATOL)
+    np.testing.assert_array_equal(greedy[0], greedy[1])
