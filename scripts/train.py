@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     except (TrainingStopped, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt as stop:  # Ctrl-C, SIGINT, SIGTERM, or a launcher passing one on (README: Stopping a job)
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGINT, SIGTERM, or a launcher passing one on (docs/guide/distributed.md: Stopping a job)
         rank = "" if launched_rank() is None else f"rank {launched_rank()}: "
         print(f"error: {rank}stopped by {stop.args[0] if stop.args else 'SIGINT'}; every complete checkpoint is "
               f"kept: continue with --resume {config.run_dir if config is not None else 'RUN_DIR'}", file=sys.stderr)

@@ -8,7 +8,7 @@ run, the training cost, and over its last quarter, the routing the model settled
 FLOPs and loss differences against top-2. Writes <out>/adamoe_vs_topk.json,
 adamoe_vs_topk_table.md and adamoe_vs_topk.png.
 
-    python scripts/experiments/adamoe_vs_topk.py                          # the README's run
+    python scripts/experiments/adamoe_vs_topk.py                          # the run in docs/results/index.md
     python scripts/experiments/adamoe_vs_topk.py --train-seeds 2          # seed 2 only, seeds 0-1 read back
     python scripts/experiments/adamoe_vs_topk.py --seeds 1 --nulls 8 --steps 10 --out /tmp/dry   # a dry run
 """

@@ -10,7 +10,7 @@ holds the learning rate after warmup (train.min_lr = train.lr) instead of the co
 decay, whose final annealing lets any run reach its best loss only near its last step; it
 writes switch_vs_dense_constant_lr.*.
 
-    python scripts/experiments/switch_vs_dense.py                         # the README's runs
+    python scripts/experiments/switch_vs_dense.py                         # the runs in docs/results/index.md
     python scripts/experiments/switch_vs_dense.py --constant-lr
     python scripts/experiments/switch_vs_dense.py --seeds 4 --train-seeds 3   # seed 3 only, 0-2 read back
     python scripts/experiments/switch_vs_dense.py --seeds 1 --steps 10 --out /tmp/dry   # a dry run

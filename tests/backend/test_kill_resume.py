@@ -7,7 +7,7 @@ NumPy arrays through a temporary file and a rename, with a CRC, and picks the ne
 checkpoint), and MindSpore's own restore of a checkpoint is checked by
 test_trainer.py::test_resumed_run_repeats_the_uninterrupted_one. Three MindSpore process
 starts made this test a minute of CI; ``scripts/kill_campaign.py --backend mindspore``
-runs the campaign there (README, "Training a language model")."""
+runs the campaign there (docs/guide/getting-started.md, "Training a language model")."""
 import random
 
 import pytest
