@@ -2,14 +2,15 @@
 # The test command: sets up .venv on a fresh machine, then runs the framework-free tests,
 # tests/backend (written once) in one pytest process per backend (MindSpore has set-once
 # global state) and the cross-backend parity tests with MindSpore in PyNative and in
-# GRAPH_MODE, then the multi-process tests (torchrun and msrun launches). Fails if any run fails.
+# GRAPH_MODE, then the multi-process tests (torchrun and msrun launches), and builds the
+# documentation site with mkdocs build --strict. Fails if any run or the build fails.
 # The MindSpore backend run has the framework-free, torch and both parity runs beside it.
 # Extra arguments go to every pytest run (e.g. -x, -k adamoe); a run whose tests they all
 # deselect (pytest exit 5) does not count as failed, though the closing line still needs a pass.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-bash scripts/setup_env.sh torch mindspore dev data hf || { echo "test.sh: environment setup failed"; exit 1; }
+bash scripts/setup_env.sh torch mindspore dev data hf docs || { echo "test.sh: environment setup failed"; exit 1; }
 py="$root/.venv/bin/python"
 reports="$(mktemp -d)"
 status=0
@@ -26,7 +27,7 @@ run() {  # run NAME ENV... -- PYTEST_ARGS...
 }
 extra=("$@")
 # MindSpore's backend tests spend much of their time compiling on one core: the framework-free,
-# torch and both parity runs and the device check's CPU rehearsal (one core, niced) go
+# torch and both parity runs, the device check's CPU rehearsal and the docs build (one core, niced) go
 # alongside them on the other core (their output is printed when they end); the multi-process
 # tests, which use both cores, come last
 (
@@ -36,6 +37,12 @@ extra=("$@")
   run parity_graph    PYTHONPATH="$root" MOE_MS_MODE=graph -- tests/parity
   echo "=== device_check --dry-run (the GPU check rehearsed on the CPU)"
   nice -n 10 bash scripts/device_check.sh --dry-run --python "$py" --out "$reports/device_check" || status=1
+  echo "=== docs: mkdocs build --strict (broken links and anchors, missing pages, docstrings it cannot render)"
+  started=$SECONDS
+  # not --quiet: it hides the warnings that --strict turns into a failure, and the build passes
+  NO_MKDOCS_2_WARNING=1 nice -n 10 "$root/.venv/bin/mkdocs" build --strict --site-dir "$reports/site" \
+    > "$reports/docs.log" 2>&1 || { grep -v '^INFO' "$reports/docs.log"; status=1; }
+  echo "=== docs: $((SECONDS - started)) s"
   exit $status
 ) > "$reports/alongside.log" 2>&1 &
 alongside=$!
