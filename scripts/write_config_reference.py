@@ -19,10 +19,12 @@ from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Iterator, List, Tuple
 
-import models.routers  # noqa: F401  (registers every router)
-from core.rules import Rule
-from models.routers.registry import ROUTERS
-from training.config import SECTIONS, RunConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import models.routers  # noqa: E402,F401  (registers every router)
+from core.rules import Rule  # noqa: E402
+from models.routers.registry import ROUTERS  # noqa: E402
+from training.config import SECTIONS, RunConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "docs" / "reference" / "config.md"
@@ -118,7 +120,9 @@ def reference() -> str:
             out += ["No options of its own.", ""]
             continue
         doc = _doc(options)
-        out += ([doc, ""] if doc else []) + _table(options, "") + [""]
+        # the section markers let each router's page include this table (pymdownx.snippets)
+        out += ([doc, ""] if doc else []) + [f"<!-- --8<-- [start:{name}] -->"] + _table(options, "") \
+            + [f"<!-- --8<-- [end:{name}] -->", ""]
     return "\n".join(line.rstrip() for line in "\n".join(out).split("\n")).rstrip() + "\n"
 
 
