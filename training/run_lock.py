@@ -179,7 +179,7 @@ def describe(record: Optional[dict]) -> str:
 
 def _busy(run_dir: Path, path: Path, record: Optional[dict]) -> str:
     return (f"run_dir={str(run_dir)!r} is in use by another job: {describe(record)} holds {path}; stop that "
-            f"job first (README: Stopping a job) or set another run_dir")
+            f"job first (docs/guide/distributed.md: Stopping a job) or set another run_dir")
 
 
 def _unlocked_holder(run_dir: Path, path: Path, record: dict) -> str:
