@@ -2,8 +2,9 @@
 # The test command: sets up .venv on a fresh machine, then runs the framework-free tests,
 # tests/backend (written once) in one pytest process per backend (MindSpore has set-once
 # global state) and the cross-backend parity tests with MindSpore in PyNative and in
-# GRAPH_MODE, then the multi-process tests (torchrun and msrun launches), and builds the
-# documentation site with mkdocs build --strict. Fails if any run or the build fails.
+# GRAPH_MODE, then the multi-process tests (torchrun and msrun launches, in two runs side by
+# side), and builds the documentation site with mkdocs build --strict. Fails if any run or the
+# build fails.
 # The MindSpore backend run has the framework-free, torch and both parity runs beside it.
 # Extra arguments go to every pytest run (e.g. -x, -k adamoe); a run whose tests they all
 # deselect (pytest exit 5) does not count as failed, though the closing line still needs a pass.
@@ -49,7 +50,18 @@ alongside=$!
 run backend_mindspore PYTHONPATH="$root" MOE_TEST_BACKEND=mindspore MOE_MS_MODE=pynative -- tests/backend
 wait $alongside || status=1
 cat "$reports/alongside.log"
-run distributed     PYTHONPATH="$root" -- tests/distributed
+# The multi-process tests in two runs side by side: a launch spends much of its time starting
+# processes and waiting (collective timeouts, a killed launcher), which leaves a core idle.
+# Training comparisons in one; the rest of tests/distributed, new files included, in the other
+resumes=(tests/distributed/test_distributed_cases.py tests/distributed/test_distributed_resume.py)
+(
+  run distributed_training PYTHONPATH="$root" -- "${resumes[@]}" --basetemp "$reports/tmp_training"
+  exit $status
+) > "$reports/distributed_training.log" 2>&1 &
+training=$!
+run distributed     PYTHONPATH="$root" -- tests/distributed "${resumes[@]/#/--ignore=}" --basetemp "$reports/tmp_rest"
+wait $training || status=1
+cat "$reports/distributed_training.log"
 "$py" scripts/junit_total.py "$reports"/*.xml || status=1
 rm -rf "$reports" "$root"/rank_* "${TMPDIR:-/tmp}"/moe_routers_smollm2_*  # the GGUF copy tests/support/pretrained.py shares
 exit $status
