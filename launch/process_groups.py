@@ -61,6 +61,16 @@ def init_process_groups(backend: str, device: str, expert_parallel: int, timeout
     return _mindspore_groups(expert_parallel, all_to_all == "hierarchical", timeout_s)
 
 
+def close_process_groups(run: Optional[ParallelRun]) -> None:
+    """End this rank's torch process groups before the interpreter does: gloo's threads torn
+    down at interpreter exit could abort (SIGABRT) a rank that finished before its peers, a
+    failure seen on a loaded machine. MindSpore's groups end with the process."""
+    if run is not None and run.backend == "torch":
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def _group_sets(layout: ParallelLayout, hierarchical: bool):
     """(kind, every group of that kind) for the groups this run needs."""
     kinds = [("ep", layout.ep_groups()), ("edp", layout.edp_groups())]

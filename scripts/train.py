@@ -33,6 +33,7 @@ os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only on the terminal
 
 from core.errors import ConfigError  # noqa: E402
 from launch.launcher_watch import exit_if_launcher_gone, is_msrun_scheduler, watch_launcher  # noqa: E402
+from launch.process_groups import close_process_groups  # noqa: E402
 from training.config import config_to_dict, load_config  # noqa: E402
 
 
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
         trainer = Trainer(config, resume=args.resume is not None, progress=not args.no_progress)
         try:
             summary = trainer.run()
+            close_process_groups(trainer.dist.run)
         finally:
             if trainer.run_lock is not None:
                 trainer.run_lock.release()  # ended, not killed: no record left to take over

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import numpy as np  # noqa: E402
 
 from core.errors import ConfigError  # noqa: E402
-from launch.process_groups import init_process_groups  # noqa: E402
+from launch.process_groups import close_process_groups, init_process_groups  # noqa: E402
 from training.checkpoint import Checkpoint, checkpoint_dir, save_checkpoint  # noqa: E402
 from training.distributed import Distributed  # noqa: E402
 
@@ -67,9 +67,7 @@ def main() -> int:
         dist = Distributed(run, F)
         (out / mode).mkdir(parents=True, exist_ok=True)
         (out / mode / f"rank{dist.rank}.txt").write_text(outcome(dist, out / mode, mode), encoding="utf-8")
-    if backend == "torch":  # a clean exit: gloo's threads stopped before the interpreter ends
-        import torch.distributed
-        torch.distributed.destroy_process_group()
+    close_process_groups(run)
     return 0
 
 
