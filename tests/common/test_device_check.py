@@ -85,8 +85,9 @@ def test_a_spent_budget_leaves_steps_not_run_and_fails(tmp_path):
 
 
 def test_bad_arguments_are_one_line():
-    script = subprocess.run(["bash", "scripts/device_check.sh", "--bogus"], cwd=ROOT, capture_output=True, text=True)
+    script = subprocess.run(["bash", "scripts/device_check.sh", "--bogus"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
     assert script.returncode == 2 and script.stderr.strip().count("\n") == 0 and "--bogus" in script.stderr
     runner = subprocess.run([sys.executable, "-m", "scripts.device_check.run", "--out", "x", "--only", "nope"],
-                            cwd=ROOT, capture_output=True, text=True)
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert runner.returncode == 2 and "'nope': steps are environment, tests" in runner.stderr

@@ -131,7 +131,7 @@ def test_the_lock_is_reentrant_in_one_process(tmp_path):
     first.release()
     probe = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
                             f"from training.run_lock import lock_run_dir; lock_run_dir({str(run_dir)!r})"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, timeout=60)
     assert probe.returncode != 0 and "in use by another job" in probe.stderr  # still held once
     second.release()
     free = holder(run_dir)  # now free
