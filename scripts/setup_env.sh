@@ -59,10 +59,10 @@ done
 has yaml && has scipy && has tqdm && has matplotlib && has tokenizers && has safetensors && has tensorboardX \
   || pip_install "numpy<2" "scipy>=1.10" "pyyaml>=6" "tqdm>=4.60" "matplotlib>=3.7" "tokenizers>=0.21" "safetensors>=0.4" \
        "tensorboardX>=2.6"
-editable_here() {  # the project is installed editable from this checkout (pip takes seconds even then)
-  "$py" -I -c "import importlib.metadata as m, json, pathlib, sys
-url = json.loads(m.distribution('moe-routers').read_text('direct_url.json') or '{}').get('url')
-sys.exit(url != pathlib.Path(sys.argv[1]).as_uri())" "$root" >/dev/null 2>&1
+editable_here() {  # installed editable from this checkout since setup.py last changed (pip takes seconds even then)
+  local record
+  record="$(ls "$venv"/lib/python3*/site-packages/moe_routers-*.dist-info/direct_url.json 2>/dev/null | head -n 1)"
+  [ -n "$record" ] && [ "$record" -nt "$root/setup.py" ] && grep -q "\"file://$root\"" "$record"
 }
 editable_here || "$py" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$root" >/dev/null
 "$py" -c "import numpy, sys; sys.exit(0 if int(numpy.__version__.split('.')[0]) < 2 else 'numpy>=2 in .venv: MindSpore 2.10 needs numpy<2')"
