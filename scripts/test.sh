@@ -3,8 +3,8 @@
 # tests/backend (written once) in one pytest process per backend (MindSpore has set-once
 # global state) and the cross-backend parity tests with MindSpore in PyNative and in
 # GRAPH_MODE, then the multi-process tests (torchrun and msrun launches, in two runs side by
-# side), and builds the documentation site with mkdocs build --strict. Fails if any run or the
-# build fails.
+# side), and builds the documentation site with mkdocs build --strict and checks it (tests/docs).
+# Fails if any run or the build fails.
 # The MindSpore backend run has the framework-free, torch and both parity runs beside it.
 # Extra arguments go to every pytest run (e.g. -x, -k adamoe); a run whose tests they all
 # deselect (pytest exit 5) does not count as failed, though the closing line still needs a pass.
@@ -14,6 +14,7 @@ cd "$root"
 bash scripts/setup_env.sh torch mindspore dev data hf docs || { echo "test.sh: environment setup failed"; exit 1; }
 py="$root/.venv/bin/python"
 reports="$(mktemp -d)"
+artifacts="$(mktemp -d -t moe_routers_artifacts.XXXXXX)"  # kept: the built site's screenshots
 status=0
 run() {  # run NAME ENV... -- PYTEST_ARGS...
   local name="$1"; shift
@@ -44,6 +45,8 @@ extra=("$@")
   NO_MKDOCS_2_WARNING=1 nice -n 10 "$root/.venv/bin/mkdocs" build --strict --site-dir "$reports/site" \
     > "$reports/docs.log" 2>&1 || { grep -v '^INFO' "$reports/docs.log"; status=1; }
   echo "=== docs: $((SECONDS - started)) s"
+  # the built site in headless Chromium, and every shell command of the docs run or listed
+  run docs_checks PYTHONPATH="$root" MOE_DOCS_SITE="$reports/site" MOE_TEST_ARTIFACTS="$artifacts" -- tests/docs
   exit $status
 ) > "$reports/alongside.log" 2>&1 &
 alongside=$!
@@ -62,6 +65,7 @@ training=$!
 run distributed     PYTHONPATH="$root" -- tests/distributed "${resumes[@]/#/--ignore=}" --basetemp "$reports/tmp_rest"
 wait $training || status=1
 cat "$reports/distributed_training.log"
+echo "screenshots of the built site: $artifacts"
 "$py" scripts/junit_total.py "$reports"/*.xml || status=1
 rm -rf "$reports" "$root"/rank_* "${TMPDIR:-/tmp}"/moe_routers_smollm2_*  # the GGUF copy tests/support/pretrained.py shares
 exit $status
