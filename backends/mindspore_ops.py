@@ -251,6 +251,16 @@ class MindSporeOps:
         check_group("all_gather", group)
         return ops.stop_gradient(all_gather(x, group))
 
+    def reduce_scatter(self, x, group):
+        """ReduceScatter; mccl (CPU) has none: an AllReduce, then this rank's block."""
+        check_group("reduce_scatter", group)
+        if ms.get_context("device_target") != "CPU":
+            return ops.stop_gradient(collective(ops.ReduceScatter, group)(x))
+        from mindspore.communication import get_group_size, get_rank
+        block = x.shape[0] // get_group_size(group)
+        start = get_rank(group) * block
+        return ops.stop_gradient(collective(ops.AllReduce, group)(x))[start:start + block]
+
     def all_to_all(self, x, send_counts, recv_counts, group):
         check_group("all_to_all", group)
         return RowExchange(tuple(int(c) for c in send_counts), tuple(int(c) for c in recv_counts), group)(x)

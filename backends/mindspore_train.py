@@ -32,22 +32,22 @@ class MindSporeHooks:
     compiles_by_default = True
 
     def __init__(self, module, objective: Callable, lr: float, betas: Tuple[float, float], eps: float,
-                 weight_decay: float, compiled: bool) -> None:
+                 weight_decay: float, compiled: bool, optimizer: bool = True) -> None:
         self.module, self.objective, self.compiled = module, objective, compiled
         self.F = module.ops
         self.metric_names: Tuple[str, ...] = ()
         by_name = {p.name: p for p in module.trainable_params()}
         self.order = update_order({name: p.shape for name, p in by_name.items()})
         self.weights = [by_name[n] for n in self.order]
-        mixed = any(p.dtype != ms.float32 for p in self.weights)
+        self.mixed = any(p.dtype != ms.float32 for p in self.weights)
         self.master = ms.ParameterTuple([ms.Parameter(ops.cast(p, ms.float32), name="master." + p.name)
-                                         for p in self.weights]) if mixed else None
-        targets = list(self.master) if mixed else self.weights
+                                         for p in self.weights]) if self.mixed and optimizer else None
+        targets = list(self.master) if self.master is not None else self.weights
         groups = [{"params": [t for t, p in zip(targets, self.weights) if decays(p.shape)],
                    "weight_decay": float(weight_decay)},
                   {"params": [t for t, p in zip(targets, self.weights) if not decays(p.shape)], "weight_decay": 0.0}]
         self.optimizer = AdamW([g for g in groups if g["params"]], lr=float(lr),
-                               betas=tuple(float(b) for b in betas), eps=float(eps))
+                               betas=tuple(float(b) for b in betas), eps=float(eps)) if optimizer else None
         self._compiled = None
 
     def recompile(self) -> None:
@@ -133,6 +133,17 @@ class MindSporeHooks:
     def apply(self, grads: list, lr: float, coef: float) -> None:
         """AdamW at ``lr`` on ``grads * coef`` (compiled)."""
         self._compiled[1](ms.Tensor(lr, ms.float32), ms.Tensor(coef, ms.float32), *grads)
+
+    def parameters(self) -> list:
+        """The trainable parameters in ``order`` (a distributed optimizer reads them)."""
+        return list(self.weights)
+
+    def assign(self, values: list) -> None:
+        """New values of the trainable parameters (``order``), in place: compiled functions
+        do not see ``set_data``. The copy first: MindSpore 2.10's CPU InplaceCopy refuses a
+        source that is a view at offset 0 of a larger buffer (it compares storage sizes)."""
+        for weight, value in zip(self.weights, values):
+            weight.copy_(ops.deepcopy(ops.cast(value, weight.dtype)))
 
     def evaluate(self, num_inputs: int, tensors: tuple):
         self.module.set_train(False)

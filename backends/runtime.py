@@ -55,10 +55,10 @@ class Runtime:
 
     def train_step(self, module, objective: Callable, lr: float, betas, eps: float,
                    weight_decay: float, grad_clip: float, parallel=None, loss_scale=None,
-                   execution: str = "auto") -> TrainStep:
+                   execution: str = "auto", distributed_optimizer: bool = False) -> TrainStep:
         """``backends.train_step.make_train_step`` on this runtime's backend."""
         return make_train_step(self.backend, module, objective, lr, betas, eps, weight_decay, grad_clip, parallel,
-                               loss_scale, execution)
+                               loss_scale, execution, distributed_optimizer)
 
     def _device_generator(self):
         """torch's generator module of this process's accelerator (``torch.cuda``,

@@ -175,6 +175,12 @@ class TorchOps:
         dist.all_gather(parts, x.detach().contiguous(), group=group)
         return torch.cat(parts, 0)
 
+    def reduce_scatter(self, x, group):
+        check_group("reduce_scatter", group)
+        out = x.new_empty((x.shape[0] // dist.get_world_size(group),) + tuple(x.shape[1:]))
+        dist.reduce_scatter_single(out, x.detach().contiguous(), group=group)
+        return out
+
     def all_to_all(self, x, send_counts, recv_counts, group):
         check_group("all_to_all", group)
         return AllToAll.apply(x, tuple(int(c) for c in send_counts), tuple(int(c) for c in recv_counts), group)

@@ -21,20 +21,21 @@ class TorchHooks:
     compiles_by_default = False  # torch.compile costs a compile per shape: opt in
 
     def __init__(self, module, objective: Callable, lr: float, betas: Tuple[float, float], eps: float,
-                 weight_decay: float, compiled: bool) -> None:
+                 weight_decay: float, compiled: bool, optimizer: bool = True) -> None:
         self.module, self.objective, self.compiled = module, objective, compiled
         self.F = module.ops
         named = {name: p for name, p in module.params().items() if p.requires_grad}
         self.order = update_order({name: p.shape for name, p in named.items()})
         self.params = [named[n] for n in self.order]
-        mixed = any(p.dtype != torch.float32 for p in self.params)
-        self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params] if mixed else None
+        self.mixed = any(p.dtype != torch.float32 for p in self.params)
+        self.master = ([p.detach().float().clone().requires_grad_(True) for p in self.params]
+                       if self.mixed and optimizer else None)
         self.targets = self.master or self.params
         decayed = decayed_count({name: p.shape for name, p in named.items()})
         groups = [{"params": self.targets[:decayed], "weight_decay": float(weight_decay)},
                   {"params": self.targets[decayed:], "weight_decay": 0.0}]
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=float(lr),
-                                           betas=tuple(float(b) for b in betas), eps=float(eps))
+                                           betas=tuple(float(b) for b in betas), eps=float(eps)) if optimizer else None
         self._loss_fn = None
 
     def recompile(self) -> None:
@@ -86,6 +87,16 @@ class TorchHooks:
             with torch.no_grad():
                 for p, m in zip(self.params, self.master):
                     p.copy_(m)
+
+    def parameters(self) -> list:
+        """The trainable parameters in ``order``, detached (a distributed optimizer reads them)."""
+        return [p.detach() for p in self.params]
+
+    def assign(self, values: list) -> None:
+        """New values of the trainable parameters (``order``), cast to the model's dtype."""
+        with torch.no_grad():
+            for p, value in zip(self.params, values):
+                p.copy_(value)
 
     def evaluate(self, num_inputs: int, tensors: tuple):
         self.module.eval()

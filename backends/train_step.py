@@ -38,8 +38,9 @@ import numpy as np
 
 from backends import check_backend
 from backends.loss_scale import APPLY, OVERFLOW, SKIP, step_outcome
-from backends.optimizer_layout import optimizer_state_names
+from backends.optimizer_layout import decays, optimizer_state_names
 from core.errors import ConfigError
+from parallel.distributed_optimizer import DistributedOptimizer
 from parallel.gradient_sync import GradientSync
 
 EXECUTIONS = ("auto", "compiled", "eager")
@@ -86,15 +87,18 @@ class TrainStep:
     no clipping when ``grad_clip`` is 0). With ``loss_scale`` the backward pass runs on the
     scaled loss; the norm is the unscaled gradients', and the one multiplier ``clip /
     scale`` unscales and clips in the update. With ``parallel`` (a
-    ``core.layout.ParallelRun``) gradients are averaged between the two hooks."""
+    ``core.layout.ParallelRun``) gradients are averaged between the two hooks; with
+    ``sharded`` (a ``parallel.distributed_optimizer.DistributedOptimizer``) they are
+    reduce-scattered instead, and that optimizer updates its shards in place of ``apply``."""
 
-    def __init__(self, hooks, grad_clip: float = 0.0, parallel=None, loss_scale=None) -> None:
+    def __init__(self, hooks, grad_clip: float = 0.0, parallel=None, loss_scale=None, sharded=None) -> None:
         self.hooks = hooks
         self.module = hooks.module
         self.F = hooks.module.ops
         self.grad_clip = float(grad_clip)
         self.loss_scale = loss_scale
         self.sync = None if parallel is None else GradientSync(parallel, hooks.order, self.module.specs)
+        self.sharded = sharded
         self.skipped, self.overflows, self.overflowed = 0, 0, False
         self._static_key = self._current_key()
 
@@ -146,14 +150,21 @@ class TrainStep:
         if micro_batches > 1:
             grads = [g * (1.0 / micro_batches) for g in total]
             loss, norm = self.F.mean(self.F.stack(losses, 0)), self.F.global_norm(grads)
-        if self.sync is not None:
+        total = None  # the gradients live on in ``grads`` alone: replacing it by shards frees them
+        if self.sharded is not None:
+            grads = self.sharded.shard_gradients(self.F, grads)
+            norm, loss = self.sharded.global_norm(self.F, grads), self.sync.batch_mean(self.F, loss)
+        elif self.sync is not None:
             grads = self.sync.average(self.F, grads)
             norm, loss = self.sync.global_norm(self.F, grads), self.sync.batch_mean(self.F, loss)
         loss_value, norm_value = float(self.F.to_numpy(loss)), float(self.F.to_numpy(norm)) / scale
         outcome = step_outcome(self.loss_scale, loss_value, norm_value)
         if outcome == APPLY:
             clip = min(1.0, self.grad_clip / (norm_value + 1e-6)) if self.grad_clip > 0 else 1.0
-            self.hooks.apply(grads, float(lr), clip / scale)
+            if self.sharded is not None:
+                self.hooks.assign(self.sharded.update(self.F, grads, self.hooks.parameters(), float(lr), clip / scale))
+            else:
+                self.hooks.apply(grads, float(lr), clip / scale)
         self.skipped += outcome == SKIP
         self.overflows += outcome == OVERFLOW
         self.overflowed = outcome == OVERFLOW
@@ -168,14 +179,22 @@ class TrainStep:
     def master_weights(self) -> Dict[str, np.ndarray]:
         """The float32 weights AdamW updates, by parameter name: the master copies of a
         bfloat16/float16 model (what a checkpoint must keep), {} for a float32 model."""
+        if self.sharded is not None:
+            return self.sharded.masters(self.F)
         return self.hooks.master_weights()
 
     def load_master_weights(self, values: Dict[str, np.ndarray]) -> None:
         """Set the master copies from float32 ``values``; nothing for a float32 model."""
-        self.hooks.load_master_weights(values)
+        if self.sharded is not None:
+            self.sharded.load_masters(self.F, values)
+        else:
+            self.hooks.load_master_weights(values)
 
     def optimizer_state(self) -> Dict[str, np.ndarray]:
-        """AdamW moments and step count as numpy copies (``optimizer_state_names``)."""
+        """AdamW moments and step count as numpy copies (``optimizer_state_names``); whole
+        tensors under the distributed optimizer too (every rank must call it)."""
+        if self.sharded is not None:
+            return self.sharded.state(self.F)
         return self.hooks.optimizer_state()
 
     def load_optimizer_state(self, values: Dict[str, np.ndarray]) -> None:
@@ -184,19 +203,23 @@ class TrainStep:
         missing = sorted(set(optimizer_state_names(self.hooks.order)) - set(values))
         if missing:
             raise KeyError(f"optimizer state lacks {missing[0]}")
-        self.hooks.load_optimizer_state(values)
+        if self.sharded is not None:
+            self.sharded.load_state(self.F, values)
+        else:
+            self.hooks.load_optimizer_state(values)
 
 
 def make_train_step(backend: str, module, objective: Callable, lr: float,
                     betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                     weight_decay: float = 0.0, grad_clip: float = 0.0, parallel=None, loss_scale=None,
-                    execution: str = "auto") -> TrainStep:
+                    execution: str = "auto", distributed_optimizer: bool = False) -> TrainStep:
     """The train step for ``module`` (a TorchModule or MindSporeModule) on ``backend``;
     ``parallel``: the run's ``core.layout.ParallelRun`` (None: one process); ``loss_scale``: a
     ``backends.loss_scale.LossScale`` (None: the loss is not scaled); ``execution``: ``auto``
     (MindSpore compiles where ``forward_compiles`` allows, torch runs eagerly), ``compiled``
     (``ms.jit`` / ``torch.compile``) or ``eager``. The update is compiled on MindSpore in
-    every mode."""
+    every mode. ``distributed_optimizer``: AdamW's state sharded over the data-parallel
+    groups (``parallel.distributed_optimizer``; nothing to shard in one process)."""
     if execution not in EXECUTIONS:
         raise ConfigError(f"execution={execution!r}: valid values are {', '.join(EXECUTIONS)}")
     expert_parallel = 1 if parallel is None else parallel.layout.expert_parallel
@@ -209,5 +232,12 @@ def make_train_step(backend: str, module, objective: Callable, lr: float,
     else:
         from backends.mindspore_train import MindSporeHooks as Hooks
     compiled = execution == "compiled" or (execution == "auto" and allowed and Hooks.compiles_by_default)
-    hooks = Hooks(module, objective, lr, betas, eps, weight_decay, compiled)
-    return TrainStep(hooks, grad_clip, parallel, loss_scale)
+    shard = distributed_optimizer and parallel is not None and parallel.layout.world_size > 1
+    hooks = Hooks(module, objective, lr, betas, eps, weight_decay, compiled, optimizer=not shard)
+    sharded = None
+    if shard:
+        params = hooks.parameters()
+        shapes = [tuple(p.shape) for p in params]
+        sharded = DistributedOptimizer(module.ops, parallel, hooks.order, shapes, module.specs,
+                                       [decays(s) for s in shapes], params, betas, eps, weight_decay, hooks.mixed)
+    return TrainStep(hooks, grad_clip, parallel, loss_scale, sharded)

@@ -178,6 +178,10 @@ class Ops(Protocol):
         """x [N, ...] of every rank of the group, concatenated in rank order -> [G*N, ...];
         no gradient."""
 
+    def reduce_scatter(self, x: Tensor, group: Any) -> Tensor:
+        """x [G*N, ...] summed over the group's G ranks; rank j of the group gets block j
+        [N, ...] of the sum; no gradient."""
+
     def all_to_all(self, x: Tensor, send_counts: Sequence[int], recv_counts: Sequence[int],
                    group: Any) -> Tensor:
         """Rows to and from every rank of the group (uneven splits, zeros allowed): the

@@ -82,7 +82,9 @@ class TrainConfig:
     evaluation/checkpoints off; ``graph_mode``: MindSpore compiled step;
     ``loss_scale``: float16 loss scaling (``backends.loss_scale``: ``auto`` is dynamic for
     float16 and off otherwise; ``static`` keeps ``loss_scale_init``; dynamic halves it on an
-    overflow and doubles it after ``loss_scale_window`` finite steps)."""
+    overflow and doubles it after ``loss_scale_window`` finite steps); ``distributed_optimizer``:
+    AdamW's moments (and a low-precision model's float32 masters) sharded over the
+    data-parallel ranks (ZeRO-1: ``parallel.distributed_optimizer``), checkpoints unchanged."""
 
     steps: int = setting(1000, integer(1))
     batch_size: int = setting(16, integer(1))
@@ -104,6 +106,7 @@ class TrainConfig:
     loss_scale_init: float = setting(65536.0, number(0.0, low_open=True))
     loss_scale_window: int = setting(2000, integer(1))
     graph_mode: bool = setting(True, FLAG)
+    distributed_optimizer: bool = setting(False, FLAG)
 
 
 @dataclass

@@ -95,7 +95,8 @@ class Trainer:
         self.train_step = self.runtime.train_step(self.module, lm_objective, t.lr, (t.beta1, t.beta2), ADAM_EPS,
                                                   t.weight_decay, t.grad_clip, self.dist.run,
                                                   loss_scale_for(t.loss_scale, config.dtype, t.loss_scale_init,
-                                                                 t.loss_scale_window))
+                                                                 t.loss_scale_window),
+                                                  distributed_optimizer=t.distributed_optimizer)
         start, end = self.dist.rows(t.batch_size)
         if (end - start) % t.grad_accum:
             raise ConfigError(f"train.grad_accum={t.grad_accum} must divide each rank's {end - start} sequences "

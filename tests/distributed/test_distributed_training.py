@@ -2,7 +2,10 @@
 CPU backend) equals training in one process on the same global batch: final weights after
 the same steps, with gradient clipping active, at several expert-parallel sizes; a
 checkpoint saved at EP=2 resumes at EP=1 and EP=4 onto the uninterrupted run; a rank
-killed mid-step ends the job non-zero, naming ranks, well within the timeout.
+killed mid-step ends the job non-zero, naming ranks, well within the timeout. The
+distributed optimizer (``train.distributed_optimizer``: AdamW state sharded over the
+data-parallel groups) rides in three of these launches: EP 2 x DP 2 on torch, DP 2 on
+MindSpore, and the EP-2 checkpoint that resumes in one process and on 4 ranks.
 
 Tolerance: float32 weights after 6 AdamW steps, summed in another order across ranks:
 rtol 2e-4, atol 2e-5 (measured differences are ~1e-6)."""
@@ -96,8 +99,11 @@ def val_losses(run_dir: Path) -> dict:
 
 def test_validation_in_a_multi_process_run_equals_single_process(tmp_path, corpus, torch_reference_dir):
     """Every rank evaluates its rows of the validation batches; the mean over ranks is the
-    single process's validation loss (steps 0, 3 and 6)."""
-    config = write_config(tmp_path / "c.yaml", corpus, "torch", tmp_path / "run", parallel={"expert_parallel": 2})
+    single process's validation loss (steps 0, 3 and 6). With the distributed optimizer at EP
+    2 x DP 2 (moments of replicated parameters sharded over 4 ranks, of experts over 2), the
+    weights end on the single process's."""
+    config = write_config(tmp_path / "c.yaml", corpus, "torch", tmp_path / "run", parallel={"expert_parallel": 2},
+                          train={"distributed_optimizer": True})
     train_launched(4, tmp_path / "logs", "--config", str(config))
     assert_same_weights(final_model(tmp_path / "run"), final_model(torch_reference_dir))
     multi, single = val_losses(tmp_path / "run"), val_losses(torch_reference_dir)
@@ -118,12 +124,13 @@ def mindspore_reference(tmp_path_factory, corpus):
     return final_model(root / "run")
 
 
-@pytest.mark.parametrize("ep", [2, 1], ids=["ep2-pynative", "dp2-compiled"])
+@pytest.mark.parametrize("ep", [2, 1], ids=["ep2-pynative", "dp2-compiled-distributed-optimizer"])
 def test_mindspore_training_equals_single_process(tmp_path, corpus, mindspore_reference, ep):
     """EP=2 runs the forward and backward uncompiled; data parallelism alone keeps them
-    compiled (GRAPH_MODE) with the gradient all-reduce between the compiled functions."""
+    compiled (GRAPH_MODE) with the gradient reduce-scatter (AllReduce and a slice on mccl)
+    and the distributed optimizer's sharded AdamW between the compiled functions."""
     config = write_config(tmp_path / "c.yaml", corpus, "mindspore", tmp_path / "run",
-                          train={"steps": 4}, parallel={"expert_parallel": ep})
+                          train={"steps": 4, "distributed_optimizer": ep == 1}, parallel={"expert_parallel": ep})
     train_launched(2, tmp_path / "logs", "--config", str(config))
     started = (tmp_path / "run" / "logs" / "rank0.log").read_text()
     assert ("GRAPH_MODE," if ep == 1 else "PyNative, forward and backward uncompiled") in started, started[:500]
@@ -132,8 +139,12 @@ def test_mindspore_training_equals_single_process(tmp_path, corpus, mindspore_re
 
 def test_checkpoint_at_ep2_resumes_at_ep1_and_ep4(tmp_path, corpus, torch_reference):
     """A 6-step run at EP=2 checkpoints at steps 2, 4, 6; its step-4 checkpoint (main file and
-    expert shards) resumes to step 6 at EP=1 (one process) and at EP=4."""
-    first = write_config(tmp_path / "c.yaml", corpus, "torch", tmp_path / "ep2", parallel={"expert_parallel": 2})
+    expert shards) resumes to step 6 at EP=1 (one process) and at EP=4. The run trains with
+    the distributed optimizer (moments sharded over 2 ranks, whole in the checkpoint), and so
+    does the EP-4 resume (the replicated parameters' moments sharded over 4): the moments
+    survive a change of data-parallel size."""
+    first = write_config(tmp_path / "c.yaml", corpus, "torch", tmp_path / "ep2", parallel={"expert_parallel": 2},
+                         train={"distributed_optimizer": True})
     train_launched(2, tmp_path / "logs2", "--config", str(first))
     for name, launch in (("ep1", None), ("ep4", 4)):
         run = tmp_path / name
