@@ -152,13 +152,21 @@ class Attention(Adaptable):
     def attend_keys(self, F, params: dict, q, k, v, bias, dtype):
         """q [B, S, H, D] over keys and values [B, N, Hkv, D] with bias [S, N] -> out [B, S, d]
         (after o_proj), in ``dtype``."""
-        batch, seq, heads, dim = q.shape
-        kv_heads, group, keys = self.num_kv_heads, heads // self.num_kv_heads, k.shape[1]
-        q = F.reshape(q * (dim ** -0.5), (batch, seq, kv_heads, group, dim))
-        q = F.reshape(F.transpose(q, (0, 2, 3, 1, 4)), (batch, kv_heads, group * seq, dim))
-        scores = F.matmul(q, F.transpose(k, (0, 2, 3, 1)))
-        scores = F.reshape(F.cast(scores, F.float32), (batch, kv_heads, group, seq, keys)) + bias
-        probs = F.cast(F.reshape(F.softmax(scores, -1), (batch, kv_heads, group * seq, keys)), dtype)
-        out = F.matmul(probs, F.transpose(v, (0, 2, 1, 3)))
-        out = F.transpose(F.reshape(out, (batch, kv_heads, group, seq, dim)), (0, 3, 1, 2, 4))
-        return self.project(F, params, F.reshape(out, (batch, seq, heads * dim)), "o_proj")
+        return self.project(F, params, attend_heads(F, q, k, v, bias, q.shape[-1] ** -0.5, dtype), "o_proj")
+
+
+def attend_heads(F, q, k, v, bias, scale: float, dtype):
+    """Softmax attention of every head in one batched matmul: q [B, S, H, Dk] over keys
+    [B, N, Hkv, Dk] and values [B, N, Hkv, Dv] (query head h reads kv head h // (H / Hkv)),
+    bias [S, N] added to the float32 scores (q k^T) * scale -> [B, S, H * Dv] in ``dtype``."""
+    batch, seq, heads, dim = q.shape
+    kv_heads, keys, value_dim = k.shape[2], k.shape[1], v.shape[-1]
+    group = heads // kv_heads
+    q = F.reshape(q * scale, (batch, seq, kv_heads, group, dim))
+    q = F.reshape(F.transpose(q, (0, 2, 3, 1, 4)), (batch, kv_heads, group * seq, dim))
+    scores = F.matmul(q, F.transpose(k, (0, 2, 3, 1)))
+    scores = F.reshape(F.cast(scores, F.float32), (batch, kv_heads, group, seq, keys)) + bias
+    probs = F.cast(F.reshape(F.softmax(scores, -1), (batch, kv_heads, group * seq, keys)), dtype)
+    out = F.matmul(probs, F.transpose(v, (0, 2, 1, 3)))
+    out = F.transpose(F.reshape(out, (batch, kv_heads, group, seq, value_dim)), (0, 3, 1, 2, 4))
+    return F.reshape(out, (batch, seq, heads * value_dim))

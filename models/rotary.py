@@ -1,7 +1,10 @@
 """Rotary position embedding (RoPE; Su et al. 2021, arXiv 2104.09864) in the HF Llama
 "rotate half" layout: feature i is paired with feature i + R/2, and pair i rotates by
 angle pos * theta^(-2i/R). Then q_m . k_n depends on m - n only. R = D rotates every feature
-of a head; partial rotary (GLM-4.5: R = D / 2) rotates the first R and passes the rest."""
+of a head; partial rotary (GLM-4.5: R = D / 2) rotates the first R and passes the rest.
+DeepSeek's interleaved layout (``interleave``) pairs feature 2i with 2i + 1 instead: its
+features are first reordered evens-then-odds, then rotated as above (transformers'
+``apply_rotary_pos_emb_interleave`` returns them in that order too)."""
 from __future__ import annotations
 
 import math
@@ -18,15 +21,19 @@ def rope_tables(F, positions, rotary_dim: int, theta: float):
     return F.concat([cos, cos], -1), F.concat([sin * -1.0, sin], -1)
 
 
-def apply_rope(F, x, cos, sin):
+def apply_rope(F, x, cos, sin, interleave: bool = False):
     """x [B, S, H, D] -> rotated [B, S, H, D]: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin),
     x1 = x[..., :R/2], x2 = x[..., R/2:R] with R = cos.shape[-1], computed as x cos + (x2, x1) sin
     with the tables of ``rope_tables`` (the same floating-point operations: a + b(-s) rounds as
-    a - bs); features R.. pass unchanged (partial rotary); in float32, returned in x's dtype."""
+    a - bs); features R.. pass unchanged (partial rotary); in float32, returned in x's dtype.
+    ``interleave``: pairs (x[2i], x[2i+1]), the rotated features laid out as (evens, odds)."""
     rotary, half = cos.shape[-1], cos.shape[-1] // 2
     xf = F.cast(x, F.float32)
     partial = rotary < x.shape[-1]
     xr = xf[..., :rotary] if partial else xf
+    if interleave:
+        pairs = F.reshape(xr, tuple(xr.shape[:-1]) + (half, 2))
+        xr = F.concat([pairs[..., 0], pairs[..., 1]], -1)
     rotated = xr * cos + F.concat([xr[..., half:], xr[..., :half]], -1) * sin
     if partial:
         rotated = F.concat([rotated, xf[..., rotary:]], -1)

@@ -17,6 +17,7 @@ from core.errors import ConfigError
 from core.params import ParamSpec, normal_init
 from models.attention import Attention, cache_bias, causal_bias
 from models.dense_ffn import DenseFFN
+from models.latent_attention import LatentAttention
 from models.moe_layer import MoELayer
 from models.routers.context import RoutingContext, routing_context
 from models.norms import RMSNorm
@@ -27,14 +28,15 @@ SUMMED = ("loss", "expert_flops", "a2a_sent_rows", "a2a_needed_rows", "a2a_cross
 
 
 class Block:
-    """Pre-norm block ``model.layers.{i}.``: attention, then a dense FFN (``mlp.``) or an
-    MoE layer (``block_sparse_moe.``)."""
+    """Pre-norm block ``model.layers.{i}.``: attention (grouped-query, or multi-head latent
+    with ``kv_lora_rank``), then a dense FFN (``mlp.``) or an MoE layer (``block_sparse_moe.``)."""
 
     def __init__(self, config: TransformerConfig, index: int, parallel=None) -> None:
         c, p = config, f"model.layers.{index}."
         self.input_norm = RMSNorm(c.d_model, c.norm_eps, p + "input_layernorm.")
-        self.attention = Attention(c.d_model, c.num_heads, c.num_kv_heads, c.rope_theta, c.init_std, p + "self_attn.",
-                                   c.qkv_bias, c.qk_norm, c.norm_eps, c.head_size, c.rotary_dim)
+        self.attention = LatentAttention(c, p + "self_attn.") if c.kv_lora_rank else Attention(
+            c.d_model, c.num_heads, c.num_kv_heads, c.rope_theta, c.init_std, p + "self_attn.", c.qkv_bias, c.qk_norm,
+            c.norm_eps, c.head_size, c.rotary_dim)
         self.ffn_norm = RMSNorm(c.d_model, c.norm_eps, p + "post_attention_layernorm.")
         self.is_moe = c.is_moe_layer(index)
         if self.is_moe:
@@ -150,7 +152,8 @@ class Transformer:
     def decode(self, F, params: dict, tokens, cache=None, domain_ids=None, routing_noise=None, last_only=False):
         """``forward`` with a KV cache, for generation: tokens [B, S] at positions P..P+S-1
         after the P positions that ``cache`` holds (None: P = 0) -> (logits, aux, new cache:
-        one (k, v) per block, each [B, P + S, Hkv, D]); ``last_only``: logits of the last
+        one (k, v) per block, each [B, P + S, Hkv, D], or with latent attention (c, k_r),
+        [B, P + S, C] and [B, P + S, Dr]: ``models.latent_attention``); ``last_only``: logits of the last
         position only, [B, 1, V] (a prefill needs no more). Decoding one token at a time gives
         the full forward's logits for routers that route each token on its own (dropless
         dispatch: a capacity's drops depend on the batch)."""
@@ -176,13 +179,13 @@ class Transformer:
 
     def prefill(self, F, params: dict, tokens, length: int):
         """``decode`` of a prompt for ``decode_at``: tokens [B, S] at positions 0..S-1 ->
-        (logits of the last position [B, 1, V], aux, cache: one (k, v) per block, each
-        [B, length, Hkv, D], zero from position S on: slots not written yet)."""
+        (logits of the last position [B, 1, V], aux, cache: ``decode``'s with ``length``
+        positions, zero from position S on: slots not written yet)."""
         logits, aux, cache = self.decode(F, params, tokens, last_only=True)
 
         def extend(x):
-            batch, seq, heads, dim = x.shape
-            return F.concat([x, F.zeros((batch, length - seq, heads, dim), x.dtype)], 1)
+            shape = tuple(x.shape)
+            return F.concat([x, F.zeros((shape[0], length - shape[1]) + shape[2:], x.dtype)], 1)
         return logits, aux, tuple((extend(k), extend(v)) for k, v in cache)
 
     def run_blocks(self, F, params: dict, tokens, rope, bias, cache, position, domain_ids=None, routing_noise=None,

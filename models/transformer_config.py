@@ -25,7 +25,15 @@ class TransformerConfig:
     with d_model 2048 and 32 heads); 0 takes d_model / num_heads. ``partial_rotary_factor``: the
     share of each head's features that rotate (GLM-4.5: 0.5; the first ones, ``models.rotary``).
     ``first_dense_layers``: blocks 0..k-1 are dense whatever ``moe_every`` says (DeepSeek-V3
-    and GLM-4.5's ``first_k_dense_replace``)."""
+    and GLM-4.5's ``first_k_dense_replace``).
+
+    ``kv_lora_rank`` > 0 replaces grouped-query attention by DeepSeek's multi-head latent
+    attention (``models.latent_attention``): keys and values come from a normed latent of
+    ``kv_lora_rank`` features per position (what the KV cache stores), queries from one of
+    ``q_lora_rank`` features (0: a full-rank q projection); each head has ``qk_nope_head_dim``
+    features without positions and ``qk_rope_head_dim`` rotary ones (its rotary key shared by
+    the heads), and ``v_head_dim`` value features; ``rope_interleave``: DeepSeek's pairing of
+    rotary features (2i, 2i + 1) instead of (i, i + R/2)."""
 
     vocab_size: int = setting(32000, integer(1))
     d_model: int = setting(512, integer(1))
@@ -45,6 +53,12 @@ class TransformerConfig:
     init_std: float = setting(0.02, number(0.0, low_open=True))
     moe_every: int = setting(1, integer(0))  # at most num_layers (validate)
     first_dense_layers: int = setting(0, integer(0))
+    kv_lora_rank: int = setting(0, integer(0))
+    q_lora_rank: int = setting(0, integer(0))
+    qk_nope_head_dim: int = setting(0, integer(0))
+    qk_rope_head_dim: int = setting(0, integer(0))
+    v_head_dim: int = setting(0, integer(0))
+    rope_interleave: bool = setting(False, FLAG)
     moe: Optional[MoEConfig] = None
 
     @property
@@ -53,8 +67,9 @@ class TransformerConfig:
 
     @property
     def rotary_dim(self) -> int:
-        """The R features of each head that rotate: head_dim * partial_rotary_factor."""
-        return int(self.head_dim * self.partial_rotary_factor)
+        """The R features of each head that rotate: head_dim * partial_rotary_factor, or
+        qk_rope_head_dim with latent attention."""
+        return self.qk_rope_head_dim if self.kv_lora_rank else int(self.head_dim * self.partial_rotary_factor)
 
     def is_moe_layer(self, index: int) -> bool:
         return self.moe_every > 0 and index >= self.first_dense_layers and (index + 1) % self.moe_every == 0
@@ -69,14 +84,10 @@ class TransformerConfig:
         check_fields(self, section)
 
         s = section
-        if self.d_model % self.num_heads and not self.head_size:
-            raise ConfigError(f"{s}.d_model={self.d_model} must be divisible by {s}.num_heads={self.num_heads}")
-        if self.head_dim % 2:
-            width = f"{s}.head_size={self.head_size}" if self.head_size else f"{s}.d_model / {s}.num_heads = {self.head_dim}"
-            raise ConfigError(f"{width} must be even (rotary positions rotate pairs of channels)")
-        if self.rotary_dim < 2 or self.rotary_dim % 2:
-            raise ConfigError(f"{s}.partial_rotary_factor={self.partial_rotary_factor} rotates {self.rotary_dim} of "
-                              f"{self.head_dim} features per head: must be an even number from 2")
+        if self.kv_lora_rank:
+            self.check_latent_attention(s)
+        else:
+            self.check_attention(s)
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(f"{s}.num_heads={self.num_heads} must be divisible by {s}.num_kv_heads="
                               f"{self.num_kv_heads} (grouped-query attention)")
@@ -97,3 +108,32 @@ class TransformerConfig:
                 raise ConfigError(f"moe.router_options.vocab_size={table_vocab} is smaller than "
                                   f"{section}.vocab_size={self.vocab_size}: every token id needs a table entry")
         return self
+
+    def check_attention(self, s: str) -> None:
+        """The head and rotary widths of grouped-query attention."""
+        if self.d_model % self.num_heads and not self.head_size:
+            raise ConfigError(f"{s}.d_model={self.d_model} must be divisible by {s}.num_heads={self.num_heads}")
+        if self.head_dim % 2:
+            width = f"{s}.head_size={self.head_size}" if self.head_size else f"{s}.d_model / {s}.num_heads = {self.head_dim}"
+            raise ConfigError(f"{width} must be even (rotary positions rotate pairs of channels)")
+        if self.rope_interleave or self.q_lora_rank:
+            key = "rope_interleave" if self.rope_interleave else "q_lora_rank"
+            raise ConfigError(f"{s}.{key}={getattr(self, key)!r} belongs to multi-head latent attention: "
+                              f"set {s}.kv_lora_rank > 0 or leave it out")
+        if self.rotary_dim < 2 or self.rotary_dim % 2:
+            raise ConfigError(f"{s}.partial_rotary_factor={self.partial_rotary_factor} rotates {self.rotary_dim} of "
+                              f"{self.head_dim} features per head: must be an even number from 2")
+
+    def check_latent_attention(self, s: str) -> None:
+        """The settings that multi-head latent attention needs, and those it has no use for."""
+        if self.qk_rope_head_dim < 2 or self.qk_rope_head_dim % 2:
+            raise ConfigError(f"{s}.qk_rope_head_dim={self.qk_rope_head_dim}: latent attention ({s}.kv_lora_rank > 0) "
+                              "needs an even number of rotary features from 2")
+        for key in ("qk_nope_head_dim", "v_head_dim"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{s}.{key}=0: latent attention ({s}.kv_lora_rank > 0) needs it >= 1")
+        for key, plain in (("qk_norm", "none"), ("qkv_bias", False), ("partial_rotary_factor", 1.0), ("head_size", 0),
+                           ("num_kv_heads", self.num_heads)):
+            if getattr(self, key) != plain:
+                raise ConfigError(f"{s}.{key}={getattr(self, key)!r} does not apply to latent attention "
+                                  f"({s}.kv_lora_rank > 0): leave it at {plain!r}")

@@ -1,4 +1,4 @@
-"""HF checkpoint loading (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE) refuses bad input with one
+"""HF checkpoint loading (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, GLM-4.5, DeepSeek-V3) refuses bad input with one
 line naming the key or tensor, before reading any tensor data; the export round-trips and
 refuses what the HF type cannot express; bfloat16 tensors are widened exactly.
 Framework-free: checkpoints are written with ``save_hf_checkpoint`` and edited by hand."""
@@ -213,7 +213,57 @@ def test_glm4_moe_export_round_trips(tmp_path):
     assert back.keys() == values.keys() and all(np.array_equal(back[name], values[name]) for name in values)
     edit_tensors(tmp_path, lambda t: t.update({"model.layers.3.eh_proj.weight": np.zeros((16, 32), np.float32)}))
     with pytest.raises(ConfigError, match="has tensor model.layers.3.eh_proj.weight, which a 3-layer"):
-        load_hf_checkpoint(tmp_path)  # a multi-token-prediction layer is refused, not dropped
+        load_hf_checkpoint(tmp_path)  # a layer past num_hidden_layers that config.json does not announce
+
+
+def test_a_multi_token_prediction_layer_is_dropped_only_when_asked(tmp_path):
+    """GLM-4.5 with its MTP layer (``num_nextn_predict_layers`` 1: ``model.layers.3.*``): one line
+    naming a tensor and the opt-in; with ``drop_mtp`` the base model loads unchanged; a layer
+    past the announced ones is still refused."""
+    config = replace(tiny(**GLM), num_layers=3, first_dense_layers=1)
+    values = init_params(Transformer(config).param_specs(), seed=0)
+    save_hf_checkpoint(config, values, tmp_path)
+    edit_config(tmp_path, num_nextn_predict_layers=1)
+    edit_tensors(tmp_path, lambda t: t.update({"model.layers.3.eh_proj.weight": np.zeros((16, 32), np.float32),
+                                               "model.layers.3.enorm.weight": np.ones(16, np.float32)}))
+    with pytest.raises(ConfigError, match=r"has multi-token-prediction tensor model.layers.3.eh_proj.weight "
+                                          r"\(config.json num_nextn_predict_layers=1\).*drop_mtp=True"):
+        load_hf_checkpoint(tmp_path)
+    loaded, back = load_hf_checkpoint(tmp_path, drop_mtp=True)
+    assert back.keys() == values.keys() and all(np.array_equal(back[name], values[name]) for name in values)
+    edit_tensors(tmp_path, lambda t: t.update({"model.layers.4.enorm.weight": np.ones(16, np.float32)}))
+    with pytest.raises(ConfigError, match="has tensor model.layers.4.enorm.weight, which a 3-layer"):
+        load_hf_checkpoint(tmp_path, drop_mtp=True)
+
+
+LATENT = dict(num_kv_heads=4, kv_lora_rank=8, q_lora_rank=6, qk_nope_head_dim=4, qk_rope_head_dim=2, v_head_dim=6)
+
+
+@pytest.mark.parametrize("q_lora_rank", [6, 0])
+def test_deepseek_v3_export_round_trips_and_refuses_what_it_cannot_express(tmp_path, q_lora_rank):
+    """Latent attention (with and without a query rank) over GLM's MoE exports as DeepSeek-V3
+    and loads back with every tensor equal; a softmax top-k router or a dense model with
+    latent attention has no HF equivalent; uneven key/value heads and attention biases are
+    refused by key."""
+    config = replace(tiny(**GLM), num_layers=3, first_dense_layers=1, rope_interleave=True,
+                     **{**LATENT, "q_lora_rank": q_lora_rank})
+    values = init_params(Transformer(config).param_specs(), seed=0)
+    save_hf_checkpoint(config, values, tmp_path)
+    hf = json.loads((tmp_path / "config.json").read_text())
+    assert (hf["model_type"], hf["q_lora_rank"], hf["kv_lora_rank"]) == ("deepseek_v3", q_lora_rank or None, 8)
+    loaded, back = load_hf_checkpoint(tmp_path)
+    assert replace(loaded, moe=config.moe) == config  # every setting of the model section, latent ones included
+    assert back.keys() == values.keys() and all(np.array_equal(back[name], values[name]) for name in values)
+    for bad, key in ((replace(config, moe=tiny().moe), "moe.router='topk' has no HF DeepSeek-V3 equivalent"),
+                     (replace(config, moe_every=0, first_dense_layers=0, moe=None), "model.kv_lora_rank=8 in a dense")):
+        with pytest.raises(ConfigError, match=key):
+            save_hf_checkpoint(bad, init_params(Transformer(bad).param_specs(), seed=0), tmp_path / "bad")
+    for changes, message in (({"num_key_value_heads": 2}, "num_key_value_heads=2: DeepSeek-V3's latent attention"),
+                             ({"attention_bias": True}, "attention_bias=True: our transformer implements only False"),
+                             ({"q_lora_rank": 0}, "q_lora_rank=0: expected an integer >= 1 or null")):
+        edit_config(tmp_path, **{**hf, **changes})
+        with pytest.raises(ConfigError, match=message):
+            load_hf_checkpoint(tmp_path)
 
 
 def test_bfloat16_is_widened_exactly(tmp_path):
