@@ -95,10 +95,25 @@ def check_settings(hf: Dict[str, Any], kind: str) -> None:
         raise ConfigError(f"config.json decoder_sparse_step={step!r}: must be an integer from 1 to num_hidden_layers")
 
 
+def check_unquantised(hf: Dict[str, Any]) -> None:
+    """Quantised weights (gpt-oss's MXFP4 experts, DeepSeek-V3's FP8 release, bitsandbytes)
+    are refused in one line that says how to dequantise them."""
+    quant = hf.get("quantization_config")
+    if not quant:
+        return
+    method = quant.get("quant_method") if isinstance(quant, dict) else quant
+    how = ("Mxfp4Config(dequantize=True)" if method == "mxfp4" else
+           "FineGrainedFP8Config(dequantize=True)" if method == "fp8" else "its dequantize option")
+    raise ConfigError(f"config.json quantization_config.quant_method={method!r}: quantised checkpoints are not "
+                      f"loaded; dequantise it first (transformers: from_pretrained with quantization_config={how}, "
+                      "then save_pretrained) and load that folder")
+
+
 def config_from_hf(hf: Dict[str, Any]) -> TransformerConfig:
     """An HF config dict of a type in ``ARCHITECTURES`` -> our TransformerConfig (one-line
     error naming the key)."""
     kind = hf.get("model_type")
+    check_unquantised(hf)
     if kind not in ARCHITECTURES:
         raise ConfigError(f"config.json model_type={kind!r}: supported model types are {', '.join(ARCHITECTURES)}")
     if kind == "qwen3_moe" and "num_experts" not in hf:  # transformers 5 saves Qwen3-MoE's under this alias

@@ -67,6 +67,10 @@ def test_export_round_trips(mixtral):
     ({"num_local_experts": 5}, "tensor model.layers.0.block_sparse_moe.gate.weight has shape [4, 16]; "
                                "config.json implies [5, 16]"),
     ({"tie_word_embeddings": True}, "has tensor lm_head.weight, which a 2-layer 4-expert MoE tied-embedding"),
+    ({"model_type": "gpt_oss", "quantization_config": {"quant_method": "mxfp4"}},
+     "quantization_config.quant_method='mxfp4': quantised checkpoints are not loaded; dequantise it first "
+     "(transformers: from_pretrained with quantization_config=Mxfp4Config"),
+    ({"quantization_config": {"quant_method": "fp8"}}, "quant_method='fp8'.*FineGrainedFP8Config"),
 ])
 def test_config_mismatch_is_one_line_naming_the_key(mixtral, changes, message):
     edit_config(mixtral, **changes)
