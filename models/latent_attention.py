@@ -10,7 +10,8 @@ rotary key shared by the heads:
     out = concat_heads(A) W_o^T
 
 Without a query rank (``q_lora_rank`` 0, DeepSeek-V2-Lite) q = x W_q^T. n_q, n_kv: RMSNorms
-of the latents with epsilon 1e-6 (DeepSeek's, whatever the model's norm_eps). Keys and
+of the latents with epsilon 1e-6 (DeepSeek's, whatever the model's norm_eps). With YaRN's
+``yarn_mscale_all_dim`` m the scale 1 / sqrt(Dn + Dr) is multiplied by (0.1 m ln(s) + 1)^2. Keys and
 values are expanded from the cached latents at every step, as transformers does.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from core.params import ParamSpec, normal_init
 from models.adaptable import Adaptable
 from models.attention import attend_heads
 from models.norms import RMSNorm
-from models.rotary import apply_rope
+from models.rotary import apply_rope, yarn_mscale
 from models.transformer_config import TransformerConfig
 
 LATENT_NORM_EPS = 1e-6
@@ -41,7 +42,8 @@ class LatentAttention(Adaptable):
         self.q_rank, self.kv_rank = c.q_lora_rank, c.kv_lora_rank
         self.nope, self.rope, self.value = c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim
         self.interleave = c.rope_interleave
-        self.scale = (self.nope + self.rope) ** -0.5
+        temperature = yarn_mscale(c.yarn_factor, c.yarn_mscale_all_dim) if c.yarn_mscale_all_dim else 1.0
+        self.scale = (self.nope + self.rope) ** -0.5 * temperature ** 2
         self.q_norm = RMSNorm(self.q_rank, LATENT_NORM_EPS, prefix + "q_a_layernorm.") if self.q_rank else None
         self.kv_norm = RMSNorm(self.kv_rank, LATENT_NORM_EPS, prefix + "kv_a_layernorm.")
         self.adapters = {}

@@ -88,6 +88,7 @@ class Transformer:
         self.blocks = [Block(config, i, parallel) for i in range(config.num_layers)]
         self.final_norm = RMSNorm(config.d_model, config.norm_eps, "model.norm.")
         self.moe_layers: List[MoELayer] = [b.ffn for b in self.blocks if b.is_moe]
+        self.yarn = config.yarn.constants(config.rotary_dim, config.rope_theta) if config.yarn else None
 
     def param_specs(self) -> Dict[str, ParamSpec]:
         c = self.config
@@ -161,7 +162,7 @@ class Transformer:
         seq = tokens.shape[1]
         past = 0 if cache is None else cache[0][0].shape[1]
         positions = F.arange(seq, F.float32)
-        rope = rope_tables(F, positions + past if past else positions, c.rotary_dim, c.rope_theta)
+        rope = rope_tables(F, positions + past if past else positions, c.rotary_dim, c.rope_theta, self.yarn)
         return self.run_blocks(F, params, tokens, rope, causal_bias(F, seq, past), cache, None, domain_ids,
                                routing_noise, last_only)
 
@@ -174,7 +175,7 @@ class Transformer:
         so the logits equal ``decode``'s."""
         length = cache[0][0].shape[1]
         rope = rope_tables(F, F.cast(F.reshape(position, (1,)), F.float32), self.config.rotary_dim,
-                           self.config.rope_theta)
+                           self.config.rope_theta, self.yarn)
         return self.run_blocks(F, params, tokens, rope, cache_bias(F, position, length), cache, position)
 
     def prefill(self, F, params: dict, tokens, length: int):

@@ -9,6 +9,7 @@ from core.errors import ConfigError
 from core.rules import FLAG, check_fields, integer, number, one_of, setting
 from models.attention import QK_NORMS
 from models.moe_config import EXPERT_TYPES, MoEConfig
+from models.rotary import Yarn, yarn_mscale
 
 FFN_TYPES = EXPERT_TYPES
 
@@ -33,7 +34,13 @@ class TransformerConfig:
     ``q_lora_rank`` features (0: a full-rank q projection); each head has ``qk_nope_head_dim``
     features without positions and ``qk_rope_head_dim`` rotary ones (its rotary key shared by
     the heads), and ``v_head_dim`` value features; ``rope_interleave``: DeepSeek's pairing of
-    rotary features (2i, 2i + 1) instead of (i, i + R/2)."""
+    rotary features (2i, 2i + 1) instead of (i, i + R/2).
+
+    ``yarn_factor`` s > 1 turns on YaRN rope scaling (``models.rotary.Yarn``) for a model
+    trained on ``yarn_original_max_seq_len`` positions, with ``yarn_beta_fast``,
+    ``yarn_beta_slow``, ``yarn_truncate`` as in transformers; cos and sin are scaled by
+    ``yarn_attention_factor`` (0: 0.1 ln(s) + 1); ``yarn_mscale_all_dim`` m > 0 (DeepSeek-V3)
+    also multiplies latent attention's softmax scale by (0.1 m ln(s) + 1)^2."""
 
     vocab_size: int = setting(32000, integer(1))
     d_model: int = setting(512, integer(1))
@@ -59,11 +66,26 @@ class TransformerConfig:
     qk_rope_head_dim: int = setting(0, integer(0))
     v_head_dim: int = setting(0, integer(0))
     rope_interleave: bool = setting(False, FLAG)
+    yarn_factor: float = setting(1.0, number(1.0))
+    yarn_original_max_seq_len: int = setting(0, integer(0))
+    yarn_beta_fast: float = setting(32.0, number(0.0, low_open=True))
+    yarn_beta_slow: float = setting(1.0, number(0.0, low_open=True))
+    yarn_attention_factor: float = setting(0.0, number(0.0))
+    yarn_mscale_all_dim: float = setting(0.0, number(0.0))
+    yarn_truncate: bool = setting(True, FLAG)
     moe: Optional[MoEConfig] = None
 
     @property
     def head_dim(self) -> int:
         return self.head_size or self.d_model // self.num_heads
+
+    @property
+    def yarn(self) -> Optional[Yarn]:
+        """The YaRN scaling of the rotary positions, or None (``yarn_factor`` 1)."""
+        if self.yarn_factor == 1.0:
+            return None
+        return Yarn(self.yarn_factor, self.yarn_original_max_seq_len, self.yarn_beta_fast, self.yarn_beta_slow,
+                    self.yarn_attention_factor or yarn_mscale(self.yarn_factor), self.yarn_truncate)
 
     @property
     def rotary_dim(self) -> int:
@@ -88,6 +110,12 @@ class TransformerConfig:
             self.check_latent_attention(s)
         else:
             self.check_attention(s)
+        if self.yarn_factor != 1.0 and self.yarn_original_max_seq_len < 1:
+            raise ConfigError(f"{s}.yarn_original_max_seq_len={self.yarn_original_max_seq_len}: YaRN "
+                              f"({s}.yarn_factor={self.yarn_factor}) needs the positions the model was trained on")
+        if self.yarn_mscale_all_dim and not (self.kv_lora_rank and self.yarn):
+            raise ConfigError(f"{s}.yarn_mscale_all_dim={self.yarn_mscale_all_dim}: scales latent attention's "
+                              f"softmax under YaRN; needs {s}.kv_lora_rank > 0 and {s}.yarn_factor > 1")
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(f"{s}.num_heads={self.num_heads} must be divisible by {s}.num_kv_heads="
                               f"{self.num_kv_heads} (grouped-query attention)")

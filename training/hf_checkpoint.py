@@ -26,6 +26,7 @@ from safetensors.numpy import save_file
 from core.errors import ConfigError
 from models.hf_names import from_hf, hf_shapes, to_hf, unfused_shapes
 from models.moe_config import MoEConfig
+from models.rotary import yarn_mscale
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
 
@@ -64,21 +65,40 @@ def style(model_type: str) -> str:
             "deepseek_v3": "deepseek_v3"}.get(model_type, "qwen2_moe")
 
 
-def rope_settings(hf: Dict[str, Any], kind: str) -> Tuple[float, float]:
-    """(rope_theta, partial_rotary_factor) from a transformers 4 (top-level keys) or 5
-    (``rope_parameters``) config; scaled rotary variants are refused, and so is partial
-    rotary outside GLM-4.5 (whose transformers config defaults it to 0.5)."""
+def rope_settings(hf: Dict[str, Any], kind: str) -> Tuple[float, float, Dict[str, Any]]:
+    """(rope_theta, partial_rotary_factor, YaRN keys of our config) from a transformers 4
+    (top-level keys, ``rope_scaling``) or 5 (``rope_parameters``) config; rotary types other
+    than default and YaRN are refused, and so is partial rotary outside GLM-4.5 (whose
+    transformers config defaults it to 0.5)."""
     key = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
     rope = hf.get(key) or {}
     field = "type" if "type" in rope and "rope_type" not in rope else "rope_type"
     rope_type = rope.get(field, "default")
-    if rope_type != "default":
-        raise ConfigError(f"config.json {key}.{field}={rope_type!r}: only default rotary positions are implemented")
+    if rope_type not in ("default", "yarn"):
+        raise ConfigError(f"config.json {key}.{field}={rope_type!r}: only default and yarn rotary positions are "
+                          "implemented")
     default = 0.5 if kind == "glm4_moe" else 1.0
     partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", default))
     if partial != 1.0 and kind != "glm4_moe":
         raise ConfigError(f"config.json partial_rotary_factor={partial!r}: a {kind} model rotates whole heads")
-    return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))), float(partial)
+    theta = float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    return theta, float(partial), yarn_settings(rope, key, kind) if rope_type == "yarn" else {}
+
+
+def yarn_settings(rope: Dict[str, Any], key: str, kind: str) -> Dict[str, Any]:
+    """A YaRN ``rope_parameters``/``rope_scaling`` dict -> our ``yarn_*`` keys; the attention
+    factor derived as transformers does (mscale / mscale_all_dim, else 0.1 ln(s) + 1)."""
+    factor, original = rope.get("factor"), rope.get("original_max_position_embeddings")
+    for name, value in (("factor", factor), ("original_max_position_embeddings", original)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"config.json {key}.{name}={value!r}: YaRN needs a number >= 1 here")
+    mscale, all_dim = rope.get("mscale"), rope.get("mscale_all_dim")
+    attention = rope.get("attention_factor") or (
+        yarn_mscale(factor, mscale) / yarn_mscale(factor, all_dim) if mscale and all_dim else yarn_mscale(factor))
+    return {"yarn_factor": float(factor), "yarn_original_max_seq_len": int(original),
+            "yarn_beta_fast": float(rope.get("beta_fast") or 32.0), "yarn_beta_slow": float(rope.get("beta_slow") or 1.0),
+            "yarn_attention_factor": float(attention), "yarn_truncate": bool(rope.get("truncate", True)),
+            "yarn_mscale_all_dim": float(all_dim or 0.0) if kind == "deepseek_v3" else 0.0}
 
 
 def check_settings(hf: Dict[str, Any], kind: str) -> None:
@@ -96,8 +116,9 @@ def check_settings(hf: Dict[str, Any], kind: str) -> None:
 
 
 def check_unquantised(hf: Dict[str, Any]) -> None:
-    """Quantised weights (gpt-oss's MXFP4 experts, DeepSeek-V3's FP8 release, bitsandbytes)
-    are refused in one line that says how to dequantise them."""
+    """Quantised safetensors (gpt-oss's MXFP4 experts, DeepSeek-V3's FP8 release, bitsandbytes)
+    are refused in one line that says how to dequantise them (a GGUF file's config says gguf:
+    transformers has dequantised it, ``load_gguf``)."""
     quant = hf.get("quantization_config")
     if not quant:
         return
@@ -113,7 +134,6 @@ def config_from_hf(hf: Dict[str, Any]) -> TransformerConfig:
     """An HF config dict of a type in ``ARCHITECTURES`` -> our TransformerConfig (one-line
     error naming the key)."""
     kind = hf.get("model_type")
-    check_unquantised(hf)
     if kind not in ARCHITECTURES:
         raise ConfigError(f"config.json model_type={kind!r}: supported model types are {', '.join(ARCHITECTURES)}")
     if kind == "qwen3_moe" and "num_experts" not in hf:  # transformers 5 saves Qwen3-MoE's under this alias
@@ -128,7 +148,7 @@ def config_from_hf(hf: Dict[str, Any]) -> TransformerConfig:
     if not (head_size or latent) and hf.get("head_dim") not in (None, hf["hidden_size"] // heads):
         raise ConfigError(f"config.json head_dim={hf['head_dim']}: must be hidden_size / num_attention_heads "
                           f"= {hf['hidden_size'] // heads}")
-    theta, partial = rope_settings(hf, kind)
+    theta, partial, yarn = rope_settings(hf, kind)
     moe = moe_from_hf(hf, kind) if kind in SIZE_KEYS else None
     glm = kind == "glm4_moe"
     grouped = kind in GROUPED_SIGMOID
@@ -144,7 +164,7 @@ def config_from_hf(hf: Dict[str, Any]) -> TransformerConfig:
                              init_std=hf.get("initializer_range", 0.02),
                              moe_every=hf.get("decoder_sparse_step", 1) if kind in SPARSE_STEP else int(bool(moe)),
                              first_dense_layers=hf.get("first_k_dense_replace", 0) if grouped else 0,
-                             moe=moe, **latent).validate("config.json")
+                             moe=moe, **latent, **yarn).validate("config.json")
 
 
 def latent_settings(hf: Dict[str, Any], kind: str) -> Dict[str, Any]:
@@ -259,6 +279,17 @@ def export_type(config: TransformerConfig) -> str:
     return kind
 
 
+def rope_parameters(config: TransformerConfig) -> Dict[str, Any]:
+    """transformers 5's ``rope_parameters`` of our config: default, or YaRN's keys."""
+    c = config
+    if c.yarn is None:
+        return {"rope_type": "default", "rope_theta": c.rope_theta}
+    yarn = {"rope_type": "yarn", "rope_theta": c.rope_theta, "factor": c.yarn_factor,
+            "original_max_position_embeddings": c.yarn_original_max_seq_len, "beta_fast": c.yarn_beta_fast,
+            "beta_slow": c.yarn_beta_slow, "attention_factor": c.yarn.attention_factor, "truncate": c.yarn_truncate}
+    return {**yarn, "mscale_all_dim": c.yarn_mscale_all_dim} if c.yarn_mscale_all_dim else yarn
+
+
 def config_to_hf(config: TransformerConfig) -> Dict[str, Any]:
     """Our config -> the HF config dict of ``export_type(config)``."""
     c, moe, kind = config, config.moe, export_type(config)
@@ -267,7 +298,7 @@ def config_to_hf(config: TransformerConfig) -> Dict[str, Any]:
           "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads,
           "num_key_value_heads": c.num_kv_heads, "max_position_embeddings": c.max_seq_len,
           "rms_norm_eps": c.norm_eps, "rope_theta": c.rope_theta,
-          "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
+          "rope_parameters": rope_parameters(c),
           "tie_word_embeddings": c.tie_embeddings, "initializer_range": c.init_std, "hidden_act": "silu",
           "dtype": "float32"}
     if kind == "llama":
@@ -448,6 +479,7 @@ def load_hf_checkpoint(path, drop_mtp: bool = False) -> Tuple[TransformerConfig,
     if not (path / "config.json").is_file():
         raise ConfigError(f"{path} has no config.json: expected an HF checkpoint folder or a .gguf file")
     hf = read_json(path / "config.json")
+    check_unquantised(hf)
     config = config_from_hf(hf)
     files = tensor_files(path)
     dropped = mtp_tensors(hf, files, str(path), drop_mtp)

@@ -7,7 +7,8 @@ dense block between MoE blocks); our export loads back in transformers with the 
 transformers 5's fused experts (what GGUF files load as), in memory and written to a file,
 convert too; without its q/k norm a Qwen3-MoE or OLMoE model is far from transformers'
 logits, and so is GLM-4.5 without any one of its parts, and DeepSeek-V3 (multi-head latent
-attention) without its interleaved rotary pairs or its latent norms; a dense Qwen3 upcycled and exported
+attention) without its interleaved rotary pairs or its latent norms; YaRN rope scaling
+(DeepSeek-V3's and Qwen3-MoE's) gives transformers' logits, exports, and matters; a dense Qwen3 upcycled and exported
 loads in transformers as a Qwen3-MoE with the dense logits; the real SmolLM2-135M GGUF loads. Tolerance: 1e-4
 absolute and relative on float32 logits. Skipped only when transformers is not installed
 (``source scripts/setup_env.sh hf``)."""
@@ -215,11 +216,7 @@ def test_each_glm4_moe_part_matters(runner, tmp_path):
 
 def test_each_deepseek_v3_attention_part_matters(runner, tmp_path):
     """Mutation check: DeepSeek-V3 with rotary pairs (i, i + R/2) instead of interleaved ones,
-    or with its latent norms' weights lost (left at ones), misses transformers' logits. Torch
-    only: the maths is the same on MindSpore (whose logits the load test compares), and its
-    three forwards there cost 12 s of test.sh's critical path."""
-    if runner.name == "mindspore":
-        pytest.skip("framework-independent mutation check: run on torch")
+    or with its latent norms' weights lost (left at ones), misses transformers' logits."""
     torch.manual_seed(12)
     model = hf_model("deepseek_v3")
     model.save_pretrained(tmp_path)
@@ -232,6 +229,32 @@ def test_each_deepseek_v3_attention_part_matters(runner, tmp_path):
                                          ("latent norm weights lost", config, {**values, **ones})):
         gap = np.abs(run_forward(runner, Transformer(mutant), mutant_values, tokens)[0] - expected).max()
         assert gap > 100 * TOL["atol"], label
+
+
+YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 8,
+        "beta_fast": 8.0, "beta_slow": 1.0}
+
+
+@pytest.mark.parametrize("kind,rope", [("deepseek_v3", dict(mscale=1.0, mscale_all_dim=0.8)),
+                                       ("qwen3_moe", dict(truncate=False))])
+def test_yarn_rope_scaling_gives_hf_logits_and_exports(runner, tmp_path, kind, rope):
+    """YaRN over 24 positions of a model trained on 8: DeepSeek-V3's (its softmax scaled by
+    mscale_all_dim) and Qwen3-MoE's (untruncated ramp) load with transformers' logits, export
+    back with them, and without YaRN the same weights miss them."""
+    torch.manual_seed(14)
+    model = hf_model(kind, rope_parameters={**YARN, **rope}, max_position_embeddings=32)
+    model.save_pretrained(tmp_path / "hf")
+    config, values = load_hf_checkpoint(tmp_path / "hf")
+    assert config.yarn.factor == 4.0 and config.yarn_truncate == rope.get("truncate", True)
+    tokens = np.random.default_rng(15).integers(0, 64, (1, 24)).astype(np.int32)
+    expected = hf_logits(model, tokens)
+    logits = run_forward(runner, Transformer(config), values, tokens)[0]
+    np.testing.assert_allclose(logits, expected, **TOL)
+    save_hf_checkpoint(config, values, tmp_path / "out")
+    np.testing.assert_allclose(hf_logits(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out"), tokens),
+                               expected, **TOL)
+    plain = replace(config, yarn_factor=1.0, yarn_mscale_all_dim=0.0)
+    assert np.abs(run_forward(runner, Transformer(plain), values, tokens)[0] - expected).max() > 100 * TOL["atol"]
 
 
 def test_smollm2_gguf_gives_hf_logits(runner, smollm2_gguf):

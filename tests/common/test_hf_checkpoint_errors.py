@@ -60,7 +60,9 @@ def test_export_round_trips(mixtral):
     ({"layer_types": ["sliding_attention", "full_attention"]}, "layer_types=['sliding_attention', 'full_attention']"),
     ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
     ({"num_local_experts": None}, "num_local_experts=None: a mixtral config needs an integer >= 1 here"),
-    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, "rope_parameters.rope_type='yarn': only default"),
+    ({"rope_parameters": {"rope_type": "longrope", "factor": 4.0}}, "rope_parameters.rope_type='longrope': only default"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}},
+     "rope_parameters.original_max_position_embeddings=None: YaRN needs a number >= 1 here"),
     ({"rope_parameters": None, "rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling.type='linear'"),
     ({"intermediate_size": 12}, "tensor model.layers.0.block_sparse_moe.experts.0.w3.weight has shape [8, 16]; "
                                 "config.json implies [12, 16]"),

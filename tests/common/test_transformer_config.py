@@ -38,6 +38,8 @@ def config(**settings) -> TransformerConfig:
     ("model.v_head_dim", dict(kv_lora_rank=8, num_kv_heads=4, qk_nope_head_dim=4, qk_rope_head_dim=2)),
     ("model.num_kv_heads", dict(kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=2, v_head_dim=4)),
     ("model.rope_interleave", dict(rope_interleave=True)),  # latent attention's only
+    ("model.yarn_original_max_seq_len", dict(yarn_factor=4.0)),
+    ("model.yarn_mscale_all_dim", dict(yarn_factor=4.0, yarn_original_max_seq_len=8, yarn_mscale_all_dim=1.0)),
 ])
 def test_bad_setting_is_one_line_naming_it(setting, settings):
     with pytest.raises(ConfigError) as info:
