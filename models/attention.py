@@ -24,13 +24,16 @@ MASKED = -1e9
 QK_NORMS = ("none", "per_head", "across_heads")
 
 
-def causal_bias(F, seq_len: int, past: int = 0):
+def causal_bias(F, seq_len: int, past: int = 0, window: int = 0):
     """[S, past + S] float32 added to the scores: 0 where query m (at position past + m) may
     attend to key n (n <= past + m), -1e9 elsewhere (an added constant: its gradient is free,
-    unlike a select's). ``past``: positions already held in a KV cache."""
+    unlike a select's). ``past``: positions already held in a KV cache. ``window`` W > 0: a
+    sliding window, key n only if n > past + m - W (transformers' sliding-window mask)."""
     position = F.arange(seq_len, F.index_dtype)
     key = F.arange(past + seq_len, F.index_dtype) if past else position
-    return additive_bias(F, F.expand_dims(position + past if past else position, 1) >= F.expand_dims(key, 0))
+    query = F.expand_dims(position + past if past else position, 1)
+    bias = additive_bias(F, query >= F.expand_dims(key, 0))
+    return bias + additive_bias(F, F.expand_dims(key, 0) > query - window) if window else bias
 
 
 def additive_bias(F, allowed):
@@ -38,10 +41,13 @@ def additive_bias(F, allowed):
     return F.where(allowed, F.zeros((), F.float32), F.zeros((), F.float32) + MASKED)
 
 
-def cache_bias(F, position, length: int):
+def cache_bias(F, position, length: int, window: int = 0):
     """``causal_bias`` of one query at ``position`` (a 0-d index tensor) over a fixed-length
-    cache: [1, M] float32, 0 at keys n <= position, -1e9 after (slots not written yet)."""
-    return additive_bias(F, F.reshape(F.arange(length, F.index_dtype) <= position, (1, length)))
+    cache: [1, M] float32, 0 at keys n <= position (and n > position - ``window`` if W > 0),
+    -1e9 elsewhere (slots not written yet)."""
+    key = F.arange(length, F.index_dtype)
+    bias = additive_bias(F, F.reshape(key <= position, (1, length)))
+    return bias + additive_bias(F, F.reshape(key > position - window, (1, length))) if window else bias
 
 
 class Attention(Adaptable):

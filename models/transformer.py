@@ -29,7 +29,7 @@ SUMMED = ("loss", "expert_flops", "a2a_sent_rows", "a2a_needed_rows", "a2a_cross
 
 class Block:
     """Pre-norm block ``model.layers.{i}.``: attention (grouped-query, or multi-head latent
-    with ``kv_lora_rank``), then a dense FFN (``mlp.``) or an MoE layer (``block_sparse_moe.``)."""
+    with ``kv_lora_rank``; over a sliding window of ``window`` positions if > 0), then a dense FFN (``mlp.``) or an MoE layer (``block_sparse_moe.``)."""
 
     def __init__(self, config: TransformerConfig, index: int, parallel=None) -> None:
         c, p = config, f"model.layers.{index}."
@@ -39,6 +39,7 @@ class Block:
             c.norm_eps, c.head_size, c.rotary_dim)
         self.ffn_norm = RMSNorm(c.d_model, c.norm_eps, p + "post_attention_layernorm.")
         self.is_moe = c.is_moe_layer(index)
+        self.window = c.window(index)
         if self.is_moe:
             self.ffn = MoELayer(c.moe, p + "block_sparse_moe.", index, parallel)
         else:
@@ -163,7 +164,9 @@ class Transformer:
         past = 0 if cache is None else cache[0][0].shape[1]
         positions = F.arange(seq, F.float32)
         rope = rope_tables(F, positions + past if past else positions, c.rotary_dim, c.rope_theta, self.yarn)
-        return self.run_blocks(F, params, tokens, rope, causal_bias(F, seq, past), cache, None, domain_ids,
+        window = self.config.sliding_window if self.config.layer_types else 0
+        bias = (causal_bias(F, seq, past), causal_bias(F, seq, past, window) if window else None)
+        return self.run_blocks(F, params, tokens, rope, bias, cache, None, domain_ids,
                                routing_noise, last_only)
 
     def decode_at(self, F, params: dict, tokens, position, cache):
@@ -176,7 +179,9 @@ class Transformer:
         length = cache[0][0].shape[1]
         rope = rope_tables(F, F.cast(F.reshape(position, (1,)), F.float32), self.config.rotary_dim,
                            self.config.rope_theta, self.yarn)
-        return self.run_blocks(F, params, tokens, rope, cache_bias(F, position, length), cache, position)
+        window = self.config.sliding_window if self.config.layer_types else 0
+        bias = (cache_bias(F, position, length), cache_bias(F, position, length, window) if window else None)
+        return self.run_blocks(F, params, tokens, rope, bias, cache, position)
 
     def prefill(self, F, params: dict, tokens, length: int):
         """``decode`` of a prompt for ``decode_at``: tokens [B, S] at positions 0..S-1 ->
@@ -192,7 +197,8 @@ class Transformer:
     def run_blocks(self, F, params: dict, tokens, rope, bias, cache, position, domain_ids=None, routing_noise=None,
                    last_only=False):
         """embed -> blocks (each with its cache entry, see ``Block.forward``) -> norm -> logits:
-        the body of ``decode`` and ``decode_at``."""
+        the body of ``decode`` and ``decode_at``; bias = (full attention's, sliding-window
+        blocks' or None)."""
         c = self.config
         batch, seq = tokens.shape
         ids = F.reshape(F.cast(tokens, F.index_dtype), (batch * seq,))
@@ -201,7 +207,8 @@ class Transformer:
         layer_auxes, new_cache = (), ()
         for i, block in enumerate(self.blocks):
             noise = None if routing_noise is None or not block.is_moe else routing_noise[len(layer_auxes)]
-            h, aux, kv = block.forward(F, params, h, rope, bias, routing_context(tokens, domain_ids, noise),
+            h, aux, kv = block.forward(F, params, h, rope, bias[1] if block.window else bias[0],
+                                       routing_context(tokens, domain_ids, noise),
                                        None if cache is None else cache[i], position)
             new_cache = new_cache + (kv,)
             if block.is_moe:

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from core.errors import ConfigError
-from core.rules import FLAG, check_fields, integer, number, one_of, setting
+from core.rules import FLAG, check_fields, integer, names, number, one_of, setting
 from models.attention import QK_NORMS
 from models.moe_config import EXPERT_TYPES, MoEConfig
 from models.rotary import Yarn, yarn_mscale
 
 FFN_TYPES = EXPERT_TYPES
+LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 @dataclass
@@ -40,7 +41,11 @@ class TransformerConfig:
     trained on ``yarn_original_max_seq_len`` positions, with ``yarn_beta_fast``,
     ``yarn_beta_slow``, ``yarn_truncate`` as in transformers; cos and sin are scaled by
     ``yarn_attention_factor`` (0: 0.1 ln(s) + 1); ``yarn_mscale_all_dim`` m > 0 (DeepSeek-V3)
-    also multiplies latent attention's softmax scale by (0.1 m ln(s) + 1)^2."""
+    also multiplies latent attention's softmax scale by (0.1 m ln(s) + 1)^2.
+
+    ``layer_types``: one of ``LAYER_TYPES`` per block (empty: all full); a
+    ``sliding_attention`` block's queries see the last ``sliding_window`` positions only
+    (Qwen2, Qwen3, gpt-oss)."""
 
     vocab_size: int = setting(32000, integer(1))
     d_model: int = setting(512, integer(1))
@@ -73,6 +78,8 @@ class TransformerConfig:
     yarn_attention_factor: float = setting(0.0, number(0.0))
     yarn_mscale_all_dim: float = setting(0.0, number(0.0))
     yarn_truncate: bool = setting(True, FLAG)
+    sliding_window: int = setting(0, integer(0))
+    layer_types: List[str] = setting([], names(*LAYER_TYPES))
     moe: Optional[MoEConfig] = None
 
     @property
@@ -92,6 +99,10 @@ class TransformerConfig:
         """The R features of each head that rotate: head_dim * partial_rotary_factor, or
         qk_rope_head_dim with latent attention."""
         return self.qk_rope_head_dim if self.kv_lora_rank else int(self.head_dim * self.partial_rotary_factor)
+
+    def window(self, index: int) -> int:
+        """Block ``index``'s sliding window W, 0 for full attention."""
+        return self.sliding_window if self.layer_types and self.layer_types[index] == "sliding_attention" else 0
 
     def is_moe_layer(self, index: int) -> bool:
         return self.moe_every > 0 and index >= self.first_dense_layers and (index + 1) % self.moe_every == 0
@@ -113,6 +124,12 @@ class TransformerConfig:
         if self.yarn_factor != 1.0 and self.yarn_original_max_seq_len < 1:
             raise ConfigError(f"{s}.yarn_original_max_seq_len={self.yarn_original_max_seq_len}: YaRN "
                               f"({s}.yarn_factor={self.yarn_factor}) needs the positions the model was trained on")
+        if self.layer_types and len(self.layer_types) != self.num_layers:
+            raise ConfigError(f"{s}.layer_types has {len(self.layer_types)} entries; {s}.num_layers={self.num_layers} "
+                              "needs one per block (or none: all full_attention)")
+        if "sliding_attention" in self.layer_types and self.sliding_window < 1:
+            raise ConfigError(f"{s}.sliding_window={self.sliding_window}: {s}.layer_types has sliding_attention "
+                              "blocks, which need a window >= 1")
         if self.yarn_mscale_all_dim and not (self.kv_lora_rank and self.yarn):
             raise ConfigError(f"{s}.yarn_mscale_all_dim={self.yarn_mscale_all_dim}: scales latent attention's "
                               f"softmax under YaRN; needs {s}.kv_lora_rank > 0 and {s}.yarn_factor > 1")

@@ -47,12 +47,13 @@ SIZE_KEYS = {"mixtral": ("num_local_experts", "num_experts_per_tok"),
                              "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")}
 GROUPED_SIGMOID = ("glm4_moe", "deepseek_v3")  # routed by the aux_free router's sigmoid group-limited choice
 MTP_LAYER = re.compile(r"model\.layers\.(\d+)\.")
-SPARSE_STEP = ("qwen2_moe", "qwen3_moe")  # types whose decoder_sparse_step is our moe_every
+SPARSE_STEP = ("qwen2_moe", "qwen3_moe")
+WINDOWED = ("qwen2", "qwen3")  # types whose layer_types may hold sliding_attention blocks  # types whose decoder_sparse_step is our moe_every
 HEAD_DIM = ("qwen3", "qwen3_moe", "glm4_moe")  # types whose head_dim may differ from hidden_size / num_attention_heads
 NO_ATTENTION_BIAS, NO_WINDOW = ("attention_bias", False), ("sliding_window", None)
 FIXED = {"llama": [NO_ATTENTION_BIAS, NO_WINDOW], "mixtral": [NO_ATTENTION_BIAS, NO_WINDOW],
-         "qwen2": [("use_sliding_window", False)], "qwen2_moe": [("use_sliding_window", False)],
-         "qwen3": [("use_sliding_window", False), NO_ATTENTION_BIAS],  # Qwen3 biases o_proj too
+         "qwen2": [], "qwen2_moe": [("use_sliding_window", False)],
+         "qwen3": [NO_ATTENTION_BIAS],  # Qwen3 biases o_proj too
          "qwen3_moe": [("use_sliding_window", False), NO_ATTENTION_BIAS],
          "olmoe": [NO_ATTENTION_BIAS, NO_WINDOW, ("clip_qkv", None)],
          "glm4_moe": [NO_WINDOW],  # GLM's attention_bias is on q, k and v only: our qkv_bias
@@ -108,7 +109,7 @@ def check_settings(hf: Dict[str, Any], kind: str) -> None:
         if hf.get(key, allowed) != allowed:
             raise ConfigError(f"config.json {key}={hf[key]!r}: our transformer implements only {allowed!r}")
     layer_types = hf.get("layer_types") or []
-    if any(layer != "full_attention" for layer in layer_types):
+    if kind not in WINDOWED and any(layer != "full_attention" for layer in layer_types):
         raise ConfigError(f"config.json layer_types={layer_types!r}: only full_attention layers are implemented")
     step = hf.get("decoder_sparse_step", 1)
     if kind in SPARSE_STEP and not (isinstance(step, int) and 1 <= step <= hf["num_hidden_layers"]):
@@ -164,7 +165,20 @@ def config_from_hf(hf: Dict[str, Any]) -> TransformerConfig:
                              init_std=hf.get("initializer_range", 0.02),
                              moe_every=hf.get("decoder_sparse_step", 1) if kind in SPARSE_STEP else int(bool(moe)),
                              first_dense_layers=hf.get("first_k_dense_replace", 0) if grouped else 0,
-                             moe=moe, **latent, **yarn).validate("config.json")
+                             moe=moe, **latent, **yarn, **window_settings(hf, kind)).validate("config.json")
+
+
+def window_settings(hf: Dict[str, Any], kind: str) -> Dict[str, Any]:
+    """Qwen2's and Qwen3's sliding-window blocks (``layer_types``, ``sliding_window``) under
+    our names; {} when every block attends fully."""
+    layer_types = list(hf.get("layer_types") or [])
+    if kind not in WINDOWED or "sliding_attention" not in layer_types:
+        return {}
+    known = sorted(set(layer_types) - {"full_attention", "sliding_attention"})
+    if known:
+        raise ConfigError(f"config.json layer_types has {known[0]!r}: only full_attention and sliding_attention "
+                          "layers are implemented")
+    return {"layer_types": layer_types, "sliding_window": hf.get("sliding_window") or 0}
 
 
 def latent_settings(hf: Dict[str, Any], kind: str) -> Dict[str, Any]:
@@ -223,7 +237,8 @@ def export_type(config: TransformerConfig) -> str:
                                (not (qwen3 and c.qkv_bias), "model.qkv_bias", c.qkv_bias),
                                (whole_heads or qwen3, "model.head_size", c.head_size),
                                (c.partial_rotary_factor == 1.0, "model.partial_rotary_factor", c.partial_rotary_factor),
-                               (c.kv_lora_rank == 0, "model.kv_lora_rank", c.kv_lora_rank)):
+                               (c.kv_lora_rank == 0, "model.kv_lora_rank", c.kv_lora_rank),
+                               (not c.layer_types or qwen3 or c.qkv_bias, "model.layer_types", c.layer_types)):
             if not ok:
                 raise ConfigError(f"{key}={value!r} in a dense model (model.moe_every=0): HF Llama, Qwen2 and Qwen3 "
                                   "have no such setting")
@@ -258,6 +273,7 @@ def export_type(config: TransformerConfig) -> str:
                    "has no dense first blocks"),
                   (c.partial_rotary_factor == 1.0, "model.partial_rotary_factor", c.partial_rotary_factor,
                    "rotates whole heads")]
+    rules += [(not c.layer_types, "model.layer_types", c.layer_types, "attends fully in every block")]
     if kind in ("mixtral", "olmoe", "glm4_moe", "deepseek_v3"):
         rules += [(c.moe_every == 1, "model.moe_every", c.moe_every, "has an MoE in every block")]
     if kind not in ("qwen3_moe", "glm4_moe", "deepseek_v3"):
@@ -303,10 +319,12 @@ def config_to_hf(config: TransformerConfig) -> Dict[str, Any]:
           "dtype": "float32"}
     if kind == "llama":
         return {**hf, "attention_bias": False, "mlp_bias": False}
+    windows = {"use_sliding_window": bool(c.layer_types), "sliding_window": c.sliding_window if c.layer_types else None,
+               "layer_types": c.layer_types or ["full_attention"] * c.num_layers}
     if kind == "qwen2":
-        return {**hf, "use_sliding_window": False}
+        return {**hf, **windows}
     if kind == "qwen3":
-        return {**hf, "use_sliding_window": False, "attention_bias": False, "head_dim": c.head_dim}
+        return {**hf, **windows, "attention_bias": False, "head_dim": c.head_dim}
     if kind == "mixtral":
         return {**hf, "intermediate_size": moe.ffn_hidden, "num_local_experts": moe.num_experts,
                 "num_experts_per_tok": moe.top_k, "router_aux_loss_coef": moe.balance_loss_coef / moe.top_k,

@@ -8,7 +8,8 @@ transformers 5's fused experts (what GGUF files load as), in memory and written 
 convert too; without its q/k norm a Qwen3-MoE or OLMoE model is far from transformers'
 logits, and so is GLM-4.5 without any one of its parts, and DeepSeek-V3 (multi-head latent
 attention) without its interleaved rotary pairs or its latent norms; YaRN rope scaling
-(DeepSeek-V3's and Qwen3-MoE's) gives transformers' logits, exports, and matters; a dense Qwen3 upcycled and exported
+(DeepSeek-V3's and Qwen3-MoE's) gives transformers' logits, exports, and matters; so do
+Qwen3's sliding-window blocks, whose fixed-length-cache decoding gives them too; a dense Qwen3 upcycled and exported
 loads in transformers as a Qwen3-MoE with the dense logits; the real SmolLM2-135M GGUF loads. Tolerance: 1e-4
 absolute and relative on float32 logits. Skipped only when transformers is not installed
 (``source scripts/setup_env.sh hf``)."""
@@ -22,6 +23,7 @@ from models.transformer import Transformer
 from scripts.hf_logit_gap import draw_initial_constants
 from tests.support.model_runs import run_forward
 from tests.support.pretrained import smollm2_weights
+from training.generation import Decoder
 from training.hf_checkpoint import from_hf_weights, load_hf_checkpoint, save_hf_checkpoint
 from training.upcycle import upcycle
 
@@ -198,16 +200,23 @@ def glm4_mutant(config, values: dict, mutation: dict):
     return replace(config, moe=moe, **settings), values
 
 
+def loaded_with_hf_logits(runner, tmp_path, kind: str, seed: int):
+    """A random HF ``kind`` saved and loaded: (config, values, tokens [2, 12], transformers'
+    logits), ours checked equal to them."""
+    torch.manual_seed(seed)
+    model = hf_model(kind)
+    model.save_pretrained(tmp_path)
+    config, values = load_hf_checkpoint(tmp_path)
+    tokens = np.random.default_rng(seed + 1).integers(0, 64, (2, 12)).astype(np.int32)
+    expected = hf_logits(model, tokens)
+    np.testing.assert_allclose(run_forward(runner, Transformer(config), values, tokens)[0], expected, **TOL)
+    return config, values, tokens, expected
+
+
 def test_each_glm4_moe_part_matters(runner, tmp_path):
     """Mutation check: GLM-4.5 with one of its parts undone (partial rotary, per-head q/k norm,
     the dense first block, group-limited choice, routed scaling) misses transformers' logits."""
-    torch.manual_seed(8)
-    model = hf_model("glm4_moe")
-    model.save_pretrained(tmp_path)
-    config, values = load_hf_checkpoint(tmp_path)
-    tokens = np.random.default_rng(9).integers(0, 64, (2, 12)).astype(np.int32)
-    expected = hf_logits(model, tokens)
-    np.testing.assert_allclose(run_forward(runner, Transformer(config), values, tokens)[0], expected, **TOL)
+    config, values, tokens, expected = loaded_with_hf_logits(runner, tmp_path, "glm4_moe", 8)
     for label, mutation in GLM4_MUTATIONS.items():
         mutant, mutant_values = glm4_mutant(config, values, mutation)
         gap = np.abs(run_forward(runner, Transformer(mutant), mutant_values, tokens)[0] - expected).max()
@@ -217,13 +226,7 @@ def test_each_glm4_moe_part_matters(runner, tmp_path):
 def test_each_deepseek_v3_attention_part_matters(runner, tmp_path):
     """Mutation check: DeepSeek-V3 with rotary pairs (i, i + R/2) instead of interleaved ones,
     or with its latent norms' weights lost (left at ones), misses transformers' logits."""
-    torch.manual_seed(12)
-    model = hf_model("deepseek_v3")
-    model.save_pretrained(tmp_path)
-    config, values = load_hf_checkpoint(tmp_path)
-    tokens = np.random.default_rng(13).integers(0, 64, (2, 12)).astype(np.int32)
-    expected = hf_logits(model, tokens)
-    np.testing.assert_allclose(run_forward(runner, Transformer(config), values, tokens)[0], expected, **TOL)
+    config, values, tokens, expected = loaded_with_hf_logits(runner, tmp_path, "deepseek_v3", 12)
     ones = {name: np.ones_like(value) for name, value in values.items() if name.endswith("a_layernorm.weight")}
     for label, mutant, mutant_values in (("pairs (i, i + R/2)", replace(config, rope_interleave=False), values),
                                          ("latent norm weights lost", config, {**values, **ones})):
@@ -255,6 +258,33 @@ def test_yarn_rope_scaling_gives_hf_logits_and_exports(runner, tmp_path, kind, r
                                expected, **TOL)
     plain = replace(config, yarn_factor=1.0, yarn_mscale_all_dim=0.0)
     assert np.abs(run_forward(runner, Transformer(plain), values, tokens)[0] - expected).max() > 100 * TOL["atol"]
+
+
+def test_sliding_window_blocks_give_hf_logits_export_and_decode(runner, tmp_path):
+    """Qwen3 with sliding windows of 4 positions in blocks 1 and 2 (``max_window_layers`` 1):
+    transformers' logits over 12 tokens, the export reloads with them, the fixed-length cache
+    steps give them, and attending fully instead misses them."""
+    torch.manual_seed(16)
+    model = hf_model("qwen3", use_sliding_window=True, sliding_window=4, max_window_layers=1, num_hidden_layers=3)
+    model.save_pretrained(tmp_path / "hf")
+    config, values = load_hf_checkpoint(tmp_path / "hf")
+    assert (config.layer_types, config.sliding_window) == (["full_attention"] + ["sliding_attention"] * 2, 4)
+    tokens = np.random.default_rng(17).integers(0, 64, (2, 12)).astype(np.int32)
+    expected = hf_logits(model, tokens)
+    ours = Transformer(config)
+    np.testing.assert_allclose(run_forward(runner, ours, values, tokens)[0], expected, **TOL)
+    save_hf_checkpoint(config, values, tmp_path / "out")
+    np.testing.assert_allclose(hf_logits(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out"), tokens),
+                               expected, **TOL)
+    decoder = Decoder(ours, runner.module(ours, values), "eager")
+    logits, cache = decoder.prefill(tokens[:, :4], 16)
+    steps = [logits]
+    for position in range(4, 12):
+        logits, _, cache = decoder.step_at(tokens[:, position:position + 1], position, cache)
+        steps.append(logits)
+    np.testing.assert_allclose(np.stack(steps, 1), expected[:, 3:], **TOL)
+    full = replace(config, layer_types=[], sliding_window=0)
+    assert np.abs(run_forward(runner, Transformer(full), values, tokens)[0] - expected).max() > 100 * TOL["atol"]
 
 
 def test_smollm2_gguf_gives_hf_logits(runner, smollm2_gguf):

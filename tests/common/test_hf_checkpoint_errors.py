@@ -203,6 +203,10 @@ GLM = dict(router="aux_free", shared_expert_hidden=16, router_options=dict(n_gro
     (replace(tiny(), first_dense_layers=1, num_layers=3), "model.first_dense_layers=1 has no HF Mixtral equivalent"),
     (replace(tiny(), partial_rotary_factor=0.5), "model.partial_rotary_factor=0.5 has no HF Mixtral equivalent"),
     (tiny(router_options=dict(gate_bias=True)), "moe.router_options.gate_bias=True has no HF Mixtral equivalent"),
+    (replace(tiny(), layer_types=["sliding_attention"] * 2, sliding_window=4),
+     "model.layer_types=\\['sliding_attention', 'sliding_attention'\\] has no HF Mixtral equivalent"),
+    (replace(tiny(False), layer_types=["sliding_attention"] * 2, sliding_window=4),
+     "model.layer_types=\\['sliding_attention', 'sliding_attention'\\] in a dense model"),
 ])
 def test_export_refuses_what_glm4_moe_and_others_cannot_express(tmp_path, config, key):
     with pytest.raises(ConfigError, match=key):
