@@ -57,11 +57,13 @@ class Attention(Adaptable):
     and value projections only (Qwen2), initialised to zero. ``qk_norm`` (``QK_NORMS``, module
     docstring) adds ``q_norm.weight`` and ``k_norm.weight`` with epsilon ``norm_eps``.
     ``head_dim``: D, or 0 for d_model / H (Qwen3 sets D apart from d_model / H);
-    ``rotary_dim``: the R features of each head that rotate (``models.rotary``), 0 for all D."""
+    ``rotary_dim``: the R features of each head that rotate (``models.rotary``), 0 for all D.
+    ``sinks``: a learned logit per query head, ``sinks`` [H] (init 0), that joins each query's
+    softmax as one more key with no value (gpt-oss's attention sinks, ``attend_heads``)."""
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, rope_theta: float,
                  init_std: float, prefix: str, qkv_bias: bool = False, qk_norm: str = "none",
-                 norm_eps: float = 1e-6, head_dim: int = 0, rotary_dim: int = 0) -> None:
+                 norm_eps: float = 1e-6, head_dim: int = 0, rotary_dim: int = 0, sinks: bool = False) -> None:
         if (d_model % num_heads and not head_dim) or num_heads % num_kv_heads or (head_dim or d_model // num_heads) % 2:
             raise ConfigError(f"attention: d_model={d_model}, num_heads={num_heads}, num_kv_heads={num_kv_heads}, "
                               f"head_dim={head_dim} need num_heads | d_model (or a head_dim), num_kv_heads | "
@@ -78,6 +80,7 @@ class Attention(Adaptable):
         self.prefix = prefix
         self.biased = ("q_proj", "k_proj", "v_proj") if qkv_bias else ()
         self.qk_norm = qk_norm
+        self.sinks = sinks
         widths = {"q": num_heads, "k": num_kv_heads} if qk_norm == "across_heads" else {"q": 1, "k": 1}
         self.norms = {} if qk_norm == "none" else {
             name: RMSNorm(widths[name] * self.head_dim, norm_eps, f"{prefix}{name}_norm.") for name in ("q", "k")}
@@ -94,6 +97,8 @@ class Attention(Adaptable):
             specs[p + name + ".bias"] = ParamSpec((specs[p + name + ".weight"].shape[0],), constant_init(0.0))
         for norm in self.norms.values():
             specs.update(norm.param_specs())
+        if self.sinks:
+            specs[p + "sinks"] = ParamSpec((self.num_heads,), constant_init(0.0))
         return specs
 
     def project(self, F, params: dict, x, name: str):
@@ -158,13 +163,16 @@ class Attention(Adaptable):
     def attend_keys(self, F, params: dict, q, k, v, bias, dtype):
         """q [B, S, H, D] over keys and values [B, N, Hkv, D] with bias [S, N] -> out [B, S, d]
         (after o_proj), in ``dtype``."""
-        return self.project(F, params, attend_heads(F, q, k, v, bias, q.shape[-1] ** -0.5, dtype), "o_proj")
+        sinks = params[self.prefix + "sinks"] if self.sinks else None
+        return self.project(F, params, attend_heads(F, q, k, v, bias, q.shape[-1] ** -0.5, dtype, sinks), "o_proj")
 
 
-def attend_heads(F, q, k, v, bias, scale: float, dtype):
+def attend_heads(F, q, k, v, bias, scale: float, dtype, sinks=None):
     """Softmax attention of every head in one batched matmul: q [B, S, H, Dk] over keys
     [B, N, Hkv, Dk] and values [B, N, Hkv, Dv] (query head h reads kv head h // (H / Hkv)),
-    bias [S, N] added to the float32 scores (q k^T) * scale -> [B, S, H * Dv] in ``dtype``."""
+    bias [S, N] added to the float32 scores (q k^T) * scale -> [B, S, H * Dv] in ``dtype``.
+    ``sinks`` [H] (or None): head h's probabilities are softmax over (scores, sink_h) without
+    the sink's, p_n = exp(s_n) / (sum_m exp(s_m) + exp(sink_h)), so they may sum below 1."""
     batch, seq, heads, dim = q.shape
     kv_heads, keys, value_dim = k.shape[2], k.shape[1], v.shape[-1]
     group = heads // kv_heads
@@ -172,7 +180,12 @@ def attend_heads(F, q, k, v, bias, scale: float, dtype):
     q = F.reshape(F.transpose(q, (0, 2, 3, 1, 4)), (batch, kv_heads, group * seq, dim))
     scores = F.matmul(q, F.transpose(k, (0, 2, 3, 1)))
     scores = F.reshape(F.cast(scores, F.float32), (batch, kv_heads, group, seq, keys)) + bias
-    probs = F.cast(F.reshape(F.softmax(scores, -1), (batch, kv_heads, group * seq, keys)), dtype)
+    if sinks is None:
+        probs = F.softmax(scores, -1)
+    else:
+        sink = F.zeros((batch, kv_heads, group, seq, 1), F.float32) + F.reshape(sinks, (1, kv_heads, group, 1, 1))
+        probs = F.softmax(F.concat([scores, sink], -1), -1)[..., :keys]
+    probs = F.cast(F.reshape(probs, (batch, kv_heads, group * seq, keys)), dtype)
     out = F.matmul(probs, F.transpose(v, (0, 2, 1, 3)))
     out = F.transpose(F.reshape(out, (batch, kv_heads, group, seq, value_dim)), (0, 3, 1, 2, 4))
     return F.reshape(out, (batch, seq, heads * value_dim))

@@ -45,7 +45,8 @@ class TransformerConfig:
 
     ``layer_types``: one of ``LAYER_TYPES`` per block (empty: all full); a
     ``sliding_attention`` block's queries see the last ``sliding_window`` positions only
-    (Qwen2, Qwen3, gpt-oss)."""
+    (Qwen2, Qwen3, gpt-oss). ``attention_sinks``: a learned logit per query head in every
+    softmax (gpt-oss; ``models.attention.attend_heads``)."""
 
     vocab_size: int = setting(32000, integer(1))
     d_model: int = setting(512, integer(1))
@@ -80,6 +81,7 @@ class TransformerConfig:
     yarn_truncate: bool = setting(True, FLAG)
     sliding_window: int = setting(0, integer(0))
     layer_types: List[str] = setting([], names(*LAYER_TYPES))
+    attention_sinks: bool = setting(False, FLAG)
     moe: Optional[MoEConfig] = None
 
     @property
