@@ -24,13 +24,16 @@ MASKED = -1e9
 QK_NORMS = ("none", "per_head", "across_heads")
 
 
-def causal_bias(F, seq_len: int, past: int = 0):
+def causal_bias(F, seq_len: int, past: int = 0, window: int = 0):
     """[S, past + S] float32 added to the scores: 0 where query m (at position past + m) may
     attend to key n (n <= past + m), -1e9 elsewhere (an added constant: its gradient is free,
-    unlike a select's). ``past``: positions already held in a KV cache."""
+    unlike a select's). ``past``: positions already held in a KV cache. ``window`` W > 0: a
+    sliding window, key n only if n > past + m - W (transformers' sliding-window mask)."""
     position = F.arange(seq_len, F.index_dtype)
     key = F.arange(past + seq_len, F.index_dtype) if past else position
-    return additive_bias(F, F.expand_dims(position + past if past else position, 1) >= F.expand_dims(key, 0))
+    query = F.expand_dims(position + past if past else position, 1)
+    bias = additive_bias(F, query >= F.expand_dims(key, 0))
+    return bias + additive_bias(F, F.expand_dims(key, 0) > query - window) if window else bias
 
 
 def additive_bias(F, allowed):
@@ -38,10 +41,13 @@ def additive_bias(F, allowed):
     return F.where(allowed, F.zeros((), F.float32), F.zeros((), F.float32) + MASKED)
 
 
-def cache_bias(F, position, length: int):
+def cache_bias(F, position, length: int, window: int = 0):
     """``causal_bias`` of one query at ``position`` (a 0-d index tensor) over a fixed-length
-    cache: [1, M] float32, 0 at keys n <= position, -1e9 after (slots not written yet)."""
-    return additive_bias(F, F.reshape(F.arange(length, F.index_dtype) <= position, (1, length)))
+    cache: [1, M] float32, 0 at keys n <= position (and n > position - ``window`` if W > 0),
+    -1e9 elsewhere (slots not written yet)."""
+    key = F.arange(length, F.index_dtype)
+    bias = additive_bias(F, F.reshape(key <= position, (1, length)))
+    return bias + additive_bias(F, F.reshape(key > position - window, (1, length))) if window else bias
 
 
 class Attention(Adaptable):
@@ -51,11 +57,13 @@ class Attention(Adaptable):
     and value projections only (Qwen2), initialised to zero. ``qk_norm`` (``QK_NORMS``, module
     docstring) adds ``q_norm.weight`` and ``k_norm.weight`` with epsilon ``norm_eps``.
     ``head_dim``: D, or 0 for d_model / H (Qwen3 sets D apart from d_model / H);
-    ``rotary_dim``: the R features of each head that rotate (``models.rotary``), 0 for all D."""
+    ``rotary_dim``: the R features of each head that rotate (``models.rotary``), 0 for all D.
+    ``sinks``: a learned logit per query head, ``sinks`` [H] (init 0), that joins each query's
+    softmax as one more key with no value (gpt-oss's attention sinks, ``attend_heads``)."""
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, rope_theta: float,
                  init_std: float, prefix: str, qkv_bias: bool = False, qk_norm: str = "none",
-                 norm_eps: float = 1e-6, head_dim: int = 0, rotary_dim: int = 0) -> None:
+                 norm_eps: float = 1e-6, head_dim: int = 0, rotary_dim: int = 0, sinks: bool = False) -> None:
         if (d_model % num_heads and not head_dim) or num_heads % num_kv_heads or (head_dim or d_model // num_heads) % 2:
             raise ConfigError(f"attention: d_model={d_model}, num_heads={num_heads}, num_kv_heads={num_kv_heads}, "
                               f"head_dim={head_dim} need num_heads | d_model (or a head_dim), num_kv_heads | "
@@ -72,6 +80,7 @@ class Attention(Adaptable):
         self.prefix = prefix
         self.biased = ("q_proj", "k_proj", "v_proj") if qkv_bias else ()
         self.qk_norm = qk_norm
+        self.sinks = sinks
         widths = {"q": num_heads, "k": num_kv_heads} if qk_norm == "across_heads" else {"q": 1, "k": 1}
         self.norms = {} if qk_norm == "none" else {
             name: RMSNorm(widths[name] * self.head_dim, norm_eps, f"{prefix}{name}_norm.") for name in ("q", "k")}
@@ -88,6 +97,8 @@ class Attention(Adaptable):
             specs[p + name + ".bias"] = ParamSpec((specs[p + name + ".weight"].shape[0],), constant_init(0.0))
         for norm in self.norms.values():
             specs.update(norm.param_specs())
+        if self.sinks:
+            specs[p + "sinks"] = ParamSpec((self.num_heads,), constant_init(0.0))
         return specs
 
     def project(self, F, params: dict, x, name: str):
@@ -152,13 +163,29 @@ class Attention(Adaptable):
     def attend_keys(self, F, params: dict, q, k, v, bias, dtype):
         """q [B, S, H, D] over keys and values [B, N, Hkv, D] with bias [S, N] -> out [B, S, d]
         (after o_proj), in ``dtype``."""
-        batch, seq, heads, dim = q.shape
-        kv_heads, group, keys = self.num_kv_heads, heads // self.num_kv_heads, k.shape[1]
-        q = F.reshape(q * (dim ** -0.5), (batch, seq, kv_heads, group, dim))
-        q = F.reshape(F.transpose(q, (0, 2, 3, 1, 4)), (batch, kv_heads, group * seq, dim))
-        scores = F.matmul(q, F.transpose(k, (0, 2, 3, 1)))
-        scores = F.reshape(F.cast(scores, F.float32), (batch, kv_heads, group, seq, keys)) + bias
-        probs = F.cast(F.reshape(F.softmax(scores, -1), (batch, kv_heads, group * seq, keys)), dtype)
-        out = F.matmul(probs, F.transpose(v, (0, 2, 1, 3)))
-        out = F.transpose(F.reshape(out, (batch, kv_heads, group, seq, dim)), (0, 3, 1, 2, 4))
-        return self.project(F, params, F.reshape(out, (batch, seq, heads * dim)), "o_proj")
+        sinks = params[self.prefix + "sinks"] if self.sinks else None
+        return self.project(F, params, attend_heads(F, q, k, v, bias, q.shape[-1] ** -0.5, dtype, sinks), "o_proj")
+
+
+def attend_heads(F, q, k, v, bias, scale: float, dtype, sinks=None):
+    """Softmax attention of every head in one batched matmul: q [B, S, H, Dk] over keys
+    [B, N, Hkv, Dk] and values [B, N, Hkv, Dv] (query head h reads kv head h // (H / Hkv)),
+    bias [S, N] added to the float32 scores (q k^T) * scale -> [B, S, H * Dv] in ``dtype``.
+    ``sinks`` [H] (or None): head h's probabilities are softmax over (scores, sink_h) without
+    the sink's, p_n = exp(s_n) / (sum_m exp(s_m) + exp(sink_h)), so they may sum below 1."""
+    batch, seq, heads, dim = q.shape
+    kv_heads, keys, value_dim = k.shape[2], k.shape[1], v.shape[-1]
+    group = heads // kv_heads
+    q = F.reshape(q * scale, (batch, seq, kv_heads, group, dim))
+    q = F.reshape(F.transpose(q, (0, 2, 3, 1, 4)), (batch, kv_heads, group * seq, dim))
+    scores = F.matmul(q, F.transpose(k, (0, 2, 3, 1)))
+    scores = F.reshape(F.cast(scores, F.float32), (batch, kv_heads, group, seq, keys)) + bias
+    if sinks is None:
+        probs = F.softmax(scores, -1)
+    else:
+        sink = F.zeros((batch, kv_heads, group, seq, 1), F.float32) + F.reshape(sinks, (1, kv_heads, group, 1, 1))
+        probs = F.softmax(F.concat([scores, sink], -1), -1)[..., :keys]
+    probs = F.cast(F.reshape(probs, (batch, kv_heads, group * seq, keys)), dtype)
+    out = F.matmul(probs, F.transpose(v, (0, 2, 1, 3)))
+    out = F.transpose(F.reshape(out, (batch, kv_heads, group, seq, value_dim)), (0, 3, 1, 2, 4))
+    return F.reshape(out, (batch, seq, heads * value_dim))

@@ -3,7 +3,8 @@
 attention's ``self_attn.{q,k}_norm.weight`` (ours too). GLM-4.5 (``glm4_moe``) too, except
 that its ungated shared expert is ``mlp.shared_experts.*`` (ours ``shared_expert.*``) and
 its router's score-correction bias ``mlp.gate.e_score_correction_bias`` (ours
-``router.bias``, the ``aux_free`` router's).
+``router.bias``, the ``aux_free`` router's). DeepSeek-V3 (``deepseek_v3``) names its MoE block as
+GLM-4.5 does; its latent attention's tensors are ours (``models.latent_attention``).
 
 Our names already are HF's wherever the layout matches: ``model.embed_tokens.weight``,
 ``model.layers.{i}.self_attn.{q,k,v,o}_proj.weight`` (and Qwen2's ``{q,k,v}_proj.bias``),
@@ -42,9 +43,10 @@ HF_EXPERT = re.compile(r"experts\.(?P<j>\d+)\.(?P<hf>w1|w2|w3|gate_proj|up_proj|
 HF_FUSED = re.compile(r"experts\.(?P<fused>gate_up_proj|down_proj)$")
 QWEN_NAMES = {"w_gate": "gate_proj", "w_down": "down_proj", "w_up": "up_proj"}
 STYLES = {"mixtral": ("block_sparse_moe.", {"w_gate": "w1", "w_down": "w2", "w_up": "w3"}),
-          "qwen2_moe": ("mlp.", QWEN_NAMES), "glm4_moe": ("mlp.", QWEN_NAMES)}
+          "qwen2_moe": ("mlp.", QWEN_NAMES), "glm4_moe": ("mlp.", QWEN_NAMES), "deepseek_v3": ("mlp.", QWEN_NAMES)}
 FROM_HF = {hf: ours for _, names in STYLES.values() for ours, hf in names.items()}
-RENAMED = {"glm4_moe": {"router.bias": "gate.e_score_correction_bias", "shared_expert.": "shared_experts."}}
+GLM_NAMES = {"router.bias": "gate.e_score_correction_bias", "shared_expert.": "shared_experts."}
+RENAMED = {"glm4_moe": GLM_NAMES, "deepseek_v3": GLM_NAMES}
 FROM_RENAMED = {hf: ours for names in RENAMED.values() for ours, hf in names.items()}
 
 

@@ -17,6 +17,7 @@ from core.errors import ConfigError
 from core.params import ParamSpec, normal_init
 from models.attention import Attention, cache_bias, causal_bias
 from models.dense_ffn import DenseFFN
+from models.latent_attention import LatentAttention
 from models.moe_layer import MoELayer
 from models.routers.context import RoutingContext, routing_context
 from models.norms import RMSNorm
@@ -27,16 +28,18 @@ SUMMED = ("loss", "expert_flops", "a2a_sent_rows", "a2a_needed_rows", "a2a_cross
 
 
 class Block:
-    """Pre-norm block ``model.layers.{i}.``: attention, then a dense FFN (``mlp.``) or an
-    MoE layer (``block_sparse_moe.``)."""
+    """Pre-norm block ``model.layers.{i}.``: attention (grouped-query, or multi-head latent
+    with ``kv_lora_rank``; over a sliding window of ``window`` positions if > 0), then a dense FFN (``mlp.``) or an MoE layer (``block_sparse_moe.``)."""
 
     def __init__(self, config: TransformerConfig, index: int, parallel=None) -> None:
         c, p = config, f"model.layers.{index}."
         self.input_norm = RMSNorm(c.d_model, c.norm_eps, p + "input_layernorm.")
-        self.attention = Attention(c.d_model, c.num_heads, c.num_kv_heads, c.rope_theta, c.init_std, p + "self_attn.",
-                                   c.qkv_bias, c.qk_norm, c.norm_eps, c.head_size, c.rotary_dim)
+        self.attention = LatentAttention(c, p + "self_attn.") if c.kv_lora_rank else Attention(
+            c.d_model, c.num_heads, c.num_kv_heads, c.rope_theta, c.init_std, p + "self_attn.", c.qkv_bias, c.qk_norm,
+            c.norm_eps, c.head_size, c.rotary_dim, c.attention_sinks)
         self.ffn_norm = RMSNorm(c.d_model, c.norm_eps, p + "post_attention_layernorm.")
         self.is_moe = c.is_moe_layer(index)
+        self.window = c.window(index)
         if self.is_moe:
             self.ffn = MoELayer(c.moe, p + "block_sparse_moe.", index, parallel)
         else:
@@ -86,6 +89,7 @@ class Transformer:
         self.blocks = [Block(config, i, parallel) for i in range(config.num_layers)]
         self.final_norm = RMSNorm(config.d_model, config.norm_eps, "model.norm.")
         self.moe_layers: List[MoELayer] = [b.ffn for b in self.blocks if b.is_moe]
+        self.yarn = config.yarn.constants(config.rotary_dim, config.rope_theta) if config.yarn else None
 
     def param_specs(self) -> Dict[str, ParamSpec]:
         c = self.config
@@ -150,7 +154,8 @@ class Transformer:
     def decode(self, F, params: dict, tokens, cache=None, domain_ids=None, routing_noise=None, last_only=False):
         """``forward`` with a KV cache, for generation: tokens [B, S] at positions P..P+S-1
         after the P positions that ``cache`` holds (None: P = 0) -> (logits, aux, new cache:
-        one (k, v) per block, each [B, P + S, Hkv, D]); ``last_only``: logits of the last
+        one (k, v) per block, each [B, P + S, Hkv, D], or with latent attention (c, k_r),
+        [B, P + S, C] and [B, P + S, Dr]: ``models.latent_attention``); ``last_only``: logits of the last
         position only, [B, 1, V] (a prefill needs no more). Decoding one token at a time gives
         the full forward's logits for routers that route each token on its own (dropless
         dispatch: a capacity's drops depend on the batch)."""
@@ -158,8 +163,10 @@ class Transformer:
         seq = tokens.shape[1]
         past = 0 if cache is None else cache[0][0].shape[1]
         positions = F.arange(seq, F.float32)
-        rope = rope_tables(F, positions + past if past else positions, c.rotary_dim, c.rope_theta)
-        return self.run_blocks(F, params, tokens, rope, causal_bias(F, seq, past), cache, None, domain_ids,
+        rope = rope_tables(F, positions + past if past else positions, c.rotary_dim, c.rope_theta, self.yarn)
+        window = self.config.sliding_window if self.config.layer_types else 0
+        bias = (causal_bias(F, seq, past), causal_bias(F, seq, past, window) if window else None)
+        return self.run_blocks(F, params, tokens, rope, bias, cache, None, domain_ids,
                                routing_noise, last_only)
 
     def decode_at(self, F, params: dict, tokens, position, cache):
@@ -171,24 +178,27 @@ class Transformer:
         so the logits equal ``decode``'s."""
         length = cache[0][0].shape[1]
         rope = rope_tables(F, F.cast(F.reshape(position, (1,)), F.float32), self.config.rotary_dim,
-                           self.config.rope_theta)
-        return self.run_blocks(F, params, tokens, rope, cache_bias(F, position, length), cache, position)
+                           self.config.rope_theta, self.yarn)
+        window = self.config.sliding_window if self.config.layer_types else 0
+        bias = (cache_bias(F, position, length), cache_bias(F, position, length, window) if window else None)
+        return self.run_blocks(F, params, tokens, rope, bias, cache, position)
 
     def prefill(self, F, params: dict, tokens, length: int):
         """``decode`` of a prompt for ``decode_at``: tokens [B, S] at positions 0..S-1 ->
-        (logits of the last position [B, 1, V], aux, cache: one (k, v) per block, each
-        [B, length, Hkv, D], zero from position S on: slots not written yet)."""
+        (logits of the last position [B, 1, V], aux, cache: ``decode``'s with ``length``
+        positions, zero from position S on: slots not written yet)."""
         logits, aux, cache = self.decode(F, params, tokens, last_only=True)
 
         def extend(x):
-            batch, seq, heads, dim = x.shape
-            return F.concat([x, F.zeros((batch, length - seq, heads, dim), x.dtype)], 1)
+            shape = tuple(x.shape)
+            return F.concat([x, F.zeros((shape[0], length - shape[1]) + shape[2:], x.dtype)], 1)
         return logits, aux, tuple((extend(k), extend(v)) for k, v in cache)
 
     def run_blocks(self, F, params: dict, tokens, rope, bias, cache, position, domain_ids=None, routing_noise=None,
                    last_only=False):
         """embed -> blocks (each with its cache entry, see ``Block.forward``) -> norm -> logits:
-        the body of ``decode`` and ``decode_at``."""
+        the body of ``decode`` and ``decode_at``; bias = (full attention's, sliding-window
+        blocks' or None)."""
         c = self.config
         batch, seq = tokens.shape
         ids = F.reshape(F.cast(tokens, F.index_dtype), (batch * seq,))
@@ -197,7 +207,8 @@ class Transformer:
         layer_auxes, new_cache = (), ()
         for i, block in enumerate(self.blocks):
             noise = None if routing_noise is None or not block.is_moe else routing_noise[len(layer_auxes)]
-            h, aux, kv = block.forward(F, params, h, rope, bias, routing_context(tokens, domain_ids, noise),
+            h, aux, kv = block.forward(F, params, h, rope, bias[1] if block.window else bias[0],
+                                       routing_context(tokens, domain_ids, noise),
                                        None if cache is None else cache[i], position)
             new_cache = new_cache + (kv,)
             if block.is_moe:

@@ -87,8 +87,9 @@ def prompt_ids(text: str) -> list:
         raise ConfigError(f"--prompt-ids {text!r}: expected comma-separated integers") from None
 
 
-def load_source(source: Path, tokenizer_path):
-    """(model config, params, Tokens or None) from a run directory, HF folder or .gguf file."""
+def load_source(source: Path, tokenizer_path, drop_mtp: bool = False):
+    """(model config, params, Tokens or None) from a run directory, HF folder or .gguf file
+    (``drop_mtp``: ``training.hf_checkpoint.load_hf_checkpoint``'s)."""
     if (source / "config.yaml").is_file():
         from training.checkpoint import checkpoint_dir, newest_loadable
         from training.config import transformer_config
@@ -107,7 +108,7 @@ def load_source(source: Path, tokenizer_path):
         raise ConfigError(f"{source}: not a run directory (config.yaml), an HF checkpoint folder (config.json) "
                           "or a .gguf file")
     from training.hf_checkpoint import load_hf_checkpoint
-    config, params = load_hf_checkpoint(source)
+    config, params = load_hf_checkpoint(source, drop_mtp)
     if tokenizer_path is None and source.suffix == ".gguf":
         from transformers import AutoTokenizer
         hf = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
@@ -136,9 +137,11 @@ def main(argv=None) -> int:
     parser.add_argument("--execution", default="auto", choices=("auto", "compiled", "eager"),
                         help="the one-token decode step: auto compiles it on MindSpore (once per batch size and "
                              "cache length: seconds to a minute, see docs/guide/pretrained.md) and runs it eagerly on torch")
+    parser.add_argument("--drop-mtp", action="store_true",
+                        help="leave out an HF checkpoint's multi-token-prediction layer (GLM-4.5, DeepSeek-V3)")
     args = parser.parse_args(argv)
     try:
-        config, params, tokens = load_source(args.source, args.tokenizer)
+        config, params, tokens = load_source(args.source, args.tokenizer, args.drop_mtp)
         if args.tokenizer is not None:
             tokens = from_tokenizers(args.tokenizer)
         if tokens is not None:

@@ -29,6 +29,7 @@ TOKENIZERS = ("bpe", "gpt2")
 GPT2_VOCAB_SIZE = 50257
 USER_FILE_SUFFIXES = (".txt", ".jsonl")
 ALL_TO_ALL = ("flat", "hierarchical")
+LATENT_KEYS = ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rope_interleave")
 
 
 @dataclass
@@ -37,7 +38,10 @@ class ModelConfig:
     ``moe_every`` 0 is a dense model, N makes every N-th layer (N, 2N, ...) an MoE layer;
     ``qk_norm``: q/k RMSNorm per head (Qwen3) or across heads (OLMoE), see models.attention;
     ``head_size``, ``partial_rotary_factor``, ``first_dense_layers``: see
-    models.transformer_config (Qwen3's wide heads, GLM-4.5's half rotary and dense first block)."""
+    models.transformer_config (Qwen3's wide heads, GLM-4.5's half rotary and dense first block);
+    ``kv_lora_rank`` > 0 with ``q_lora_rank``, ``qk_nope_head_dim``, ``qk_rope_head_dim``,
+    ``v_head_dim``, ``rope_interleave``: DeepSeek's multi-head latent attention
+    (models.latent_attention)."""
 
     vocab_size: int = setting(0, integer(0))
     d_model: int = setting(128, integer(1))
@@ -55,6 +59,12 @@ class ModelConfig:
     head_size: int = setting(0, integer(0))
     partial_rotary_factor: float = setting(1.0, number(0.0, high=1.0, low_open=True))
     first_dense_layers: int = setting(0, integer(0))
+    kv_lora_rank: int = setting(0, integer(0))
+    q_lora_rank: int = setting(0, integer(0))
+    qk_nope_head_dim: int = setting(0, integer(0))
+    qk_rope_head_dim: int = setting(0, integer(0))
+    v_head_dim: int = setting(0, integer(0))
+    rope_interleave: bool = setting(False, FLAG)
 
 
 @dataclass
@@ -251,7 +261,8 @@ def transformer_config(config: RunConfig, tokenizer_vocab: int) -> TransformerCo
                              ffn_hidden=m.ffn_hidden, ffn_type=m.ffn_type, max_seq_len=m.max_seq_len,
                              rope_theta=m.rope_theta, norm_eps=m.norm_eps, tie_embeddings=m.tie_embeddings,
                              qk_norm=m.qk_norm, head_size=m.head_size, partial_rotary_factor=m.partial_rotary_factor,
-                             first_dense_layers=m.first_dense_layers, moe_every=m.moe_every, moe=config.moe if m.moe_every else None).validate()
+                             first_dense_layers=m.first_dense_layers, moe_every=m.moe_every, moe=config.moe if m.moe_every else None,
+                             **{key: getattr(m, key) for key in LATENT_KEYS}).validate()
 
 
 def _check_finite(value: Any, path: str) -> None:

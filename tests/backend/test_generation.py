@@ -1,5 +1,6 @@
 """KV-cached decoding on the backend under test: prefill plus one token at a time gives the
-full forward's logits (dense, top-k, AdaMoE, OLMoE- and GLM-4.5-shaped models), with a growing
+full forward's logits (dense, top-k, AdaMoE, OLMoE-, GLM-4.5- and DeepSeek-V3-shaped models, the
+last with latent attention, whose cache holds compressed latents), with a growing
 cache and with the fixed-length cache of the decode step that generation runs (compiled on
 MindSpore); seeded sampling repeats, greedy follows the argmax, also for a batch of prompts of
 different lengths (each row as if alone) and with a 200,000-token vocabulary in a few MB of
@@ -44,11 +45,14 @@ def decoder(runner, config, seed=0, execution="eager"):
 GLM4_SHAPED = replace(tiny(1, "aux_free", num_experts=8, shared_expert_hidden=16,
                            router_options=dict(n_group=4, topk_group=2, routed_scaling_factor=2.5)),
                       qk_norm="per_head", partial_rotary_factor=0.5, head_size=12, first_dense_layers=1, qkv_bias=True)
+LATENT = dict(kv_lora_rank=12, q_lora_rank=6, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=6, rope_interleave=True)
+DEEPSEEK_V3_SHAPED = replace(GLM4_SHAPED, qk_norm="none", partial_rotary_factor=1.0, head_size=0, qkv_bias=False,
+                             num_kv_heads=4, **LATENT)
 
 
 @pytest.mark.parametrize("config", [tiny(0), tiny(1), tiny(1, "adamoe", num_null_experts=4, top_k=3),
-                                    replace(tiny(1), qk_norm="across_heads"), GLM4_SHAPED],
-                         ids=["dense", "topk", "adamoe", "olmoe_shaped", "glm4_moe_shaped"])
+                                    replace(tiny(1), qk_norm="across_heads"), GLM4_SHAPED, DEEPSEEK_V3_SHAPED],
+                         ids=["dense", "topk", "adamoe", "olmoe_shaped", "glm4_moe_shaped", "deepseek_v3_shaped"])
 def test_cached_decoding_gives_full_forward_logits(runner, config):
     dec, model, values = decoder(runner, config)
     tokens = np.random.default_rng(0).integers(0, VOCAB, (2, 12)).astype(np.int32)
@@ -59,13 +63,19 @@ def test_cached_decoding_gives_full_forward_logits(runner, config):
         logits, _, cache = dec.step(tokens[:, chunk[0]:chunk[1]], cache)
         steps.append(logits)
     assert cache[0][0].shape[1] == 12
+    if config.kv_lora_rank:  # latent attention caches its compressed latent and shared rotary key
+        assert [x.shape for x in cache[0]] == [(2, 12, 12), (2, 12, 4)]
     np.testing.assert_allclose(np.concatenate(steps, 1), full, rtol=1e-5, atol=1e-5)
 
 
-def test_fixed_length_cache_steps_give_full_forward_logits(runner):
-    """AdaMoE blocks only (dense blocks are in the growing-cache test): one compile on MindSpore."""
-    dec, model, values = decoder(runner, tiny(1, "adamoe", num_null_experts=4, top_k=3), execution="auto")
-    assert dec.compiled == (runner.name == "mindspore")  # auto: MindSpore compiles the step, torch runs eagerly
+@pytest.mark.parametrize("latent", [{}, dict(LATENT, num_kv_heads=4)], ids=["gqa", "latent"])
+def test_fixed_length_cache_steps_give_full_forward_logits(runner, latent):
+    """AdaMoE blocks only (dense blocks are in the growing-cache test): one compile on MindSpore;
+    latent attention's cache holds latents [B, M, C] and rotary keys [B, M, Dr], its step eager
+    (compiling it would take MindSpore 20 s more; the step's code is the same)."""
+    config = replace(tiny(1, "adamoe", num_null_experts=4, top_k=3), **latent)
+    dec, model, values = decoder(runner, config, execution="eager" if latent else "auto")
+    assert dec.compiled == (runner.name == "mindspore" and not latent)  # auto: MindSpore compiles, torch runs eagerly
     tokens = np.random.default_rng(1).integers(0, VOCAB, (2, 10)).astype(np.int32)
     full, _ = run_forward(runner, model, values, tokens)
     logits, cache = dec.prefill(tokens[:, :4], 12)
@@ -73,7 +83,7 @@ def test_fixed_length_cache_steps_give_full_forward_logits(runner):
     for position in range(4, 10):
         logits, _, cache = dec.step_at(tokens[:, position:position + 1], position, cache)
         steps.append(logits)
-    assert len(cache) == 4 and cache[0].shape == (2, 12, 2, 8)
+    assert len(cache) == 4 and cache[0].shape == ((2, 12, 12) if latent else (2, 12, 2, 8))
     np.testing.assert_allclose(np.stack(steps, 1), full[:, 3:], rtol=1e-5, atol=1e-5)
 
 

@@ -1,4 +1,4 @@
-"""HF transformers' Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3, Qwen3-MoE, OLMoE and GLM-4.5, saved
+"""HF transformers' Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3, Qwen3-MoE, OLMoE, GLM-4.5 and DeepSeek-V3, saved
 in their checkpoint format (one file and sharded) and loaded with
 ``training.hf_checkpoint.load_hf_checkpoint``, give the same logits as our transformer on the
 backend under test (checks names, [out, in] layouts, rotary layout, GQA head order, RMSNorm,
@@ -6,7 +6,10 @@ the routers, the gated shared expert, q/k/v biases, per-head and across-heads q/
 dense block between MoE blocks); our export loads back in transformers with the same logits;
 transformers 5's fused experts (what GGUF files load as), in memory and written to a file,
 convert too; without its q/k norm a Qwen3-MoE or OLMoE model is far from transformers'
-logits, and so is GLM-4.5 without any one of its parts; a dense Qwen3 upcycled and exported
+logits, and so is GLM-4.5 without any one of its parts, and DeepSeek-V3 (multi-head latent
+attention) without its interleaved rotary pairs or its latent norms; YaRN rope scaling
+(DeepSeek-V3's and Qwen3-MoE's) gives transformers' logits, exports, and matters; so do
+Qwen3's sliding-window blocks, whose fixed-length-cache decoding gives them too; a dense Qwen3 upcycled and exported
 loads in transformers as a Qwen3-MoE with the dense logits; the real SmolLM2-135M GGUF loads. Tolerance: 1e-4
 absolute and relative on float32 logits. Skipped only when transformers is not installed
 (``source scripts/setup_env.sh hf``)."""
@@ -20,6 +23,7 @@ from models.transformer import Transformer
 from scripts.hf_logit_gap import draw_initial_constants
 from tests.support.model_runs import run_forward
 from tests.support.pretrained import smollm2_weights
+from training.generation import Decoder
 from training.hf_checkpoint import from_hf_weights, load_hf_checkpoint, save_hf_checkpoint
 from training.upcycle import upcycle
 
@@ -39,12 +43,17 @@ OLMOE = dict(num_experts=4, num_experts_per_tok=2, norm_topk_prob=False)
 GLM4_MOE = dict(n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=2, n_group=4,
                 topk_group=2, routed_scaling_factor=2.5, first_k_dense_replace=1, use_qk_norm=True, attention_bias=True,
                 head_dim=12, partial_rotary_factor=0.5, num_hidden_layers=3)  # block 0 dense; 6 of 12 features rotate
+DEEPSEEK_V3 = dict(n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=1, n_group=4,
+                   topk_group=2, routed_scaling_factor=2.5, first_k_dense_replace=1, num_key_value_heads=4,
+                   q_lora_rank=6, kv_lora_rank=12, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=6,
+                   rope_interleave=True, num_hidden_layers=3)  # latent attention; block 0 dense
 KINDS = {"llama": ("LlamaForCausalLM", "LlamaConfig", {}), "mixtral": ("MixtralForCausalLM", "MixtralConfig", MIXTRAL),
          "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", {}), "qwen2_moe": ("Qwen2MoeForCausalLM", "Qwen2MoeConfig", QWEN2_MOE),
          "qwen3": ("Qwen3ForCausalLM", "Qwen3Config", dict(head_dim=12)),
          "qwen3_moe": ("Qwen3MoeForCausalLM", "Qwen3MoeConfig", QWEN3_MOE),
          "olmoe": ("OlmoeForCausalLM", "OlmoeConfig", OLMOE),
-         "glm4_moe": ("Glm4MoeForCausalLM", "Glm4MoeConfig", GLM4_MOE)}
+         "glm4_moe": ("Glm4MoeForCausalLM", "Glm4MoeConfig", GLM4_MOE),
+         "deepseek_v3": ("DeepseekV3ForCausalLM", "DeepseekV3Config", DEEPSEEK_V3)}
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
@@ -73,7 +82,7 @@ def hf_logits(model, tokens) -> np.ndarray:
                                              ("mixtral", False, None), ("mixtral", False, "8KB"),
                                              ("qwen2", True, None), ("qwen2_moe", False, "8KB"),
                                              ("qwen3", True, None), ("qwen3_moe", False, "8KB"), ("olmoe", True, None),
-                                             ("glm4_moe", False, "8KB")])
+                                             ("glm4_moe", False, "8KB"), ("deepseek_v3", False, "8KB")])
 def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
     torch.manual_seed(0)
     model = hf_model(kind, tie_word_embeddings=tied)
@@ -81,15 +90,19 @@ def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
     assert (tmp_path / "model.safetensors.index.json").exists() == bool(shard)
     tokens = np.random.default_rng(0).integers(0, 64, (2, 10)).astype(np.int32)
     config, values = load_hf_checkpoint(tmp_path)
-    moe_every = {"mixtral": 1, "qwen2_moe": 2, "qwen3_moe": 2, "olmoe": 1, "glm4_moe": 1}.get(kind, 0)
+    moe_every = {"mixtral": 1, "qwen2_moe": 2, "qwen3_moe": 2, "olmoe": 1, "glm4_moe": 1, "deepseek_v3": 1}.get(kind, 0)
     biased = kind.startswith("qwen2") or kind == "glm4_moe"
     assert (config.moe_every, config.tie_embeddings, config.qkv_bias) == (moe_every, tied, biased)
-    assert config.head_dim == (getattr(model.config, "head_dim", None) or 8)
+    if kind == "deepseek_v3":  # HF's head_dim is the rotary width there
+        assert (config.kv_lora_rank, config.q_lora_rank, config.rotary_dim, config.rope_interleave) == (12, 6, 4, True)
+    else:
+        assert config.head_dim == (getattr(model.config, "head_dim", None) or 8)
     logits, _ = run_forward(runner, Transformer(config), values, tokens)
     np.testing.assert_allclose(logits, hf_logits(model, tokens), **TOL)
 
 
-@pytest.mark.parametrize("kind", ["llama", "mixtral", "qwen2_moe", "qwen3", "qwen3_moe", "olmoe", "glm4_moe"])
+@pytest.mark.parametrize("kind", ["llama", "mixtral", "qwen2_moe", "qwen3", "qwen3_moe", "olmoe", "glm4_moe",
+                                  "deepseek_v3"])
 def test_export_loads_in_transformers_with_same_logits(runner, tmp_path, kind):
     torch.manual_seed(1)
     hf_model(kind).save_pretrained(tmp_path / "hf")
@@ -102,6 +115,9 @@ def test_export_loads_in_transformers_with_same_logits(runner, tmp_path, kind):
     tokens = np.random.default_rng(2).integers(0, 64, (2, 12)).astype(np.int32)
     logits, _ = run_forward(runner, model, values, tokens)
     np.testing.assert_allclose(hf_logits(reloaded, tokens), logits, **TOL)
+    if config.kv_lora_rank:  # latent attention's tensors keep their names and [out, in] layout
+        name = "model.layers.0.self_attn.kv_a_proj_with_mqa.weight"
+        np.testing.assert_array_equal(reloaded.state_dict()[name].numpy(), values[name])
     if config.qk_norm != "none":  # tensors equal too; q/k norm weights drawn away from ones
         np.testing.assert_array_equal(reloaded.state_dict()["model.layers.0.self_attn.k_norm.weight"].numpy(),
                                       values["model.layers.0.self_attn.k_norm.weight"])
@@ -184,20 +200,91 @@ def glm4_mutant(config, values: dict, mutation: dict):
     return replace(config, moe=moe, **settings), values
 
 
+def loaded_with_hf_logits(runner, tmp_path, kind: str, seed: int):
+    """A random HF ``kind`` saved and loaded: (config, values, tokens [2, 12], transformers'
+    logits), ours checked equal to them."""
+    torch.manual_seed(seed)
+    model = hf_model(kind)
+    model.save_pretrained(tmp_path)
+    config, values = load_hf_checkpoint(tmp_path)
+    tokens = np.random.default_rng(seed + 1).integers(0, 64, (2, 12)).astype(np.int32)
+    expected = hf_logits(model, tokens)
+    np.testing.assert_allclose(run_forward(runner, Transformer(config), values, tokens)[0], expected, **TOL)
+    return config, values, tokens, expected
+
+
 def test_each_glm4_moe_part_matters(runner, tmp_path):
     """Mutation check: GLM-4.5 with one of its parts undone (partial rotary, per-head q/k norm,
     the dense first block, group-limited choice, routed scaling) misses transformers' logits."""
-    torch.manual_seed(8)
-    model = hf_model("glm4_moe")
-    model.save_pretrained(tmp_path)
-    config, values = load_hf_checkpoint(tmp_path)
-    tokens = np.random.default_rng(9).integers(0, 64, (2, 12)).astype(np.int32)
-    expected = hf_logits(model, tokens)
-    np.testing.assert_allclose(run_forward(runner, Transformer(config), values, tokens)[0], expected, **TOL)
+    config, values, tokens, expected = loaded_with_hf_logits(runner, tmp_path, "glm4_moe", 8)
     for label, mutation in GLM4_MUTATIONS.items():
         mutant, mutant_values = glm4_mutant(config, values, mutation)
         gap = np.abs(run_forward(runner, Transformer(mutant), mutant_values, tokens)[0] - expected).max()
         assert gap > 100 * TOL["atol"], label
+
+
+def test_each_deepseek_v3_attention_part_matters(runner, tmp_path):
+    """Mutation check: DeepSeek-V3 with rotary pairs (i, i + R/2) instead of interleaved ones,
+    or with its latent norms' weights lost (left at ones), misses transformers' logits."""
+    config, values, tokens, expected = loaded_with_hf_logits(runner, tmp_path, "deepseek_v3", 12)
+    ones = {name: np.ones_like(value) for name, value in values.items() if name.endswith("a_layernorm.weight")}
+    for label, mutant, mutant_values in (("pairs (i, i + R/2)", replace(config, rope_interleave=False), values),
+                                         ("latent norm weights lost", config, {**values, **ones})):
+        gap = np.abs(run_forward(runner, Transformer(mutant), mutant_values, tokens)[0] - expected).max()
+        assert gap > 100 * TOL["atol"], label
+
+
+YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 8,
+        "beta_fast": 8.0, "beta_slow": 1.0}
+
+
+@pytest.mark.parametrize("kind,rope", [("deepseek_v3", dict(mscale=1.0, mscale_all_dim=0.8)),
+                                       ("qwen3_moe", dict(truncate=False))])
+def test_yarn_rope_scaling_gives_hf_logits_and_exports(runner, tmp_path, kind, rope):
+    """YaRN over 24 positions of a model trained on 8: DeepSeek-V3's (its softmax scaled by
+    mscale_all_dim) and Qwen3-MoE's (untruncated ramp) load with transformers' logits, export
+    back with them, and without YaRN the same weights miss them."""
+    torch.manual_seed(14)
+    model = hf_model(kind, rope_parameters={**YARN, **rope}, max_position_embeddings=32)
+    model.save_pretrained(tmp_path / "hf")
+    config, values = load_hf_checkpoint(tmp_path / "hf")
+    assert config.yarn.factor == 4.0 and config.yarn_truncate == rope.get("truncate", True)
+    tokens = np.random.default_rng(15).integers(0, 64, (1, 24)).astype(np.int32)
+    expected = hf_logits(model, tokens)
+    logits = run_forward(runner, Transformer(config), values, tokens)[0]
+    np.testing.assert_allclose(logits, expected, **TOL)
+    save_hf_checkpoint(config, values, tmp_path / "out")
+    np.testing.assert_allclose(hf_logits(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out"), tokens),
+                               expected, **TOL)
+    plain = replace(config, yarn_factor=1.0, yarn_mscale_all_dim=0.0)
+    assert np.abs(run_forward(runner, Transformer(plain), values, tokens)[0] - expected).max() > 100 * TOL["atol"]
+
+
+def test_sliding_window_blocks_give_hf_logits_export_and_decode(runner, tmp_path):
+    """Qwen3 with sliding windows of 4 positions in blocks 1 and 2 (``max_window_layers`` 1):
+    transformers' logits over 12 tokens, the export reloads with them, the fixed-length cache
+    steps give them, and attending fully instead misses them."""
+    torch.manual_seed(16)
+    model = hf_model("qwen3", use_sliding_window=True, sliding_window=4, max_window_layers=1, num_hidden_layers=3)
+    model.save_pretrained(tmp_path / "hf")
+    config, values = load_hf_checkpoint(tmp_path / "hf")
+    assert (config.layer_types, config.sliding_window) == (["full_attention"] + ["sliding_attention"] * 2, 4)
+    tokens = np.random.default_rng(17).integers(0, 64, (2, 12)).astype(np.int32)
+    expected = hf_logits(model, tokens)
+    ours = Transformer(config)
+    np.testing.assert_allclose(run_forward(runner, ours, values, tokens)[0], expected, **TOL)
+    save_hf_checkpoint(config, values, tmp_path / "out")
+    np.testing.assert_allclose(hf_logits(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out"), tokens),
+                               expected, **TOL)
+    decoder = Decoder(ours, runner.module(ours, values), "eager")
+    logits, cache = decoder.prefill(tokens[:, :4], 16)
+    steps = [logits]
+    for position in range(4, 12):
+        logits, _, cache = decoder.step_at(tokens[:, position:position + 1], position, cache)
+        steps.append(logits)
+    np.testing.assert_allclose(np.stack(steps, 1), expected[:, 3:], **TOL)
+    full = replace(config, layer_types=[], sliding_window=0)
+    assert np.abs(run_forward(runner, Transformer(full), values, tokens)[0] - expected).max() > 100 * TOL["atol"]
 
 
 def test_smollm2_gguf_gives_hf_logits(runner, smollm2_gguf):

@@ -70,7 +70,8 @@ def rope_numpy(x, positions, theta: float = 10000.0):
 
 
 def multi_head_numpy(values, x, positions, heads: int):
-    """Plain causal multi-head attention, one head at a time."""
+    """Plain causal multi-head attention, one head at a time; with ``attn.sinks`` [H], head h's
+    softmax denominator also holds exp(sink_h)."""
     p = "attn."
     batch, seq, d = x.shape
     dim = d // heads
@@ -82,8 +83,10 @@ def multi_head_numpy(values, x, positions, heads: int):
             cols = slice(h * dim, (h + 1) * dim)
             scores = rope_numpy(q[:, cols], positions) @ rope_numpy(k[:, cols], positions).T / math.sqrt(dim)
             scores = np.where(causal, scores, -np.inf)
-            probs = np.exp(scores - scores.max(-1, keepdims=True))
-            out[b, :, cols] = (probs / probs.sum(-1, keepdims=True)) @ v[:, cols]
+            sink = values.get(p + "sinks", np.full(heads, -np.inf))[h]
+            top = np.maximum(scores.max(-1, keepdims=True), sink)
+            probs = np.exp(scores - top)
+            out[b, :, cols] = (probs / (probs.sum(-1, keepdims=True) + np.exp(sink - top))) @ v[:, cols]
     return out @ values[p + "o_proj.weight"].T
 
 
@@ -94,6 +97,18 @@ def test_multi_head_attention_matches_numpy_reference(runner):
     positions = np.arange(7, dtype=np.float32)
     ours = run_forward(runner, layer, values, x, positions)
     np.testing.assert_allclose(ours, multi_head_numpy(values, x, positions, heads=4), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_sinks_join_each_softmax_as_a_key_without_value(runner):
+    """gpt-oss's sinks: a logit per head in every query's softmax, dropped from the weights."""
+    layer = Attention(32, 4, 4, rope_theta=10000.0, init_std=0.3, prefix="attn.", sinks=True)
+    values = {**numpy_weights(layer, seed=3), "attn.sinks": np.array([-1.0, 0.5, 2.0, 4.0], np.float32)}
+    x = random_inputs((2, 7, 32), seed=4)
+    positions = np.arange(7, dtype=np.float32)
+    ours = run_forward(runner, layer, values, x, positions)
+    np.testing.assert_allclose(ours, multi_head_numpy(values, x, positions, heads=4), rtol=1e-4, atol=1e-5)
+    plain = multi_head_numpy({k: v for k, v in values.items() if k != "attn.sinks"}, x, positions, heads=4)
+    assert np.abs(ours - plain).max() > 1e-2
 
 
 def test_grouped_query_equals_multi_head_with_repeated_kv_heads(runner):

@@ -1,4 +1,4 @@
-"""HF checkpoint loading (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE) refuses bad input with one
+"""HF checkpoint loading (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, GLM-4.5, DeepSeek-V3) refuses bad input with one
 line naming the key or tensor, before reading any tensor data; the export round-trips and
 refuses what the HF type cannot express; bfloat16 tensors are widened exactly.
 Framework-free: checkpoints are written with ``save_hf_checkpoint`` and edited by hand."""
@@ -60,13 +60,19 @@ def test_export_round_trips(mixtral):
     ({"layer_types": ["sliding_attention", "full_attention"]}, "layer_types=['sliding_attention', 'full_attention']"),
     ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
     ({"num_local_experts": None}, "num_local_experts=None: a mixtral config needs an integer >= 1 here"),
-    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, "rope_parameters.rope_type='yarn': only default"),
+    ({"rope_parameters": {"rope_type": "longrope", "factor": 4.0}}, "rope_parameters.rope_type='longrope': only default"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}},
+     "rope_parameters.original_max_position_embeddings=None: YaRN needs a number >= 1 here"),
     ({"rope_parameters": None, "rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling.type='linear'"),
     ({"intermediate_size": 12}, "tensor model.layers.0.block_sparse_moe.experts.0.w3.weight has shape [8, 16]; "
                                 "config.json implies [12, 16]"),
     ({"num_local_experts": 5}, "tensor model.layers.0.block_sparse_moe.gate.weight has shape [4, 16]; "
                                "config.json implies [5, 16]"),
     ({"tie_word_embeddings": True}, "has tensor lm_head.weight, which a 2-layer 4-expert MoE tied-embedding"),
+    ({"model_type": "gpt_oss", "quantization_config": {"quant_method": "mxfp4"}},
+     "quantization_config.quant_method='mxfp4': quantised checkpoints are not loaded; dequantise it first "
+     "(transformers: from_pretrained with quantization_config=Mxfp4Config"),
+    ({"quantization_config": {"quant_method": "fp8"}}, "quant_method='fp8'.*FineGrainedFP8Config"),
 ])
 def test_config_mismatch_is_one_line_naming_the_key(mixtral, changes, message):
     edit_config(mixtral, **changes)
@@ -197,6 +203,10 @@ GLM = dict(router="aux_free", shared_expert_hidden=16, router_options=dict(n_gro
     (replace(tiny(), first_dense_layers=1, num_layers=3), "model.first_dense_layers=1 has no HF Mixtral equivalent"),
     (replace(tiny(), partial_rotary_factor=0.5), "model.partial_rotary_factor=0.5 has no HF Mixtral equivalent"),
     (tiny(router_options=dict(gate_bias=True)), "moe.router_options.gate_bias=True has no HF Mixtral equivalent"),
+    (replace(tiny(), layer_types=["sliding_attention"] * 2, sliding_window=4),
+     "model.layer_types=\\['sliding_attention', 'sliding_attention'\\] has no HF Mixtral equivalent"),
+    (replace(tiny(False), layer_types=["sliding_attention"] * 2, sliding_window=4),
+     "model.layer_types=\\['sliding_attention', 'sliding_attention'\\] in a dense model"),
 ])
 def test_export_refuses_what_glm4_moe_and_others_cannot_express(tmp_path, config, key):
     with pytest.raises(ConfigError, match=key):
@@ -213,7 +223,57 @@ def test_glm4_moe_export_round_trips(tmp_path):
     assert back.keys() == values.keys() and all(np.array_equal(back[name], values[name]) for name in values)
     edit_tensors(tmp_path, lambda t: t.update({"model.layers.3.eh_proj.weight": np.zeros((16, 32), np.float32)}))
     with pytest.raises(ConfigError, match="has tensor model.layers.3.eh_proj.weight, which a 3-layer"):
-        load_hf_checkpoint(tmp_path)  # a multi-token-prediction layer is refused, not dropped
+        load_hf_checkpoint(tmp_path)  # a layer past num_hidden_layers that config.json does not announce
+
+
+def test_a_multi_token_prediction_layer_is_dropped_only_when_asked(tmp_path):
+    """GLM-4.5 with its MTP layer (``num_nextn_predict_layers`` 1: ``model.layers.3.*``): one line
+    naming a tensor and the opt-in; with ``drop_mtp`` the base model loads unchanged; a layer
+    past the announced ones is still refused."""
+    config = replace(tiny(**GLM), num_layers=3, first_dense_layers=1)
+    values = init_params(Transformer(config).param_specs(), seed=0)
+    save_hf_checkpoint(config, values, tmp_path)
+    edit_config(tmp_path, num_nextn_predict_layers=1)
+    edit_tensors(tmp_path, lambda t: t.update({"model.layers.3.eh_proj.weight": np.zeros((16, 32), np.float32),
+                                               "model.layers.3.enorm.weight": np.ones(16, np.float32)}))
+    with pytest.raises(ConfigError, match=r"has multi-token-prediction tensor model.layers.3.eh_proj.weight "
+                                          r"\(config.json num_nextn_predict_layers=1\).*drop_mtp=True"):
+        load_hf_checkpoint(tmp_path)
+    loaded, back = load_hf_checkpoint(tmp_path, drop_mtp=True)
+    assert back.keys() == values.keys() and all(np.array_equal(back[name], values[name]) for name in values)
+    edit_tensors(tmp_path, lambda t: t.update({"model.layers.4.enorm.weight": np.ones(16, np.float32)}))
+    with pytest.raises(ConfigError, match="has tensor model.layers.4.enorm.weight, which a 3-layer"):
+        load_hf_checkpoint(tmp_path, drop_mtp=True)
+
+
+LATENT = dict(num_kv_heads=4, kv_lora_rank=8, q_lora_rank=6, qk_nope_head_dim=4, qk_rope_head_dim=2, v_head_dim=6)
+
+
+@pytest.mark.parametrize("q_lora_rank", [6, 0])
+def test_deepseek_v3_export_round_trips_and_refuses_what_it_cannot_express(tmp_path, q_lora_rank):
+    """Latent attention (with and without a query rank) over GLM's MoE exports as DeepSeek-V3
+    and loads back with every tensor equal; a softmax top-k router or a dense model with
+    latent attention has no HF equivalent; uneven key/value heads and attention biases are
+    refused by key."""
+    config = replace(tiny(**GLM), num_layers=3, first_dense_layers=1, rope_interleave=True,
+                     **{**LATENT, "q_lora_rank": q_lora_rank})
+    values = init_params(Transformer(config).param_specs(), seed=0)
+    save_hf_checkpoint(config, values, tmp_path)
+    hf = json.loads((tmp_path / "config.json").read_text())
+    assert (hf["model_type"], hf["q_lora_rank"], hf["kv_lora_rank"]) == ("deepseek_v3", q_lora_rank or None, 8)
+    loaded, back = load_hf_checkpoint(tmp_path)
+    assert replace(loaded, moe=config.moe) == config  # every setting of the model section, latent ones included
+    assert back.keys() == values.keys() and all(np.array_equal(back[name], values[name]) for name in values)
+    for bad, key in ((replace(config, moe=tiny().moe), "moe.router='topk' has no HF DeepSeek-V3 equivalent"),
+                     (replace(config, moe_every=0, first_dense_layers=0, moe=None), "model.kv_lora_rank=8 in a dense")):
+        with pytest.raises(ConfigError, match=key):
+            save_hf_checkpoint(bad, init_params(Transformer(bad).param_specs(), seed=0), tmp_path / "bad")
+    for changes, message in (({"num_key_value_heads": 2}, "num_key_value_heads=2: DeepSeek-V3's latent attention"),
+                             ({"attention_bias": True}, "attention_bias=True: our transformer implements only False"),
+                             ({"q_lora_rank": 0}, "q_lora_rank=0: expected an integer >= 1 or null")):
+        edit_config(tmp_path, **{**hf, **changes})
+        with pytest.raises(ConfigError, match=message):
+            load_hf_checkpoint(tmp_path)
 
 
 def test_bfloat16_is_widened_exactly(tmp_path):

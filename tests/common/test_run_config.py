@@ -162,3 +162,12 @@ def test_model_qk_norm_and_head_settings_reach_the_transformer():
     assert (model.qk_norm, model.head_dim, model.rotary_dim, model.moe_layer_indices) == ("across_heads", 48, 24, [3])
     with pytest.raises(ConfigError, match="model.qk_norm"):
         load_config(QUICKSTART, ["model.qk_norm=per_token"])
+    latent = load_config(QUICKSTART, ["model.kv_lora_rank=16", "model.q_lora_rank=24", "model.qk_nope_head_dim=8",
+                                      "model.qk_rope_head_dim=4", "model.v_head_dim=12", "model.rope_interleave=true",
+                                      "model.num_kv_heads=4"])
+    model = transformer_config(latent, 64)
+    assert (model.kv_lora_rank, model.q_lora_rank, model.rotary_dim, model.v_head_dim, model.rope_interleave) == \
+        (16, 24, 4, 12, True)
+    with pytest.raises(ConfigError, match="model.v_head_dim=0: latent attention"):
+        load_config(QUICKSTART, ["model.kv_lora_rank=16", "model.qk_nope_head_dim=8", "model.qk_rope_head_dim=4",
+                                 "model.num_kv_heads=4"])

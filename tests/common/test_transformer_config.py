@@ -33,6 +33,16 @@ def config(**settings) -> TransformerConfig:
     ("moe.top_k", dict(moe=MoEConfig(d_model=32, top_k=0))),
     ("moe.router_options.vocab_size", dict(moe=MoEConfig(d_model=32, num_experts=4, top_k=1, router="hash",
                                                          router_options={"vocab_size": 63}))),
+    ("model.qk_rope_head_dim", dict(kv_lora_rank=8, num_kv_heads=4, qk_nope_head_dim=4, qk_rope_head_dim=3,
+                                    v_head_dim=4)),
+    ("model.v_head_dim", dict(kv_lora_rank=8, num_kv_heads=4, qk_nope_head_dim=4, qk_rope_head_dim=2)),
+    ("model.num_kv_heads", dict(kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=2, v_head_dim=4)),
+    ("model.rope_interleave", dict(rope_interleave=True)),  # latent attention's only
+    ("model.yarn_original_max_seq_len", dict(yarn_factor=4.0)),
+    ("model.layer_types", dict(layer_types=["sliding_attention"])),  # one per block
+    ("model.sliding_window", dict(layer_types=["full_attention", "sliding_attention"])),
+    ("model.layer_types", dict(layer_types=["full_attention", "chunked_attention"])),
+    ("model.yarn_mscale_all_dim", dict(yarn_factor=4.0, yarn_original_max_seq_len=8, yarn_mscale_all_dim=1.0)),
 ])
 def test_bad_setting_is_one_line_naming_it(setting, settings):
     with pytest.raises(ConfigError) as info:

@@ -70,6 +70,13 @@ def cases(lay: ParallelLayout):
         loc = replace(base, router="locmoe", top_k=1, balance_loss_coef=0.0, z_loss_coef=0.0,
                       router_options={"topology": topology, "locality_coef": 0.5})
         yield "locmoe_groups", loc, x, {"router.bias": rng.uniform(-0.1, 0.1, 8).astype(np.float32)}
+    # DeepSeek-V3 / GLM-4.5 routing: sigmoid scores, score-correction bias, 2 of 4 expert groups,
+    # routed scaling, an ungated shared expert; gpt-oss routing: a trainable router bias
+    grouped = replace(base, router="aux_free", shared_expert_hidden=12,
+                      router_options={"n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.5})
+    yield "grouped_sigmoid", grouped, x, {"router.bias": rng.uniform(-0.1, 0.1, 8).astype(np.float32)}
+    yield "gate_bias", replace(base, router_options={"gate_bias": True}), x, {
+        "router.bias": rng.uniform(-0.5, 0.5, 8).astype(np.float32)}
 
 
 def main() -> int:

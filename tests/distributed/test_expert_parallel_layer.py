@@ -4,7 +4,8 @@ the single-process layer on the same weights and global batch: outputs, input gr
 expert gradients (the shard of each rank), replicated gradients (summed over ranks) and
 router losses. Capacity modes equal a single-process run on each rank's own tokens
 (capacity per source rank). Cases with idle experts and a rank that sends nothing are
-included. One launch per (framework, layout) runs every case (tests/distributed/layer_worker.py);
+included, and so are DeepSeek-V3's routing (sigmoid, score-correction bias, group-limited
+choice, routed scaling, an ungated shared expert) and gpt-oss's router bias. One launch per (framework, layout) runs every case (tests/distributed/layer_worker.py);
 a hierarchical launch runs them with both exchanges."""
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ gives the same logits on both, with a growing cache and with generation's fixed-
 (models/lora_moe.py), so only MindSpore PyNative is compared there. A Qwen2-MoE-shaped model
 (q/k/v biases, gated shared expert, MoE every 2nd block) with OLMoE's q/k norm across heads
 and GLM-4.5's partial rotary gives the same logits, loss, metrics and every gradient on both
-(PyNative and GRAPH_MODE; partial rotary sits here, not in the decoding test, whose graph per
+(PyNative and GRAPH_MODE), and so does a DeepSeek-V3-shaped one (multi-head latent attention)
+(partial rotary sits here, not in the decoding test, whose graph per
 cache length it made 10 s slower).
 Tolerance as in test_transformer.py: rtol 1e-4 / atol 1e-5."""
 import numpy as np
@@ -72,6 +73,25 @@ def test_qwen2_moe_shaped_model_parity(torch_runner, ms_runner):
     for name, grad in grads.items():
         if "shared_expert" in name or name.endswith((".bias", "_norm.weight")):
             assert np.abs(grad).max() > 0, name
+
+
+def test_deepseek_v3_shaped_model_parity(torch_runner, ms_runner):
+    """Multi-head latent attention (query and key/value ranks, interleaved rotary pairs) over
+    GLM-4.5 / DeepSeek-V3 routing (sigmoid, groups, scaling, shared expert), in one block
+    (GRAPH_MODE compiles it in 30 s with a dense block before it, less without)."""
+    moe = MoEConfig(d_model=32, ffn_hidden=16, num_experts=8, top_k=2, router="aux_free", expert_init_std=0.1,
+                    shared_expert_hidden=16, router_options=dict(n_group=4, topk_group=2, routed_scaling_factor=2.5))
+    model = Transformer(TransformerConfig(moe=moe, **{**BASE, "num_kv_heads": 4, "num_layers": 1},
+                                          kv_lora_rank=12, q_lora_rank=6, qk_nope_head_dim=8, qk_rope_head_dim=4,
+                                          v_head_dim=6, rope_interleave=True))
+    values = numpy_weights(model, seed=7)
+    rng = np.random.default_rng(8)
+    values.update({n: rng.uniform(0.5, 1.5, v.shape).astype(np.float32) for n, v in values.items()
+                   if n.endswith("a_layernorm.weight")})
+    grads = lm_steps_match(torch_runner, ms_runner, model, values)
+    for name in values:
+        if "self_attn." in name:
+            assert np.abs(grads[name]).max() > 0, name
 
 
 def adamoe_model():
