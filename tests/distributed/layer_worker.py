@@ -6,9 +6,8 @@ the single-process reference on the whole batch, to OUT/<exchange>/rank<r>.npz.
 
 ``hierarchical`` starts the node and rail groups and runs every case twice, with the
 hierarchical and with the flat exchange (one launch, both written); ``flat`` runs the flat one.
-On MindSpore the cases with fixed buffers (capacity, slots), plus Switch and AdaMoE with
-capacity, then run again compiled (GRAPH_MODE, flat exchange) into OUT/compiled, against the
-same PyNative single-process references.
+On MindSpore top-k, LocMoE and AdaMoE with capacity then run again compiled (GRAPH_MODE,
+flat exchange) into OUT/compiled, against the same PyNative single-process references.
 
 The reference's router loss coefficients are W times the config's: each rank's loss is
 sum(y_r * cot_r) + aux_r["loss"], and the W ranks' router losses average to the global
@@ -19,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,16 +76,16 @@ def cases(lay: ParallelLayout):
 
 
 def fixed_buffer_cases(lay: ParallelLayout):
-    """The cases whose exchanges compile (``models.dispatch.expert_parallel.exchange_compiles``),
-    with Switch and AdaMoE (null experts cut before the buffers) under capacity dispatch."""
+    """Cases whose exchanges compile (``models.dispatch.expert_parallel.exchange_compiles``):
+    top-k and LocMoE with capacity, and AdaMoE (null experts cut before the buffers). Each
+    compile costs 15-25 s here at load 10, so Switch and expert choice (slots), which
+    compiled in a manual run, are left out of the suite."""
     for name, config, x, override in cases(lay):
-        if config.dispatch == "capacity" or config.router == "expert_choice":
+        if name in ("capacity", "locmoe_capacity"):
             yield name, config, x, override
-    base = MoEConfig(d_model=D, ffn_hidden=16, num_experts=8, top_k=1, router="switch", dispatch="capacity",
-                     capacity_factor=1.0)
-    x = np.random.default_rng(3).standard_normal((lay.world_size, TOKENS, D)).astype(np.float32)
-    yield "switch_capacity", base, x, {}
-    yield "adamoe_capacity", replace(base, router="adamoe", top_k=2, num_null_experts=4), x, {}
+    ada = MoEConfig(d_model=D, ffn_hidden=16, num_experts=8, top_k=2, router="adamoe", num_null_experts=4,
+                    dispatch="capacity", capacity_factor=1.0)
+    yield "adamoe_capacity", ada, np.random.default_rng(3).standard_normal((lay.world_size, TOKENS, D)).astype(np.float32), {}
 
 
 def run_cases(runner, lay: ParallelLayout, exchanges: dict, selected) -> dict:
@@ -97,9 +97,10 @@ def run_cases(runner, lay: ParallelLayout, exchanges: dict, selected) -> dict:
         cot = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
         reference = single_process(runner, config, values, x, cot, lay, name)
         for exchange, (parallel, run) in exchanges.items():
-            print(f"rank {lay.rank}: {exchange} case {name}", flush=True)
+            start = time.perf_counter()
             mine = run(MoELayer(config, parallel=parallel), local_values(values, full.param_specs(), lay.expert_parallel,
                                                                           lay.ep_rank), x[lay.rank], cot[lay.rank])
+            print(f"rank {lay.rank}: {exchange} case {name}: {time.perf_counter() - start:.1f} s", flush=True)
             saved[exchange].update(results(name, config, mine, reference))
     return saved
 
