@@ -8,6 +8,8 @@ from __future__ import annotations
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
+from mindspore.ops import constexpr
+from mindspore.communication import GlobalComm, get_group_size, get_rank
 
 _COLLECTIVES: dict = {}
 
@@ -24,7 +26,6 @@ def all_gather(x, group: str):
     """AllGather; on MindSpore's CPU backend, whose AllGather takes only the world group, a
     sub-group's gather is an AllReduce (float32, exact for counts below 2^24) of a zero
     buffer holding x in this rank's block."""
-    from mindspore.communication import GlobalComm, get_group_size, get_rank
     if ms.get_context("device_target") != "CPU" or group == GlobalComm.WORLD_COMM_GROUP:
         return collective(ops.AllGather, group)(x)
     size, me = get_group_size(group), get_rank(group)
@@ -46,6 +47,33 @@ def exchange_rows(x, send_counts, recv_counts, group: str):
     return ops.reshape(flat, (sum(recv_counts), width))
 
 
+@constexpr
+def _group_place(group: str) -> tuple:
+    """(group size, this rank's index in it, whether the device is the CPU), read on the host
+    when a graph compiles (a compiled function cannot call these)."""
+    return get_group_size(group), get_rank(group), ms.get_context("device_target") == "CPU"
+
+
+def exchange_equal_rows(x, group: str):
+    """x [G R, m] (block j: the R rows for rank j of ``group``) -> [G R, m] (block j: the R
+    rows from rank j). Equal splits have static shapes, so this compiles inside a GRAPH_MODE /
+    ``ms.jit`` step and needs no custom backward (each primitive has its own): ``AlltoAll``
+    where the device has it (Ascend, GPU); on CPU a stand-in: this rank's blocks in its own
+    slot of a zero [G, G, R, m] buffer, one AllReduce, the column of blocks sent to this
+    rank read back (AllReduce's backward is an AllReduce of the gradients, which carries
+    each received block's gradient to the block that sent it)."""
+    size, me, on_cpu = _group_place(group)
+    width = x.shape[1]
+    if not on_cpu:
+        return ops.AlltoAll(split_count=size, split_dim=0, concat_dim=0, group=group)(x)
+    rows = x.shape[0] // size
+    own_slot = ops.reshape(ops.one_hot(ms.Tensor(me, ms.int32), size, ms.Tensor(1.0, x.dtype),
+                                       ms.Tensor(0.0, x.dtype)), (size, 1, 1, 1))
+    buffer = ops.expand_dims(ops.reshape(x, (size, rows, width)), 0) * own_slot  # [source, destination, R, m]
+    total = ops.AllReduce(group=group)(buffer)  # made here: a compiled step cannot fill a cache
+    return ops.reshape(total[:, me], (size * rows, width))
+
+
 def all_to_all_stand_in(x, send_counts, recv_counts, group: str):
     """A stand-in for all-to-all on MindSpore's CPU backend, which has none (AllReduce on any
     group, AllGather on the world group only): the count matrix is all-gathered, every rank writes its
@@ -53,7 +81,6 @@ def all_to_all_stand_in(x, send_counts, recv_counts, group: str):
     any rank sends any rank), AllReduce sums the buffers, and each rank reads the rows sent
     to it. It moves G^2 R m values instead of the rows themselves: for tests on CPU only,
     never on the Ascend or GPU path."""
-    from mindspore.communication import get_group_size, get_rank
     size, me = get_group_size(group), get_rank(group)
     width = x.shape[1]
     counts = all_gather(ms.Tensor(np.asarray(send_counts, np.int32)), group).asnumpy()

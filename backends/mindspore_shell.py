@@ -4,7 +4,9 @@ with ``MindSporeOps``. ``construct`` compiles under GRAPH_MODE and ``ms.jit``.""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import os
 import random
 from typing import Dict, Optional
 
@@ -31,6 +33,20 @@ def device_available(target: str) -> bool:
             return False
 
 
+def cpu_threads() -> int:
+    """MindSpore's CPU kernel threads for this process: ``$OMP_NUM_THREADS`` (``scripts/
+    perf_env.sh`` exports the node's cores shared among its processes), else the cores this
+    process may use. MindSpore's own default is 25 per process: two processes on two cores
+    ran 50 threads, and a data-parallel step took three times as long."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    return int(threads) if threads.isdigit() and int(threads) > 0 else len(os.sched_getaffinity(0))
+
+
+@functools.cache  # once per process: MindSpore refuses a second setting
+def _limit_cpu_threads() -> None:
+    ms.device_context.cpu.op_tuning.threads_num(cpu_threads())
+
+
 def select_device(name: str, graph_mode: bool = False) -> str:
     """Set MindSpore's device (``cpu``, ``cuda``/``gpu``, ``npu``/``ascend`` or ``auto``: Ascend,
     then GPU, then CPU) and execution mode; returns the MindSpore target name. Must run
@@ -47,6 +63,7 @@ def select_device(name: str, graph_mode: bool = False) -> str:
     ms.set_context(mode=ms.GRAPH_MODE if graph_mode else ms.PYNATIVE_MODE)
     if target == "CPU":
         ms.runtime.launch_blocking()
+        _limit_cpu_threads()
     return target
 
 

@@ -185,6 +185,11 @@ class TorchOps:
         check_group("all_to_all", group)
         return AllToAll.apply(x, tuple(int(c) for c in send_counts), tuple(int(c) for c in recv_counts), group)
 
+    def all_to_all_equal(self, x, group):
+        check_group("all_to_all_equal", group)
+        counts = (x.shape[0] // dist.get_world_size(group),) * dist.get_world_size(group)
+        return AllToAll.apply(x, counts, counts, group)
+
 
 def exchange_rows(x, send_counts, recv_counts, group):
     """``dist.all_to_all_single`` on rows: x [sum(send), m] -> [sum(recv), m]."""

@@ -46,12 +46,15 @@ from parallel.gradient_sync import GradientSync
 EXECUTIONS = ("auto", "compiled", "eager")
 
 
-def forward_compiles(expert_parallel: int, component=None) -> bool:
+def forward_compiles(expert_parallel: int, component=None, exchanges_compile: Optional[bool] = None) -> bool:
     """Whether a step's forward and backward may be compiled (MindSpore ``ms.jit`` /
-    GRAPH_MODE, ``torch.compile``): not when experts are split over processes (the
-    all-to-all reads its split sizes on the host), nor for a component that declares
+    GRAPH_MODE, ``torch.compile``): not when experts are split over processes and an
+    all-to-all reads its split sizes on the host (``exchanges_compile``, by default the
+    component's: dropless or hierarchical exchanges), nor for a component that declares
     ``compiles = False`` (it reports through host-side attributes during the forward)."""
-    return expert_parallel == 1 and getattr(component, "compiles", True)
+    if exchanges_compile is None:
+        exchanges_compile = getattr(component, "exchanges_compile", False)
+    return (expert_parallel == 1 or exchanges_compile) and getattr(component, "compiles", True)
 
 
 def split_micro_batches(values: Sequence, count: int, batch_axes: Optional[Sequence] = None) -> List[tuple]:

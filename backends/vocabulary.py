@@ -191,6 +191,12 @@ class Ops(Protocol):
         host ints. Differentiable: the gradient is the reverse all-to-all, and every rank
         takes part in it even when it sends nothing (x keeps its gradient path)."""
 
+    def all_to_all_equal(self, x: Tensor, group: Any) -> Tensor:
+        """Equal splits (fixed buffers: every rank of the group calls it with the same R):
+        x [G R, m], block j the R rows for rank j -> [G R, m], block j the R rows from rank
+        j. Static shapes, no host read: compiles inside a MindSpore GRAPH_MODE / ``ms.jit``
+        step. Differentiable (the gradient is the reverse exchange)."""
+
 
 def check_group(op: str, group: Any) -> None:
     """Every collective names its group: torch and MindSpore read ``group=None`` as the whole

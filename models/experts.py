@@ -32,7 +32,7 @@ class Experts:
         """Forward FLOPs for one token through one expert: 2 per multiply-add per matrix."""
         return 2 * (3 if self.swiglu else 2) * self.config.d_model * self.config.ffn_hidden
 
-    def traffic_metrics(self, F) -> dict:
+    def traffic_metrics(self, F, expert_out) -> dict:
         """Rows moved between ranks: none, every expert is local
         (``models.dispatch.expert_parallel`` counts them under expert parallelism)."""
         return {}

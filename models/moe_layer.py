@@ -15,7 +15,7 @@ from core.layout import ExpertParallel, check_experts
 from core.params import ParamSpec
 from models.dispatch.capacity import CapacityDispatcher
 from models.dispatch.dropless import DroplessDispatcher
-from models.dispatch.expert_parallel import ExpertParallelExperts
+from models.dispatch.expert_parallel import ExpertParallelExperts, exchange_compiles
 from models.dispatch.slots import SLOT_DISPATCH, SlotDispatcher
 from models.experts import Experts
 from models.metrics import routing_metrics
@@ -69,6 +69,15 @@ class MoELayer:
             self.experts = ExpertParallelExperts(self.experts, parallel)
         self.dispatcher = DISPATCHERS[self.router.dispatch_mode](config, self.experts)
 
+    @property
+    def exchanges_compile(self) -> bool:
+        """Whether this layer's all-to-alls (none on one process) can run inside a compiled
+        step (``models.dispatch.expert_parallel.exchange_compiles``)."""
+        if not isinstance(self.experts, ExpertParallelExperts):
+            return True
+        return exchange_compiles(self.router.dispatch_mode, "flat" if self.experts.parallel.hierarchy is None
+                                 else "hierarchical")
+
     def param_specs(self) -> Dict[str, ParamSpec]:
         shared = self.shared_expert.param_specs() if self.shared_expert is not None else {}
         return {**self.router.param_specs(), **self.experts.param_specs(), **shared}
@@ -109,7 +118,7 @@ class MoELayer:
         if self.shared_expert is not None:
             y = y + self.shared_expert.forward(F, params, tokens)
             aux["expert_flops"] = aux["expert_flops"] + float(num_tokens * self.shared_expert.flops_per_token)
-        aux.update(self.experts.traffic_metrics(F))
+        aux.update(self.experts.traffic_metrics(F, expert_out))
         total = F.zeros((), F.float32)
         coefs = self.router.loss_coefs()
         for name, value in routing["losses"].items():

@@ -102,6 +102,11 @@ class Transformer:
             specs["lm_head.weight"] = ParamSpec((c.vocab_size, c.d_model), init)
         return specs
 
+    @property
+    def exchanges_compile(self) -> bool:
+        """Whether every MoE layer's all-to-alls can run inside a compiled step."""
+        return all(layer.exchanges_compile for layer in self.moe_layers)
+
     def static_key(self) -> tuple:
         """Every MoE layer's ``static_key``: host-side values that compiled code bakes in."""
         return tuple(layer.static_key() for layer in self.moe_layers)

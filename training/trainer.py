@@ -31,8 +31,11 @@ from backends.loss_scale import loss_scale_for
 from backends.runtime import Runtime
 from backends.train_step import forward_compiles
 from core.errors import ConfigError
+from models.dispatch.expert_parallel import exchange_compiles
+from models.dispatch.slots import SLOT_DISPATCH
 from models.lm_objective import lm_objective
 from models.metrics import pooled_dropped_fraction
+from models.routers import router_class
 from models.routers.base import Router
 from models.transformer import Transformer
 from parallel.traffic import ELEMENT_BYTES, traffic_bytes
@@ -77,8 +80,9 @@ class Trainer:
         except OSError as error:
             raise ConfigError(f"run_dir={str(self.run_dir)!r}: cannot write there ({error.strerror or error})") from None
         t = config.train
-        self.runtime = Runtime(config.backend, config.device,
-                               t.graph_mode and forward_compiles(config.parallel.expert_parallel))
+        dispatch_mode = SLOT_DISPATCH if router_class(config.moe.router).fills_slots else config.moe.dispatch
+        self.runtime = Runtime(config.backend, config.device, t.graph_mode and forward_compiles(
+            config.parallel.expert_parallel, exchanges_compile=exchange_compiles(dispatch_mode, config.parallel.all_to_all)))
         self.dist = Distributed.start(config.backend, self.runtime.device, config.parallel, self.runtime.ops)
         self.log_dir = self.run_dir if self.dist.is_main else self.run_dir / "logs" / f"rank{self.dist.rank}"
         if self.dist.world > 1:

@@ -15,7 +15,7 @@ def ops(runner):
     return MindSporeOps()
 
 
-@pytest.mark.parametrize("call", ["all_reduce", "all_gather", "all_to_all"])
+@pytest.mark.parametrize("call", ["all_reduce", "all_gather", "all_to_all", "all_to_all_equal"])
 def test_collectives_refuse_the_default_group(ops, call):
     x = ops.tensor(np.ones((2, 3), np.float32))
     args = (x, [2], [2], None) if call == "all_to_all" else (x, None)

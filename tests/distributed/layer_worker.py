@@ -6,6 +6,8 @@ the single-process reference on the whole batch, to OUT/<exchange>/rank<r>.npz.
 
 ``hierarchical`` starts the node and rail groups and runs every case twice, with the
 hierarchical and with the flat exchange (one launch, both written); ``flat`` runs the flat one.
+On MindSpore top-k, LocMoE and AdaMoE with capacity then run again compiled (GRAPH_MODE,
+flat exchange) into OUT/compiled, against the same PyNative single-process references.
 
 The reference's router loss coefficients are W times the config's: each rank's loss is
 sum(y_r * cot_r) + aux_r["loss"], and the W ranks' router losses average to the global
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,27 +82,62 @@ def cases(lay: ParallelLayout):
         "router.bias": rng.uniform(-0.5, 0.5, 8).astype(np.float32)}
 
 
+def fixed_buffer_cases(lay: ParallelLayout):
+    """Cases whose exchanges compile (``models.dispatch.expert_parallel.exchange_compiles``):
+    top-k and LocMoE with capacity, and AdaMoE (null experts cut before the buffers). Each
+    compile costs 15-25 s here at load 10, so Switch and expert choice (slots), which
+    compiled in a manual run, are left out of the suite."""
+    for name, config, x, override in cases(lay):
+        if name in ("capacity", "locmoe_capacity"):
+            yield name, config, x, override
+    ada = MoEConfig(d_model=D, ffn_hidden=16, num_experts=8, top_k=2, router="adamoe", num_null_experts=4,
+                    dispatch="capacity", capacity_factor=1.0)
+    yield "adamoe_capacity", ada, np.random.default_rng(3).standard_normal((lay.world_size, TOKENS, D)).astype(np.float32), {}
+
+
+def run_cases(runner, lay: ParallelLayout, exchanges: dict, selected) -> dict:
+    """Every case of ``selected`` on each exchange and its reference -> {exchange: arrays}."""
+    saved = {exchange: {} for exchange in exchanges}
+    for name, config, x, override in selected:
+        full = MoELayer(config)
+        values = {**init_params(full.param_specs(), 1), **override}
+        cot = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+        reference = single_process(runner, config, values, x, cot, lay, name)
+        for exchange, (parallel, run) in exchanges.items():
+            start = time.perf_counter()
+            mine = run(MoELayer(config, parallel=parallel), local_values(values, full.param_specs(), lay.expert_parallel,
+                                                                          lay.ep_rank), x[lay.rank], cot[lay.rank])
+            print(f"rank {lay.rank}: {exchange} case {name}: {time.perf_counter() - start:.1f} s", flush=True)
+            saved[exchange].update(results(name, config, mine, reference))
+    return saved
+
+
+def compiled(runner):
+    """``runner.forward_backward`` with the layer compiled (MindSpore GRAPH_MODE), PyNative after."""
+    import mindspore as ms
+
+    def run(*args):
+        ms.set_context(mode=ms.GRAPH_MODE)
+        try:
+            return runner.forward_backward(*args)
+        finally:
+            ms.set_context(mode=ms.PYNATIVE_MODE)
+    return run
+
+
 def main() -> int:
     backend, out_dir, ep = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     all_to_all = sys.argv[4] if len(sys.argv) > 4 else "flat"
     runner = make_runner(backend, "pynative")
     run = init_process_groups(backend, "cpu", ep, timeout_s=120, all_to_all=all_to_all)
-    exchanges = {"flat": replace(run.expert_parallel(), hierarchy=None)}
+    flat = replace(run.expert_parallel(), hierarchy=None)
+    exchanges = {"flat": (flat, runner.forward_backward)}
     if all_to_all == "hierarchical":
-        exchanges["hierarchical"] = run.expert_parallel()
+        exchanges["hierarchical"] = (run.expert_parallel(), runner.forward_backward)
     lay = run.layout
-    saved = {exchange: {} for exchange in exchanges}
-    for name, config, x, override in cases(lay):
-        full = MoELayer(config)
-        values = {**init_params(full.param_specs(), 1), **override}
-        cot = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
-        reference = single_process(runner, config, values, x, cot, lay, name)
-        for exchange, parallel in exchanges.items():
-            print(f"rank {lay.rank}: {exchange} case {name}", flush=True)
-            mine = runner.forward_backward(MoELayer(config, parallel=parallel),
-                                           local_values(values, full.param_specs(), ep, lay.ep_rank),
-                                           x[lay.rank], cot[lay.rank])
-            saved[exchange].update(results(name, config, mine, reference))
+    saved = run_cases(runner, lay, exchanges, cases(lay))
+    if backend == "mindspore":
+        saved.update(run_cases(runner, lay, {"compiled": (flat, compiled(runner))}, fixed_buffer_cases(lay)))
     for exchange, arrays in saved.items():
         (out_dir / exchange).mkdir(parents=True, exist_ok=True)
         np.savez(out_dir / exchange / f"rank{lay.rank}.npz", world=lay.world_size, ep=ep, rank=lay.rank,

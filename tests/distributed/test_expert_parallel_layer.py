@@ -5,8 +5,11 @@ expert gradients (the shard of each rank), replicated gradients (summed over ran
 router losses. Capacity modes equal a single-process run on each rank's own tokens
 (capacity per source rank). Cases with idle experts and a rank that sends nothing are
 included, and so are DeepSeek-V3's routing (sigmoid, score-correction bias, group-limited
-choice, routed scaling, an ungated shared expert) and gpt-oss's router bias. One launch per (framework, layout) runs every case (tests/distributed/layer_worker.py);
-a hierarchical launch runs them with both exchanges."""
+choice, routed scaling, an ungated shared expert) and gpt-oss's router bias. One launch per
+(framework, layout) runs every case (tests/distributed/layer_worker.py); a hierarchical launch
+runs them with both exchanges. The MindSpore launch also runs the cases with fixed buffers
+compiled (GRAPH_MODE: the exchange inside the compiled graph) against the same single-process
+references and against its own PyNative run."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +25,8 @@ RTOL, ATOL = 1e-4, 1e-5
 LAUNCHES = [("torch", 1, 2, 2, "flat"), ("torch", 1, 4, 4, "flat"), ("torch", 1, 4, 2, "flat"),
             ("torch", 2, 2, 4, "hierarchical"), ("torch", 2, 3, 2, "flat"), ("mindspore", 2, 2, 4, "hierarchical")]
 RESULTS = [(launch, exchange) for launch in LAUNCHES
-           for exchange in (("flat", "hierarchical") if launch[4] == "hierarchical" else ("flat",))]
+           for exchange in (("flat", "hierarchical") if launch[4] == "hierarchical" else ("flat",))
+           + (("compiled",) if launch[0] == "mindspore" else ())]
 _launched = {}
 
 
@@ -120,13 +124,31 @@ def test_locmoe_on_the_real_topology_equals_virtual_nodes(ranks):
 
 def test_edge_cases_do_what_they_claim(ranks):
     """idle_experts: only experts 0 and 1 get tokens; silent_rank: rank 0 sends nothing;
-    shared_expert: its replicated weights (and gate) have gradients on every rank."""
+    shared_expert: its replicated weights (and gate) have gradients on every rank (the
+    compiled set has only the fixed-buffer cases)."""
+    if "idle_experts.y" not in ranks[0]:
+        assert str(ranks[0]["all_to_all"]) == "compiled"
+        return
     for rank in ranks:
         assert rank["idle_experts.tokens_per_expert"][2:].sum() == 0
         shared = [key for key in rank if key.startswith("shared_expert.grad.shared_expert")]
         assert len(shared) == 4 and all(np.abs(rank[key]).sum() > 0 for key in shared)
     assert ranks[0]["silent_rank.tokens_per_expert"].sum() == 0
     assert all(rank["silent_rank.tokens_per_expert"].sum() > 0 for rank in ranks[1:])
+
+
+def test_compiled_layer_equals_pynative(tmp_path_factory):
+    """MindSpore: the fixed-buffer cases compiled (GRAPH_MODE) give this rank the outputs,
+    gradients and router losses of the same case in PyNative, on the same launch."""
+    spec = next(s for s in LAUNCHES if s[0] == "mindspore")
+    out = launched(spec, tmp_path_factory)
+    world = spec[1] * spec[2]
+    pynative, graph = rank_files(out / "flat", world), rank_files(out / "compiled", world)
+    shared = sorted(set(case_names(graph[0])) & set(case_names(pynative[0])))
+    assert {"capacity", "locmoe_capacity"} <= set(shared)
+    for r in range(world):
+        for key in [k for k in graph[r] if k.split(".")[0] in shared and not k.endswith((".dispatch", ".reference"))]:
+            close(graph[r][key], pynative[r][key], f"compiled vs PyNative: {key} rank {r}")
 
 
 def test_capacity_is_never_exceeded(ranks):
