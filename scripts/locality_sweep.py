@@ -1,0 +1,170 @@
+"""LocMoE and PanGu-Sigma where locality exists: the simulated two-node cluster with each node
+its own corpus (``data.node_domains``) against the same-data control.
+
+    sudo .venv/bin/python scripts/locality_sweep.py [--routers switch,hash,rre,locmoe,locmoe_learned,locmoe_plus]
+        [--experts 8,16] [--mbit 200] [--seeds 0] [--steps 40] [--mu 0.3]
+        [--json FILE] [--markdown FILE] [--plot FILE]
+
+Root only (``scripts/sim_cluster.py`` builds the cluster and measures each run: step time,
+link and all-to-all bytes per step, kept on node). Every run trains on shakespeare and bible
+(1M characters each), dropless dispatch (locmoe_plus keeps its expert-choice slots), with
+
+- ``placed``: node 0 reads shakespeare, node 1 bible (``[[shakespeare], [bible]]``); rre
+  with ``domains_by_node: true`` (its group of a domain on that domain's node);
+- ``same`` (the control, today's setting): both nodes read both corpora, each its own stream.
+
+Routers: each one's config from configs/ at ``--experts`` experts; ``locmoe_learned`` is
+locmoe with ``gate: learned`` (the ablation of the paper's GrAP gate); the locality routers
+get ``locality_coef`` ``--mu``. Validation: ``train.eval_batches`` batches of each domain.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.cluster_sim.network import Cluster  # noqa: E402
+from scripts.cluster_sim.one_run import run_once  # noqa: E402
+from scripts.cluster_sim.options import parse_ints, parse_list  # noqa: E402
+from scripts.cluster_sim.outcome import Failure  # noqa: E402
+from scripts.reporting.figures import pyplot, save_figure  # noqa: E402
+from scripts.reporting.tables import markdown_table  # noqa: E402
+from training.metrics_log import read_records  # noqa: E402
+
+ROUTERS = ("switch", "hash", "rre", "locmoe", "locmoe_learned", "locmoe_plus")
+DATA = {"placed": "[[shakespeare],[bible]]", "same": "[[shakespeare,bible],[shakespeare,bible]]"}
+DOMAINS = ("shakespeare", "bible")
+
+
+def overrides(router: str, data: str, experts: int, mu: float) -> List[str]:
+    """train.py ``--set`` values of one run (besides sim_cluster's own)."""
+    sets = ["data.corpora=[shakespeare,bible]", "data.files=[]", "data.max_chars_per_corpus=1000000",
+            f"data.node_domains={DATA[data]}", f"moe.num_experts={experts}", "train.eval_batches=2"]
+    if router != "locmoe_plus":
+        sets.append("moe.dispatch=dropless")
+    if router == "rre":
+        sets += ["moe.router_options.num_domains=2", f"moe.router_options.domains_by_node={str(data == 'placed').lower()}"]
+    if router.startswith("locmoe"):
+        sets.append(f"moe.router_options.locality_coef={mu}")
+    if router == "locmoe_learned":
+        sets.append("moe.router_options.gate=learned")
+    return sets
+
+
+def domain_losses(run_dir: Path) -> Dict[str, float]:
+    """The last validation's loss per domain."""
+    last = [r for r in read_records(run_dir / "metrics.jsonl") if r["kind"] == "val"][-1]
+    return {name: last[f"val_loss/{name}"] for name in DOMAINS}
+
+
+COLUMNS = ("experts", "router", "data", "seed", "step s", "link MB/step", "a2a MB/step", "kept on node",
+           "val shakespeare", "val bible")
+
+
+def cells(row: dict) -> List[str]:
+    kept = "n/a" if row["kept_on_node"] is None else f"{row['kept_on_node']:.3f}"
+    return [str(row["experts"]), row["label"], row["data"], str(row["seed"]), f"{row['step_s']:.3f}",
+            f"{row['link_bytes'] / 1e6:.2f}", f"{row['a2a_bytes'] / 1e6:.2f}", kept,
+            f"{row['val_shakespeare']:.3f}", f"{row['val_bible']:.3f}"]
+
+
+def figure(rows: Sequence[dict]):
+    """Per expert count: kept on node and cross-node all-to-all MB per step, placed beside same."""
+    experts = sorted({r["experts"] for r in rows})
+    fig, axes = pyplot().subplots(2, len(experts), figsize=(6 * len(experts), 7), squeeze=False)
+    for col, n in enumerate(experts):
+        labels = [label for label in ROUTERS if any(r["label"] == label and r["experts"] == n for r in rows)]
+        for row_index, (key, scale, title) in enumerate((("kept_on_node", 1, "kept on node"),
+                                                         ("a2a_bytes", 1e-6, "cross-node a2a MB/step"))):
+            ax = axes[row_index][col]
+            for offset, data in ((-0.2, "placed"), (0.2, "same")):
+                values = [next((r[key] or 0) * scale for r in rows
+                               if (r["label"], r["experts"], r["data"]) == (label, n, data)) if any(
+                    (r["label"], r["experts"], r["data"]) == (label, n, data) for r in rows) else 0 for label in labels]
+                ax.bar([i + offset for i in range(len(labels))], values, 0.4, label=data)
+            ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
+            ax.set(title=f"{n} experts: {title}")
+            ax.legend(fontsize=8)
+    return fig
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--routers", default=",".join(ROUTERS))
+    parser.add_argument("--data", default="placed,same")
+    parser.add_argument("--experts", default="8,16")
+    parser.add_argument("--mbit", type=int, default=200)
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--mu", type=float, default=0.3)
+    parser.add_argument("--run-timeout", type=int, default=400)
+    parser.add_argument("--port", type=int, default=29900)
+    parser.add_argument("--prefix", default="locsweep")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        routers = parse_list(args.routers, ROUTERS, "--routers")
+        datas = parse_list(args.data, tuple(DATA), "--data")
+        experts = parse_ints(args.experts, "--experts", 4)
+        seeds = parse_ints(args.seeds, "--seeds", 0)
+    except Failure as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("error: network namespaces need root: run as root (sudo)", file=sys.stderr)
+        return 2
+    plan = [(n, router, data, seed) for n in experts for router in routers for data in datas for seed in seeds]
+    cluster, rows, status = Cluster(args.prefix), [], 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    scratch = Path(tempfile.mkdtemp(prefix="locality_sweep_"))
+    try:
+        cluster.build()
+        for index, (n, label, data, seed) in enumerate(plan):
+            started = time.monotonic()
+            router = "locmoe" if label == "locmoe_learned" else label
+            folder = scratch / f"{label}_{data}_{n}"
+            folder.mkdir()
+            result = run_once(cluster, "torch", router, None, args.mbit, seed, args.steps, args.port + index, folder,
+                              args.run_timeout, 2, overrides(label, data, n, args.mu))
+            losses = domain_losses(next(folder.glob("*/run")))
+            rows.append({"experts": n, "label": label, "data": data, **asdict(result),
+                         **{f"val_{name}": value for name, value in losses.items()}})
+            print(f"[{index + 1}/{len(plan)}] {n} experts {label} {data} seed {seed}: step {result.step_s:.3f} s, "
+                  f"a2a {result.a2a_bytes / 1e6:.2f} MB/step, kept {result.kept_on_node} "
+                  f"({time.monotonic() - started:.0f}s)", flush=True)
+        shutil.rmtree(scratch)
+    except Failure as error:
+        print(f"error: {error}", file=sys.stderr)
+        status = 1
+    except (KeyboardInterrupt, SystemExit):
+        print("interrupted: cleaning up", file=sys.stderr)
+        status = 130
+    finally:
+        cluster.remove()
+    if rows:
+        table = markdown_table(COLUMNS, [cells(r) for r in rows], align="lll" + "r" * (len(COLUMNS) - 3))
+        print(table)
+        if args.json:
+            args.json.write_text(json.dumps({"mbit": args.mbit, "steps": args.steps, "mu": args.mu, "runs": rows},
+                                            indent=2))
+        if args.markdown:
+            args.markdown.write_text(table + "\n")
+        if args.plot:
+            save_figure(figure(rows), args.plot)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
