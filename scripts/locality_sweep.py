@@ -21,15 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,6 +33,7 @@ from scripts.cluster_sim.network import Cluster  # noqa: E402
 from scripts.cluster_sim.one_run import run_once  # noqa: E402
 from scripts.cluster_sim.options import parse_ints, parse_list  # noqa: E402
 from scripts.cluster_sim.outcome import Failure  # noqa: E402
+from scripts.cluster_sim.sweep import sweep  # noqa: E402
 from scripts.reporting.figures import pyplot, save_figure  # noqa: E402
 from scripts.reporting.tables import markdown_table  # noqa: E402
 from training.metrics_log import read_records  # noqa: E402
@@ -122,37 +119,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Failure as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if os.geteuid() != 0:
-        print("error: network namespaces need root: run as root (sudo)", file=sys.stderr)
-        return 2
     plan = [(n, router, data, seed) for n in experts for router in routers for data in datas for seed in seeds]
-    cluster, rows, status = Cluster(args.prefix), [], 0
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    scratch = Path(tempfile.mkdtemp(prefix="locality_sweep_"))
-    try:
-        cluster.build()
-        for index, (n, label, data, seed) in enumerate(plan):
-            started = time.monotonic()
-            router = "locmoe" if label == "locmoe_learned" else label
-            folder = scratch / f"{label}_{data}_{n}"
-            folder.mkdir()
-            result = run_once(cluster, "torch", router, None, args.mbit, seed, args.steps, args.port + index, folder,
-                              args.run_timeout, 2, overrides(label, data, n, args.mu))
-            losses = domain_losses(next(folder.glob("*/run")))
-            rows.append({"experts": n, "label": label, "data": data, **asdict(result),
-                         **{f"val_{name}": value for name, value in losses.items()}})
-            print(f"[{index + 1}/{len(plan)}] {n} experts {label} {data} seed {seed}: step {result.step_s:.3f} s, "
-                  f"a2a {result.a2a_bytes / 1e6:.2f} MB/step, kept {result.kept_on_node} "
-                  f"({time.monotonic() - started:.0f}s)", flush=True)
-        shutil.rmtree(scratch)
-    except Failure as error:
-        print(f"error: {error}", file=sys.stderr)
-        status = 1
-    except (KeyboardInterrupt, SystemExit):
-        print("interrupted: cleaning up", file=sys.stderr)
-        status = 130
-    finally:
-        cluster.remove()
+
+    def one(cluster: Cluster, scratch: Path, index: int, item: Tuple[int, str, str, int]) -> dict:
+        n, label, data, seed = item
+        started = time.monotonic()
+        folder = scratch / f"{label}_{data}_{n}_{seed}"
+        folder.mkdir()
+        result = run_once(cluster, "torch", "locmoe" if label == "locmoe_learned" else label, None, args.mbit, seed,
+                          args.steps, args.port + index, folder, args.run_timeout, 2, overrides(label, data, n, args.mu))
+        losses = domain_losses(next(folder.glob("*/run")))
+        print(f"[{index + 1}/{len(plan)}] {n} experts {label} {data} seed {seed}: step {result.step_s:.3f} s, "
+              f"a2a {result.a2a_bytes / 1e6:.2f} MB/step, kept {result.kept_on_node} "
+              f"({time.monotonic() - started:.0f}s)", flush=True)
+        return {"experts": n, "label": label, "data": data, **asdict(result),
+                **{f"val_{name}": value for name, value in losses.items()}}
+
+    rows, status = sweep(args.prefix, plan, one, "locality_sweep_")
     if rows:
         table = markdown_table(COLUMNS, [cells(r) for r in rows], align="lll" + "r" * (len(COLUMNS) - 3))
         print(table)
