@@ -4,6 +4,7 @@ its own corpus (``data.node_domains``) against the same-data control.
     sudo .venv/bin/python scripts/locality_sweep.py [--routers switch,hash,rre,locmoe,locmoe_learned,locmoe_plus]
         [--experts 8,16] [--mbit 200] [--seeds 0] [--steps 40] [--mu 0.3]
         [--json FILE] [--markdown FILE] [--plot FILE]
+    .venv/bin/python scripts/locality_sweep.py --from-json a.json b.json [--json/--markdown/--plot FILE]
 
 Root only (``scripts/sim_cluster.py`` builds the cluster and measures each run: step time,
 link and all-to-all bytes per step, kept on node). Every run trains on shakespeare and bible
@@ -35,6 +36,7 @@ from scripts.cluster_sim.options import parse_ints, parse_list  # noqa: E402
 from scripts.cluster_sim.outcome import Failure  # noqa: E402
 from scripts.cluster_sim.sweep import sweep  # noqa: E402
 from scripts.reporting.figures import pyplot, save_figure  # noqa: E402
+from scripts.reporting.stats import stats  # noqa: E402
 from scripts.reporting.tables import markdown_table  # noqa: E402
 from training.metrics_log import read_records  # noqa: E402
 
@@ -52,7 +54,7 @@ def overrides(router: str, data: str, experts: int, mu: float) -> List[str]:
     if router == "rre":
         sets += ["moe.router_options.num_domains=2", f"moe.router_options.domains_by_node={str(data == 'placed').lower()}"]
     if router.startswith("locmoe"):
-        sets.append(f"moe.router_options.locality_coef={mu}")
+        sets += [f"moe.router_options.locality_coef={mu}", "moe.router_options.topology={nodes: 2, devices_per_node: 2}"]
     if router == "locmoe_learned":
         sets.append("moe.router_options.gate=learned")
     return sets
@@ -64,35 +66,68 @@ def domain_losses(run_dir: Path) -> Dict[str, float]:
     return {name: last[f"val_loss/{name}"] for name in DOMAINS}
 
 
-COLUMNS = ("experts", "router", "data", "seed", "step s", "link MB/step", "a2a MB/step", "kept on node",
+COLUMNS = ("experts", "Mbit/s", "router", "data", "seeds", "step s", "link MB/step", "a2a MB/step", "kept on node",
            "val shakespeare", "val bible")
+
+
+def aggregate(runs: Sequence[dict]) -> List[dict]:
+    """One row per (experts, Mbit/s, router, data): means over seeds, step time's spread."""
+    groups: Dict[tuple, List[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["experts"], run["mbit"], run["label"], run["data"]), []).append(run)
+    rows = []
+    for (n, mbit, label, data), group in sorted(groups.items(), key=lambda item: (
+            item[0][0], item[0][1], ROUTERS.index(item[0][2]), item[0][3])):
+        mean = {key: stats([r[key] for r in group])["mean"]
+                for key in ("link_bytes", "a2a_bytes", "kept_on_node", "val_shakespeare", "val_bible")}
+        step = stats([r["step_s"] for r in group])
+        rows.append({"experts": n, "mbit": mbit, "label": label, "data": data, "seeds": len(group),
+                     "step_s": step["mean"], "step_s_sd": step["sd"], **mean})
+    return rows
 
 
 def cells(row: dict) -> List[str]:
     kept = "n/a" if row["kept_on_node"] is None else f"{row['kept_on_node']:.3f}"
-    return [str(row["experts"]), row["label"], row["data"], str(row["seed"]), f"{row['step_s']:.3f}",
-            f"{row['link_bytes'] / 1e6:.2f}", f"{row['a2a_bytes'] / 1e6:.2f}", kept,
+    spread = f" ± {row['step_s_sd']:.3f}" if row["seeds"] > 1 else ""
+    return [str(row["experts"]), str(row["mbit"]), row["label"], row["data"], str(row["seeds"]),
+            f"{row['step_s']:.3f}{spread}", f"{row['link_bytes'] / 1e6:.2f}", f"{row['a2a_bytes'] / 1e6:.2f}", kept,
             f"{row['val_shakespeare']:.3f}", f"{row['val_bible']:.3f}"]
 
 
-def figure(rows: Sequence[dict]):
-    """Per expert count: kept on node and cross-node all-to-all MB per step, placed beside same."""
+def figure(rows: Sequence[dict], mbit: int):
+    """At ``mbit``, per expert count: kept on node, cross-node all-to-all MB and step time per
+    router, placed beside same."""
+    rows = [r for r in rows if r["mbit"] == mbit]
     experts = sorted({r["experts"] for r in rows})
-    fig, axes = pyplot().subplots(2, len(experts), figsize=(6 * len(experts), 7), squeeze=False)
+    panels = (("kept_on_node", 1, "kept on node"), ("a2a_bytes", 1e-6, "cross-node a2a MB/step"),
+              ("step_s", 1, "step time (s)"))
+    fig, axes = pyplot().subplots(len(panels), len(experts), figsize=(6 * len(experts), 10), squeeze=False)
     for col, n in enumerate(experts):
         labels = [label for label in ROUTERS if any(r["label"] == label and r["experts"] == n for r in rows)]
-        for row_index, (key, scale, title) in enumerate((("kept_on_node", 1, "kept on node"),
-                                                         ("a2a_bytes", 1e-6, "cross-node a2a MB/step"))):
+        for row_index, (key, scale, title) in enumerate(panels):
             ax = axes[row_index][col]
             for offset, data in ((-0.2, "placed"), (0.2, "same")):
-                values = [next((r[key] or 0) * scale for r in rows
-                               if (r["label"], r["experts"], r["data"]) == (label, n, data)) if any(
-                    (r["label"], r["experts"], r["data"]) == (label, n, data) for r in rows) else 0 for label in labels]
-                ax.bar([i + offset for i in range(len(labels))], values, 0.4, label=data)
+                found = {r["label"]: (r[key] or 0) * scale for r in rows if (r["experts"], r["data"]) == (n, data)}
+                ax.bar([i + offset for i in range(len(labels))], [found.get(label, 0) for label in labels], 0.4,
+                       label=f"{data} data")
             ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
-            ax.set(title=f"{n} experts: {title}")
+            ax.set(title=f"{n} experts, {mbit} Mbit/s: {title}")
             ax.legend(fontsize=8)
     return fig
+
+
+def write_report(runs: Sequence[dict], json_path: Optional[Path], markdown_path: Optional[Path],
+                 plot_path: Optional[Path], plot_mbit: int) -> None:
+    """The table on stdout and the files asked for."""
+    rows = aggregate(runs)
+    table = markdown_table(COLUMNS, [cells(r) for r in rows], align="llllr" + "r" * (len(COLUMNS) - 5))
+    print(table)
+    if json_path:
+        json_path.write_text(json.dumps({"runs": list(runs), "table": rows}, indent=2))
+    if markdown_path:
+        markdown_path.write_text(table + "\n")
+    if plot_path:
+        save_figure(figure(rows, plot_mbit), plot_path)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -110,7 +145,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--from-json", type=Path, nargs="+", metavar="FILE",
+                        help="report the runs of earlier --json files together instead of running")
     args = parser.parse_args(argv)
+    if args.from_json:
+        runs = [run for path in args.from_json for run in json.loads(path.read_text())["runs"]]
+        write_report(runs, args.json, args.markdown, args.plot, args.mbit)
+        return 0
     try:
         routers = parse_list(args.routers, ROUTERS, "--routers")
         datas = parse_list(args.data, tuple(DATA), "--data")
@@ -135,17 +176,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return {"experts": n, "label": label, "data": data, **asdict(result),
                 **{f"val_{name}": value for name, value in losses.items()}}
 
-    rows, status = sweep(args.prefix, plan, one, "locality_sweep_")
-    if rows:
-        table = markdown_table(COLUMNS, [cells(r) for r in rows], align="lll" + "r" * (len(COLUMNS) - 3))
-        print(table)
-        if args.json:
-            args.json.write_text(json.dumps({"mbit": args.mbit, "steps": args.steps, "mu": args.mu, "runs": rows},
-                                            indent=2))
-        if args.markdown:
-            args.markdown.write_text(table + "\n")
-        if args.plot:
-            save_figure(figure(rows), args.plot)
+    runs, status = sweep(args.prefix, plan, one, "locality_sweep_")
+    if runs:
+        write_report(runs, args.json, args.markdown, args.plot, args.mbit)
     return status
 
 
