@@ -19,7 +19,7 @@ from core.errors import ConfigError
 
 @dataclass(frozen=True)
 class Rule:
-    """What one setting accepts. ``kind`` is int, number, bool, str, str_list or mapping;
+    """What one setting accepts. ``kind`` is int, number, bool, str, str_list, str_lists or mapping;
     numbers may be bounded (``low``/``high``, open when ``*_open``); strings and list items
     may be limited to ``choices``; ``optional``: None (unset) is accepted too; ``noun``
     names the value in messages: a number's noun with its article (``a cosine``), the plural
@@ -43,6 +43,8 @@ class Rule:
             return f"one of {', '.join(self.choices)}" if self.choices else "a non-empty string"
         if self.kind == "str_list":
             return f"a list of {', '.join(self.choices)}" if self.choices else "a list of strings"
+        if self.kind == "str_lists":
+            return "a list of lists of strings"
         bounds = []
         if self.low is not None:
             bounds.append(f"{'>' if self.low_open else '>='} {self.low:g}")
@@ -61,6 +63,8 @@ class Rule:
                 return float(value)
             if self.kind == "str_list":
                 return list(value or [])
+            if self.kind == "str_lists":
+                return [list(items) for items in value or []]
             return value
         raise ConfigError(f"{path}: expected {_finite_wording(self.describe(), value)}, got {value!r}")
 
@@ -100,6 +104,10 @@ class Rule:
             items = [] if value is None else value
             return isinstance(items, list) and all(
                 isinstance(v, str) and v and (not self.choices or v in self.choices) for v in items)
+        if self.kind == "str_lists":
+            lists = [] if value is None else value
+            return isinstance(lists, list) and all(
+                isinstance(items, list) and items and all(isinstance(v, str) and v for v in items) for items in lists)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
         if self.kind == "int" and not isinstance(value, int):
@@ -161,6 +169,11 @@ def one_of(*choices: str, noun: str = "") -> Rule:
 
 def names(*choices: str) -> Rule:
     return Rule("str_list", choices=choices)
+
+
+def name_lists() -> Rule:
+    """A list of non-empty lists of non-empty strings (e.g. each node's domains)."""
+    return Rule("str_lists")
 
 
 FLAG = Rule("bool")

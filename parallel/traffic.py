@@ -48,3 +48,15 @@ def traffic_bytes(metrics: Mapping[str, np.ndarray], d_model: int, element_bytes
     across = step_bytes(float(metrics["a2a_cross_node_rows"]), d_model, element_bytes, world)
     return {"a2a_bytes_inside_nodes": step_bytes(float(metrics["a2a_sent_rows"]), d_model, element_bytes, world)
             - across, "a2a_bytes_across_nodes": across}
+
+
+def messages(nodes: int, ranks_per_node: int, hierarchical: bool) -> Tuple[int, int]:
+    """(messages, of which across nodes) of one exchange over an EP group of ``nodes`` x
+    ``ranks_per_node`` ranks, every rank pair (flat) or every phase-A pair and rail (hierarchical)
+    counted once. Flat: G (G - 1), G (G - g) across; hierarchical: G (g - 1) inside the nodes
+    (phase A) + G (N - 1) along the rails (phase B), all of phase B across. G = N g ranks."""
+    g, n = ranks_per_node, nodes
+    ranks = n * g
+    if not hierarchical:
+        return ranks * (ranks - 1), ranks * (ranks - g)
+    return ranks * (g - 1) + ranks * (n - 1), ranks * (n - 1)

@@ -42,14 +42,10 @@ live in scripts/cluster_sim/.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -58,6 +54,7 @@ from scripts.cluster_sim.one_run import hierarchical_supported, run_once  # noqa
 from scripts.cluster_sim.options import ALL_TO_ALL, BACKENDS, ROUTERS, parse_ints, parse_list  # noqa: E402
 from scripts.cluster_sim.outcome import Failure, RunResult  # noqa: E402
 from scripts.cluster_sim.report import report  # noqa: E402
+from scripts.cluster_sim.sweep import sweep  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -118,38 +115,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Failure as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if os.geteuid() != 0:
-        print("error: network namespaces need root: run as root (sudo)", file=sys.stderr)
-        return 2
     known = hierarchical_supported()  # without the key, runs pass no parallel.all_to_all (flat)
     if not known and "hierarchical" in args.all_to_all:
         print("note: this checkout has no parallel.all_to_all: measuring the flat all-to-all only", file=sys.stderr)
         args.all_to_all = ["flat"]
     runs = list(plan(args))
-    cluster = Cluster(args.prefix)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below
-    results: List[RunResult] = []
-    scratch = Path(tempfile.mkdtemp(prefix="sim_cluster_"))  # kept when a run fails: its logs
-    status = 0
-    try:
-        cluster.build()
-        for index, (backend, router, a2a, mbit, seed) in enumerate(runs):
-            started = time.monotonic()
-            result = run_once(cluster, backend, router, a2a if known else None, mbit, seed, args.steps,
-                              args.port + index, scratch, args.run_timeout, args.eval_batches, args.overrides)
-            results.append(result)
-            print(f"[{index + 1}/{len(runs)}] {backend} {router} {a2a} {mbit} Mbit/s seed {seed}: "
-                  f"step {result.step_s:.3f} s, link {result.link_bytes / 1e6:.2f} MB/step, "
-                  f"a2a {result.a2a_bytes / 1e6:.2f} MB/step ({time.monotonic() - started:.0f}s)", flush=True)
-        shutil.rmtree(scratch)
-    except Failure as error:
-        print(f"error: {error}", file=sys.stderr)
-        status = 1
-    except (KeyboardInterrupt, SystemExit):
-        print("interrupted: cleaning up", file=sys.stderr)
-        status = 130
-    finally:
-        cluster.remove()
+
+    def one(cluster: Cluster, scratch: Path, index: int, run: Tuple[str, str, str, int, int]) -> RunResult:
+        backend, router, a2a, mbit, seed = run
+        started = time.monotonic()
+        result = run_once(cluster, backend, router, a2a if known else None, mbit, seed, args.steps,
+                          args.port + index, scratch, args.run_timeout, args.eval_batches, args.overrides)
+        print(f"[{index + 1}/{len(runs)}] {backend} {router} {a2a} {mbit} Mbit/s seed {seed}: "
+              f"step {result.step_s:.3f} s, link {result.link_bytes / 1e6:.2f} MB/step, "
+              f"a2a {result.a2a_bytes / 1e6:.2f} MB/step ({time.monotonic() - started:.0f}s)", flush=True)
+        return result
+
+    results, status = sweep(args.prefix, runs, one, "sim_cluster_")
     if results:
         report(results, len(results) < len(runs), args.json, args.markdown, args.plot)
     return status

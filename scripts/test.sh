@@ -56,7 +56,8 @@ cat "$reports/alongside.log"
 # The multi-process tests in two runs side by side: a launch spends much of its time starting
 # processes and waiting (collective timeouts, a killed launcher), which leaves a core idle.
 # Training comparisons in one; the rest of tests/distributed, new files included, in the other
-resumes=(tests/distributed/test_distributed_cases.py tests/distributed/test_distributed_resume.py)
+resumes=(tests/distributed/test_distributed_cases.py tests/distributed/test_distributed_resume.py
+         tests/distributed/test_node_placement.py)  # the 2-node placement jobs: the lighter run
 (
   run distributed_training PYTHONPATH="$root" -- "${resumes[@]}" --basetemp "$reports/tmp_training"
   exit $status

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Sequence
 
 from core.errors import ConfigError
 from core.layout import check_experts
-from core.rules import FLAG, TEXT, Rule, integer, names, number, one_of, rules_of, setting
+from core.rules import FLAG, TEXT, Rule, integer, name_lists, names, number, one_of, rules_of, setting
 from models.attention import QK_NORMS
 from models.moe_config import MoEConfig
 from models.transformer_config import TransformerConfig
@@ -71,7 +71,10 @@ class ModelConfig:
 class DataConfig:
     """Text sources and tokenisation. ``files``: user .txt (one document each) or .jsonl
     (field ``text``, optional ``domain``) paths, relative to the working directory.
-    ``max_chars_per_corpus`` 0 takes every character of each source."""
+    ``max_chars_per_corpus`` 0 takes every character of each source. ``node_domains``: data
+    placed by node (``training.data.node_placement``), one list of domain names per node
+    (a corpus's domain is its name, a file's its stem or its records' ``domain``); empty:
+    every rank reads the one mixed stream."""
 
     corpora: List[str] = setting(["shakespeare"], names(*CORPORA))
     files: List[str] = setting([], names())
@@ -81,6 +84,7 @@ class DataConfig:
     val_fraction: float = setting(0.05, number(0.0, low_open=True, high=0.5))
     cache_dir: str = setting(".cache/data", TEXT)
     max_chars_per_corpus: int = setting(0, integer(0))
+    node_domains: List[List[str]] = setting([], name_lists())
 
 
 @dataclass

@@ -41,6 +41,7 @@ from models.transformer import Transformer
 from parallel.traffic import ELEMENT_BYTES, traffic_bytes
 from training.checkpoint import Checkpoint, checkpoint_dir, latest_checkpoint
 from training.config import RunConfig, save_config, transformer_config
+from training.data.node_placement import check_rre_placement, streams
 from training.data.pipeline import build_data
 from training.distributed import Distributed, rank_log
 from training.metrics_log import MetricsLog, read_records
@@ -105,8 +106,13 @@ class Trainer:
         if (end - start) % t.grad_accum:
             raise ConfigError(f"train.grad_accum={t.grad_accum} must divide each rank's {end - start} sequences "
                               f"(train.batch_size={t.batch_size} over {self.dist.world} ranks)")
-        self.batches = self.data.train_batches(t.batch_size)
-        self.val_batches = self.data.val_batches(t.batch_size, t.eval_batches)
+        topology = config.moe.router_options.get("topology")
+        self.data, self.placement, self.batches, self.val_sets = streams(
+            self.data, config.data.node_domains, t.batch_size, t.eval_batches,
+            self.dist.run.layout.num_nodes if self.dist.run else None,
+            topology.get("nodes") if isinstance(topology, dict) else None)
+        check_rre_placement(config.moe, self.placement)
+        self.domains_read = set()
         self.hooked = [(i, layer.router) for i, layer in enumerate(self.model.moe_layers)
                        if type(layer.router).after_step is not Router.after_step]
         self.noise_width = getattr(self.model.moe_layers[0].router, "noise_width", 0) if self.model.moe_layers else 0
@@ -196,15 +202,19 @@ class Trainer:
 
     # evaluation
     def validate(self) -> Dict[str, float]:
-        """Mean LM cross-entropy over the fixed validation batches and its perplexity."""
-        losses = []
+        """Mean LM cross-entropy over the fixed validation batches and its perplexity; with
+        data placed by node, each domain's (``val_loss/<domain>``) and their mean."""
+        losses = {}
         start, end = self.dist.rows(self.config.train.batch_size)
-        for index, (tokens, domains) in enumerate(self.val_batches):
-            inputs = (tokens[start:end, :-1], domains[start:end]) + self._noise(VALIDATION, index, tokens)
-            _, metrics = self.train_step.evaluate(inputs, (tokens[start:end, 1:],))
-            losses.append(float(metrics["lm_loss"]))
-        val_loss = float(self.dist.mean({"val_loss": np.mean(losses)})["val_loss"])
-        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
+        for name, batches in self.val_sets.items():
+            for index, (tokens, domains) in enumerate(batches):
+                inputs = (tokens[start:end, :-1], domains[start:end]) + self._noise(VALIDATION, index, tokens)
+                _, metrics = self.train_step.evaluate(inputs, (tokens[start:end, 1:],))
+                losses.setdefault(name, []).append(float(metrics["lm_loss"]))
+        means = self.dist.mean({name: np.mean(values) for name, values in losses.items()})
+        val_loss = float(np.mean(list(means.values())))
+        named = {f"val_loss/{name}": float(value) for name, value in means.items() if name}
+        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)), **named}
 
     # training
     def _after_step(self, metrics: Dict[str, np.ndarray]) -> None:
@@ -230,6 +240,8 @@ class Trainer:
         tokens, domains = next(self.batches)
         lr = learning_rate(self.step, t.lr, t.min_lr, t.warmup_steps, t.steps)
         start, end = self.dist.rows(t.batch_size)
+        if self.placement is not None:
+            self.domains_read.update(np.unique(domains[start:end]).tolist())
         inputs = (tokens[start:end, :-1], domains[start:end]) + self._noise(TRAIN, self.step, tokens)
         axes = (0, 0, 1)[:len(inputs)] + (0,)  # the noise is [MoE layers, rows, seq, width]
         loss, metrics, grad_norm = self.train_step.step(inputs, (tokens[start:end, 1:],), lr, t.grad_accum, axes)
@@ -354,6 +366,8 @@ class Trainer:
                    "val_loss": val_history, "parameters": self.num_params}
         if self.train_step.loss_scale is not None:
             summary.update(loss_scale=self.train_step.loss_scale.value, overflow_steps=self.train_step.overflows)
+        if self.placement is not None:  # what this rank's rows held (data placed by node)
+            summary["domains_read"] = [self.data.domain_names[d] for d in sorted(self.domains_read)]
         write_yaml_atomic(summary, self.log_dir / "summary.yaml")
         return summary
 

@@ -16,6 +16,11 @@ it: it describes one fixed random token-id -> expert mapping inside each domain 
 not say whether the MoE layers share it. Per layer is the default because a shared table sends
 a token id to the same expert index in every layer, so its routes through the model are fully
 correlated; keep ``shared_table: true`` to test the other reading.
+
+Domain placement (``domains_by_node: true``, with ``data.node_domains``): the data's domain
+ids are numbered in node order, so group g (experts g E/D .. (g+1) E/D - 1) lives on node
+g // (D / N); the trainer checks that each domain is read on that node only
+(``training.data.node_placement.check_rre_placement``), and then no row leaves its node.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import numpy as np
 
 from core.errors import ConfigError
 from core.params import ParamSpec
-from core.rules import integer, setting
+from core.rules import FLAG, integer, setting
 from models.routers.base import Router
 from models.routers.context import RoutingContext
 from models.routers.registry import register_router
@@ -36,6 +41,7 @@ from models.routers.token_tables import TokenTableOptions, check_ids, random_tab
 @dataclass
 class RREOptions(TokenTableOptions):
     num_domains: int = setting(0, integer(1))  # required
+    domains_by_node: bool = setting(False, FLAG)
 
 
 @register_router("rre")

@@ -55,6 +55,8 @@ def wrong_type(rule: Rule):
                          *([st.text(max_size=8).filter(lambda v: v not in rule.choices)] if rule.choices else [])),
         "str_list": st.one_of(st.integers(), st.text(min_size=1, max_size=8), st.lists(st.integers(), min_size=1,
                               max_size=2), st.dictionaries(st.text(max_size=5), SCALARS, min_size=1, max_size=2)),
+        "str_lists": st.one_of(st.integers(), st.text(min_size=1, max_size=8),
+                               st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=2)),
         "mapping": st.one_of(st.integers(), st.text(max_size=8), st.lists(SCALARS, max_size=2)),
     }
     return by_kind[rule.kind]

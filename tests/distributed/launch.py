@@ -59,4 +59,5 @@ def _second_scheduler(framework: str, node: int, log_dir: Path) -> bool:
     if framework != "mindspore":
         return False
     log = log_dir / f"node{node}" / "scheduler.log"
-    return log.is_file() and "Address already in use" in log.read_text(errors="replace")
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    return "Address already in use" in text or "Failed to init the tcp server" in text

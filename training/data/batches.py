@@ -22,22 +22,27 @@ class BatchIterator:
     ``default_rng([seed, e]).permutation``; a batch that runs past an epoch's end continues
     with the next epoch. The position is ``state_dict()``: {epoch, index, seed, dataset},
     a few ints and a string that restore exactly (``dataset`` guards against restoring onto
-    other data)."""
+    other data). ``stream`` > 0 (a node's stream, ``node_placement``) draws its own orders:
+    ``default_rng([seed, stream, e])``."""
 
     def __init__(self, tokens: np.ndarray, domains: np.ndarray, starts: np.ndarray, seq_len: int,
-                 batch_size: int, seed: int, dataset: str) -> None:
+                 batch_size: int, seed: int, dataset: str, stream: int = 0) -> None:
         if batch_size < 1:
             raise ConfigError(f"train.batch_size: expected an integer >= 1, got {batch_size!r}")
         self.tokens, self.domains, self.starts = tokens, domains, starts
         self.seq_len, self.batch_size, self.seed, self.dataset = seq_len, batch_size, seed, dataset
+        self.stream = stream
         self.epoch, self.index = 0, 0
         self._order_epoch, self._order = -1, np.zeros(0, np.int64)
 
     def _epoch_order(self) -> np.ndarray:
         if self._order_epoch != self.epoch:
-            self._order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.starts))
+            self._order = np.random.default_rng(self._key()).permutation(len(self.starts))
             self._order_epoch = self.epoch
         return self._order
+
+    def _key(self) -> List[int]:
+        return [self.seed, self.stream, self.epoch] if self.stream else [self.seed, self.epoch]
 
     def __iter__(self) -> Iterator[Batch]:
         return self
