@@ -256,7 +256,8 @@ def export_type(config: TransformerConfig) -> str:
     rules = [(moe.router == "aux_free", "moe.router", moe.router, "routes by sigmoid scores with a bias (aux_free)")
              ] if glm else [(moe.router == "topk", "moe.router", moe.router, "routes by softmax top-k")]
     rules += [(moe.num_null_experts == 0, "moe.num_null_experts", moe.num_null_experts, "has no null experts"),
-              (moe.expert_type == "swiglu", "moe.expert_type", moe.expert_type, "has SwiGLU experts")]
+              (moe.expert_type == "swiglu", "moe.expert_type", moe.expert_type, "has SwiGLU experts"),
+              (not moe.expert_bias, "moe.expert_bias", moe.expert_bias, "has bias-free experts")]
     if glm:
         score = moe.router_options.get("score", "sigmoid")
         rules += [(score == "sigmoid", "moe.router_options.score", score, "scores experts by sigmoid"),

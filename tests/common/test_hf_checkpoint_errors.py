@@ -203,6 +203,8 @@ GLM = dict(router="aux_free", shared_expert_hidden=16, router_options=dict(n_gro
     (replace(tiny(), first_dense_layers=1, num_layers=3), "model.first_dense_layers=1 has no HF Mixtral equivalent"),
     (replace(tiny(), partial_rotary_factor=0.5), "model.partial_rotary_factor=0.5 has no HF Mixtral equivalent"),
     (tiny(router_options=dict(gate_bias=True)), "moe.router_options.gate_bias=True has no HF Mixtral equivalent"),
+    (tiny(expert_type="clamped_swiglu"), "moe.expert_type='clamped_swiglu' has no HF Mixtral equivalent"),
+    (tiny(expert_bias=True), "moe.expert_bias=True has no HF Mixtral equivalent"),
     (replace(tiny(), layer_types=["sliding_attention"] * 2, sliding_window=4),
      "model.layer_types=\\['sliding_attention', 'sliding_attention'\\] has no HF Mixtral equivalent"),
     (replace(tiny(False), layer_types=["sliding_attention"] * 2, sliding_window=4),

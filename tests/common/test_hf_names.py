@@ -6,7 +6,7 @@ import pytest
 
 from core.errors import ConfigError
 from core.params import init_params
-from models.hf_names import from_hf, to_hf
+from models.hf_names import deinterleaved, from_hf, interleaved, to_hf
 from models.moe_config import MoEConfig
 from models.transformer import Transformer
 from models.transformer_config import TransformerConfig
@@ -107,3 +107,14 @@ def test_two_tensors_for_one_parameter_are_refused():
     router = {"model.layers.1.block_sparse_moe.gate.weight": per_expert["model.layers.1.mlp.gate.weight"]}
     with pytest.raises(ConfigError, match="both hold model.layers.1.block_sparse_moe.router.weight"):
         from_hf({**per_expert, **router})
+
+
+def test_gpt_oss_gate_up_alternates_gate_and_up_columns():
+    """gpt-oss's fused gate_up_proj [E, d, 2f]: column 2j is gate unit j, column 2j + 1 up unit j."""
+    fused = np.arange(2 * 3 * 8, dtype=np.float32).reshape(2, 3, 8)
+    gate, up = deinterleaved(fused)
+    np.testing.assert_array_equal(gate[1, 2], [40, 42, 44, 46])
+    np.testing.assert_array_equal(up[1, 2], [41, 43, 45, 47])
+    np.testing.assert_array_equal(interleaved(gate, up), fused)
+    with pytest.raises(ConfigError, match=r"shape \[2, 5\]: its last axis must be 2 \* f"):
+        deinterleaved(np.zeros((2, 5)))
