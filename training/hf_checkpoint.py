@@ -238,7 +238,9 @@ def export_type(config: TransformerConfig) -> str:
                                (whole_heads or qwen3, "model.head_size", c.head_size),
                                (c.partial_rotary_factor == 1.0, "model.partial_rotary_factor", c.partial_rotary_factor),
                                (c.kv_lora_rank == 0, "model.kv_lora_rank", c.kv_lora_rank),
-                               (not c.layer_types or qwen3 or c.qkv_bias, "model.layer_types", c.layer_types)):
+                               (not c.layer_types or qwen3 or c.qkv_bias, "model.layer_types", c.layer_types),
+                               (not c.o_bias, "model.o_bias", c.o_bias),
+                               (not c.attention_sinks, "model.attention_sinks", c.attention_sinks)):
             if not ok:
                 raise ConfigError(f"{key}={value!r} in a dense model (model.moe_every=0): HF Llama, Qwen2 and Qwen3 "
                                   "have no such setting")
@@ -274,7 +276,9 @@ def export_type(config: TransformerConfig) -> str:
                    "has no dense first blocks"),
                   (c.partial_rotary_factor == 1.0, "model.partial_rotary_factor", c.partial_rotary_factor,
                    "rotates whole heads")]
-    rules += [(not c.layer_types, "model.layer_types", c.layer_types, "attends fully in every block")]
+    rules += [(not c.layer_types, "model.layer_types", c.layer_types, "attends fully in every block"),
+              (not c.o_bias, "model.o_bias", c.o_bias, "has no attention output bias"),
+              (not c.attention_sinks, "model.attention_sinks", c.attention_sinks, "has no attention sinks")]
     if kind in ("mixtral", "olmoe", "glm4_moe", "deepseek_v3"):
         rules += [(c.moe_every == 1, "model.moe_every", c.moe_every, "has an MoE in every block")]
     if kind not in ("qwen3_moe", "glm4_moe", "deepseek_v3"):
