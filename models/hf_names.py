@@ -4,7 +4,8 @@ attention's ``self_attn.{q,k}_norm.weight`` (ours too). GLM-4.5 (``glm4_moe``) t
 that its ungated shared expert is ``mlp.shared_experts.*`` (ours ``shared_expert.*``) and
 its router's score-correction bias ``mlp.gate.e_score_correction_bias`` (ours
 ``router.bias``, the ``aux_free`` router's). DeepSeek-V3 (``deepseek_v3``) names its MoE block as
-GLM-4.5 does; its latent attention's tensors are ours (``models.latent_attention``).
+GLM-4.5 does; its latent attention's tensors are ours (``models.latent_attention``). gpt-oss's fused,
+interleaved block has its own converter (``models.hf_gpt_oss``).
 
 Our names already are HF's wherever the layout matches: ``model.embed_tokens.weight``,
 ``model.layers.{i}.self_attn.{q,k,v,o}_proj.weight`` (and Qwen2's ``{q,k,v}_proj.bias``),
@@ -176,17 +177,3 @@ def hf_shapes(shapes: Dict[str, tuple], style: str = "mixtral") -> Dict[str, tup
             out[hf_name(name, style)] = tuple(shape[::-1]) if kind == "transposed" else tuple(shape)
     return out
 
-
-def deinterleaved(gate_up: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """gpt-oss's fused ``experts.gate_up_proj`` [E, d, 2f] (or its bias [E, 2f]), whose last axis
-    alternates gate and up columns -> (gate, up), each [..., f] (our w_gate/w_up, b_gate/b_up)."""
-    gate_up = np.asarray(gate_up)
-    if gate_up.shape[-1] % 2:
-        raise ConfigError(f"gpt-oss gate_up tensor has shape {list(gate_up.shape)}: its last axis must be 2 * f")
-    return np.ascontiguousarray(gate_up[..., 0::2]), np.ascontiguousarray(gate_up[..., 1::2])
-
-
-def interleaved(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """(gate, up) [..., f] -> gpt-oss's fused [..., 2f] with gate at even and up at odd columns."""
-    gate, up = np.asarray(gate), np.asarray(up)
-    return np.stack([gate, up], -1).reshape(gate.shape[:-1] + (2 * gate.shape[-1],))

@@ -8,7 +8,7 @@ at ``swiglu_limit`` acts on part of the units. Tolerance 1e-5."""
 import numpy as np
 import pytest
 
-from models.hf_names import deinterleaved, interleaved
+from models.hf_gpt_oss import deinterleaved, interleaved
 from models.moe_config import MoEConfig
 from models.moe_layer import MoELayer
 
