@@ -54,7 +54,8 @@ class Attention(Adaptable):
     """Weights stored [out, in] like HF: ``q_proj`` [H*D, d], ``k_proj``/``v_proj``
     [Hkv*D, d], ``o_proj`` [d, H*D], names under ``prefix`` (``model.layers.{i}.self_attn.``);
     bias-free (Llama) or, with ``qkv_bias``, biases ``{q,k,v}_proj.bias`` on the query, key
-    and value projections only (Qwen2), initialised to zero. ``qk_norm`` (``QK_NORMS``, module
+    and value projections (Qwen2); ``o_bias`` adds ``o_proj.bias`` on the output (gpt-oss);
+    biases start at zero. ``qk_norm`` (``QK_NORMS``, module
     docstring) adds ``q_norm.weight`` and ``k_norm.weight`` with epsilon ``norm_eps``.
     ``head_dim``: D, or 0 for d_model / H (Qwen3 sets D apart from d_model / H);
     ``rotary_dim``: the R features of each head that rotate (``models.rotary``), 0 for all D.
@@ -63,7 +64,8 @@ class Attention(Adaptable):
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, rope_theta: float,
                  init_std: float, prefix: str, qkv_bias: bool = False, qk_norm: str = "none",
-                 norm_eps: float = 1e-6, head_dim: int = 0, rotary_dim: int = 0, sinks: bool = False) -> None:
+                 norm_eps: float = 1e-6, head_dim: int = 0, rotary_dim: int = 0, sinks: bool = False,
+                 o_bias: bool = False) -> None:
         if (d_model % num_heads and not head_dim) or num_heads % num_kv_heads or (head_dim or d_model // num_heads) % 2:
             raise ConfigError(f"attention: d_model={d_model}, num_heads={num_heads}, num_kv_heads={num_kv_heads}, "
                               f"head_dim={head_dim} need num_heads | d_model (or a head_dim), num_kv_heads | "
@@ -78,7 +80,7 @@ class Attention(Adaptable):
         self.rope_theta = rope_theta
         self.init_std = init_std
         self.prefix = prefix
-        self.biased = ("q_proj", "k_proj", "v_proj") if qkv_bias else ()
+        self.biased = (("q_proj", "k_proj", "v_proj") if qkv_bias else ()) + (("o_proj",) if o_bias else ())
         self.qk_norm = qk_norm
         self.sinks = sinks
         widths = {"q": num_heads, "k": num_kv_heads} if qk_norm == "across_heads" else {"q": 1, "k": 1}

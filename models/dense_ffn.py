@@ -9,8 +9,8 @@ from models.adaptable import Adaptable
 
 
 def ffn_matrices(ffn_type: str) -> int:
-    """Weight matrices of one FFN: 3 for SwiGLU (gate, up, down), 2 for GELU."""
-    return 3 if ffn_type == "swiglu" else 2
+    """Weight matrices of one FFN: 3 for SwiGLU and clamped SwiGLU (gate, up, down), 2 for GELU."""
+    return 2 if ffn_type == "gelu" else 3
 
 
 class DenseFFN(Adaptable):

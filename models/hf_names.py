@@ -4,7 +4,8 @@ attention's ``self_attn.{q,k}_norm.weight`` (ours too). GLM-4.5 (``glm4_moe``) t
 that its ungated shared expert is ``mlp.shared_experts.*`` (ours ``shared_expert.*``) and
 its router's score-correction bias ``mlp.gate.e_score_correction_bias`` (ours
 ``router.bias``, the ``aux_free`` router's). DeepSeek-V3 (``deepseek_v3``) names its MoE block as
-GLM-4.5 does; its latent attention's tensors are ours (``models.latent_attention``).
+GLM-4.5 does; its latent attention's tensors are ours (``models.latent_attention``). gpt-oss's fused,
+interleaved block has its own converter (``models.hf_gpt_oss``).
 
 Our names already are HF's wherever the layout matches: ``model.embed_tokens.weight``,
 ``model.layers.{i}.self_attn.{q,k,v,o}_proj.weight`` (and Qwen2's ``{q,k,v}_proj.bias``),
@@ -175,3 +176,4 @@ def hf_shapes(shapes: Dict[str, tuple], style: str = "mixtral") -> Dict[str, tup
         else:
             out[hf_name(name, style)] = tuple(shape[::-1]) if kind == "transposed" else tuple(shape)
     return out
+

@@ -8,7 +8,7 @@ from typing import Any, Dict
 from core.errors import ConfigError
 from core.rules import FLAG, MAPPING, TEXT, check_fields, integer, number, one_of, setting
 
-EXPERT_TYPES = ("swiglu", "gelu")
+EXPERT_TYPES = ("swiglu", "gelu", "clamped_swiglu")
 DISPATCH_MODES = ("dropless", "capacity")
 DROP_POLICIES = ("position", "probability")
 
@@ -29,7 +29,11 @@ class MoEConfig:
     ``shared_expert_hidden`` > 0 adds a shared expert that every token passes through (an FFN
     of that width and ``expert_type``, outside routing; DeepSeekMoE, Qwen2-MoE): y = routed +
     shared(x), or with ``shared_expert_gate`` y = routed + sigmoid(x w_s^T) * shared(x)
-    (Qwen2-MoE's gate, w_s [1, d]). 0: none."""
+    (Qwen2-MoE's gate, w_s [1, d]). 0: none.
+
+    ``expert_type: clamped_swiglu`` is gpt-oss's: g = min(x W_gate, L), u = clip(x W_up, -L, L),
+    h = (u + 1) * g * sigmoid(a g) with a = ``swiglu_alpha``, L = ``swiglu_limit``.
+    ``expert_bias`` adds a bias to each expert's gate, up and down projections (gpt-oss)."""
 
     d_model: int = setting(512, integer(1))
     ffn_hidden: int = setting(2048, integer(1))
@@ -48,6 +52,9 @@ class MoEConfig:
     expert_init_std: float = setting(0.02, number(0.0))
     shared_expert_hidden: int = setting(0, integer(0))
     shared_expert_gate: bool = setting(False, FLAG)
+    expert_bias: bool = setting(False, FLAG)
+    swiglu_alpha: float = setting(1.702, number(None))
+    swiglu_limit: float = setting(7.0, number(0.0, low_open=True))
     router_options: Dict[str, Any] = setting({}, MAPPING)
 
     @property
@@ -66,6 +73,9 @@ class MoEConfig:
         check_fields(self, section)
         if self.shared_expert_gate and not self.shared_expert_hidden:
             raise ConfigError(f"{section}.shared_expert_gate=True needs a shared expert (shared_expert_hidden > 0)")
+        if self.expert_type == "clamped_swiglu" and self.shared_expert_hidden:
+            raise ConfigError(f"{section}.shared_expert_hidden={self.shared_expert_hidden}: a shared expert is "
+                              f"swiglu or gelu, not {section}.expert_type='clamped_swiglu'")
         if self.top_k > self.num_slots:
             raise ConfigError(
                 f"{section}.top_k={self.top_k} exceeds num_experts + num_null_experts = {self.num_slots}")

@@ -36,7 +36,7 @@ class Block:
         self.input_norm = RMSNorm(c.d_model, c.norm_eps, p + "input_layernorm.")
         self.attention = LatentAttention(c, p + "self_attn.") if c.kv_lora_rank else Attention(
             c.d_model, c.num_heads, c.num_kv_heads, c.rope_theta, c.init_std, p + "self_attn.", c.qkv_bias, c.qk_norm,
-            c.norm_eps, c.head_size, c.rotary_dim, c.attention_sinks)
+            c.norm_eps, c.head_size, c.rotary_dim, c.attention_sinks, c.o_bias)
         self.ffn_norm = RMSNorm(c.d_model, c.norm_eps, p + "post_attention_layernorm.")
         self.is_moe = c.is_moe_layer(index)
         self.window = c.window(index)

@@ -20,7 +20,8 @@ class TransformerConfig:
     """A Llama/Mixtral-style decoder. ``ffn_hidden``/``ffn_type`` size the dense FFN blocks;
     every ``moe_every``-th block (blocks moe_every-1, 2*moe_every-1, ...) uses an MoE FFN
     described by ``moe`` instead; ``moe_every = 0`` makes every block dense. ``qkv_bias``:
-    biases on the attention's query, key and value projections (Qwen2), none on its output.
+    biases on the attention's query, key and value projections (Qwen2); ``o_bias``: a bias
+    on its output projection ``o_proj.bias`` (gpt-oss has both).
     ``qk_norm``: RMSNorm of queries and keys before rotary positions, ``per_head`` (Qwen3) or
     ``across_heads`` (OLMoE) (``models.attention``); ``norm_eps`` is its epsilon too.
     ``head_size``: each head's width D when it is not d_model / num_heads (Qwen3-30B-A3B: 128
@@ -62,6 +63,7 @@ class TransformerConfig:
     norm_eps: float = setting(1e-5, number(0.0, low_open=True))
     tie_embeddings: bool = setting(False, FLAG)
     qkv_bias: bool = setting(False, FLAG)
+    o_bias: bool = setting(False, FLAG)
     qk_norm: str = setting("none", one_of(*QK_NORMS))
     init_std: float = setting(0.02, number(0.0, low_open=True))
     moe_every: int = setting(1, integer(0))  # at most num_layers (validate)
@@ -179,7 +181,7 @@ class TransformerConfig:
         for key in ("qk_nope_head_dim", "v_head_dim"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{s}.{key}=0: latent attention ({s}.kv_lora_rank > 0) needs it >= 1")
-        for key, plain in (("qk_norm", "none"), ("qkv_bias", False), ("partial_rotary_factor", 1.0), ("head_size", 0),
+        for key, plain in (("qk_norm", "none"), ("qkv_bias", False), ("o_bias", False), ("partial_rotary_factor", 1.0), ("head_size", 0),
                            ("num_kv_heads", self.num_heads)):
             if getattr(self, key) != plain:
                 raise ConfigError(f"{s}.{key}={getattr(self, key)!r} does not apply to latent attention "

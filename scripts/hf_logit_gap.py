@@ -8,7 +8,7 @@ run by our transformer (float32, CPU; MindSpore in PyNative).
 Prints one line per family: the max absolute difference and the logits' largest magnitude.
 The models: 4 blocks, d_model 64, 8 query and 4 key/value heads (DeepSeek-V3: 8 latent-attention heads, query and
 key/value ranks 24 and 32), 8 experts of width 32 (top 2),
-vocabulary 128, q/k/v biases, q/k and latent norm weights and the score-correction bias drawn away
+vocabulary 128 (gpt-oss: its default YaRN, sliding windows of 8 in alternate blocks, sinks, clamp at 1.0), q/k/v biases, q/k and latent norm weights and the score-correction bias drawn away
 from zeros and ones, 2 x 24 tokens. Needs transformers (``source scripts/setup_env.sh hf``). Exit codes: 0, 2 bad input.
 """
 from __future__ import annotations
@@ -45,6 +45,8 @@ FAMILIES = {  # model type -> (transformers class prefix, settings beyond SIZES)
                                    "n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.5, "first_k_dense_replace": 1,
                                    "num_key_value_heads": 8, "q_lora_rank": 24, "kv_lora_rank": 32,
                                    "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 12}),
+    "gpt_oss": ("GptOss", {**ROUTED, "num_local_experts": 8, "intermediate_size": 32, "head_dim": 16,
+                           "sliding_window": 8, "swiglu_limit": 1.0}),  # YaRN, alternating windows, sinks
 }
 
 
@@ -59,12 +61,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def draw_initial_constants(model, std: float):
     """Draw the values transformers initialises to constants, so that a mapping that loses
-    them shows: projection biases and GLM's score-correction bias ~ N(0, std^2), q/k norm
+    them shows: projection biases (gpt-oss's expert biases too) and GLM's score-correction bias ~ N(0, std^2), q/k norm
     weights and DeepSeek's latent norm weights ~ U[0.5, 1.5]. In place, with torch's global generator."""
     import torch
     with torch.no_grad():
         for name, value in [*model.named_parameters(), *model.named_buffers()]:
-            if name.endswith(("_proj.bias", "e_score_correction_bias")):
+            if name.endswith(("_proj.bias", "_proj_bias", "e_score_correction_bias")):
                 value.normal_(0.0, std)
             if name.endswith(("q_norm.weight", "k_norm.weight", "a_layernorm.weight")):
                 value.uniform_(0.5, 1.5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -30,6 +30,16 @@ GPT2_VOCAB_SIZE = 50257
 USER_FILE_SUFFIXES = (".txt", ".jsonl")
 ALL_TO_ALL = ("flat", "hierarchical")
 LATENT_KEYS = ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rope_interleave")
+ATTENTION_KEYS = ("qkv_bias", "o_bias", "attention_sinks", "sliding_window", "layer_types", "yarn_factor",
+                  "yarn_original_max_seq_len", "yarn_beta_fast", "yarn_beta_slow", "yarn_attention_factor",
+                  "yarn_mscale_all_dim", "yarn_truncate")
+
+
+def transformer_setting(name: str) -> Any:
+    """A model key that is ``TransformerConfig``'s field ``name``, with its default and rule."""
+    declared = {f.name: f for f in fields(TransformerConfig)}[name]
+    default = declared.default_factory() if declared.default is MISSING else declared.default
+    return setting(default, declared.metadata["rule"])
 
 
 @dataclass
@@ -41,7 +51,8 @@ class ModelConfig:
     models.transformer_config (Qwen3's wide heads, GLM-4.5's half rotary and dense first block);
     ``kv_lora_rank`` > 0 with ``q_lora_rank``, ``qk_nope_head_dim``, ``qk_rope_head_dim``,
     ``v_head_dim``, ``rope_interleave``: DeepSeek's multi-head latent attention
-    (models.latent_attention)."""
+    (models.latent_attention). ``qkv_bias``, ``o_bias``, ``attention_sinks``, ``sliding_window``,
+    ``layer_types`` and the ``yarn_*`` keys are models.transformer_config's (gpt-oss has them all)."""
 
     vocab_size: int = setting(0, integer(0))
     d_model: int = setting(128, integer(1))
@@ -65,6 +76,18 @@ class ModelConfig:
     qk_rope_head_dim: int = setting(0, integer(0))
     v_head_dim: int = setting(0, integer(0))
     rope_interleave: bool = setting(False, FLAG)
+    qkv_bias: bool = transformer_setting("qkv_bias")
+    o_bias: bool = transformer_setting("o_bias")
+    attention_sinks: bool = transformer_setting("attention_sinks")
+    sliding_window: int = transformer_setting("sliding_window")
+    layer_types: List[str] = transformer_setting("layer_types")
+    yarn_factor: float = transformer_setting("yarn_factor")
+    yarn_original_max_seq_len: int = transformer_setting("yarn_original_max_seq_len")
+    yarn_beta_fast: float = transformer_setting("yarn_beta_fast")
+    yarn_beta_slow: float = transformer_setting("yarn_beta_slow")
+    yarn_attention_factor: float = transformer_setting("yarn_attention_factor")
+    yarn_mscale_all_dim: float = transformer_setting("yarn_mscale_all_dim")
+    yarn_truncate: bool = transformer_setting("yarn_truncate")
 
 
 @dataclass
@@ -266,7 +289,7 @@ def transformer_config(config: RunConfig, tokenizer_vocab: int) -> TransformerCo
                              rope_theta=m.rope_theta, norm_eps=m.norm_eps, tie_embeddings=m.tie_embeddings,
                              qk_norm=m.qk_norm, head_size=m.head_size, partial_rotary_factor=m.partial_rotary_factor,
                              first_dense_layers=m.first_dense_layers, moe_every=m.moe_every, moe=config.moe if m.moe_every else None,
-                             **{key: getattr(m, key) for key in LATENT_KEYS}).validate()
+                             **{key: getattr(m, key) for key in LATENT_KEYS + ATTENTION_KEYS}).validate()
 
 
 def _check_finite(value: Any, path: str) -> None:

@@ -1,5 +1,5 @@
 """HF checkpoints in and out: Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3, Qwen3-MoE, OLMoE,
-GLM-4.5 (``glm4_moe``) and DeepSeek-V3 (``deepseek_v3``) ``config.json + safetensors (one file or sharded with ``model.safetensors.index.json``;
+GLM-4.5 (``glm4_moe``), DeepSeek-V3 (``deepseek_v3``) and gpt-oss (``gpt_oss``, dequantised) ``config.json + safetensors (one file or sharded with ``model.safetensors.index.json``;
 experts per expert or fused 3-D as transformers 5 holds them), and GGUF files through
 transformers.
 
@@ -24,6 +24,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from core.errors import ConfigError
+from models.hf_gpt_oss import from_gpt_oss, gpt_oss_shapes, to_gpt_oss
 from models.hf_names import from_hf, hf_shapes, to_hf, unfused_shapes
 from models.moe_config import MoEConfig
 from models.rotary import yarn_mscale
@@ -36,7 +37,8 @@ DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int
           "U8": np.uint8, "BOOL": np.bool_}
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM", "qwen2": "Qwen2ForCausalLM",
                  "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
-                 "olmoe": "OlmoeForCausalLM", "glm4_moe": "Glm4MoeForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM"}
+                 "olmoe": "OlmoeForCausalLM", "glm4_moe": "Glm4MoeForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM",
+                 "gpt_oss": "GptOssForCausalLM"}
 SIZE_KEYS = {"mixtral": ("num_local_experts", "num_experts_per_tok"),
              "qwen2_moe": ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
                            "shared_expert_intermediate_size"),
@@ -44,12 +46,13 @@ SIZE_KEYS = {"mixtral": ("num_local_experts", "num_experts_per_tok"),
              "olmoe": ("num_experts", "num_experts_per_tok"),
              "glm4_moe": ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts"),
              "deepseek_v3": ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts",
-                             "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")}
+                             "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"),
+             "gpt_oss": ("num_local_experts", "num_experts_per_tok")}
 GROUPED_SIGMOID = ("glm4_moe", "deepseek_v3")  # routed by the aux_free router's sigmoid group-limited choice
 MTP_LAYER = re.compile(r"model\.layers\.(\d+)\.")
 SPARSE_STEP = ("qwen2_moe", "qwen3_moe")
-WINDOWED = ("qwen2", "qwen3")  # types whose layer_types may hold sliding_attention blocks  # types whose decoder_sparse_step is our moe_every
-HEAD_DIM = ("qwen3", "qwen3_moe", "glm4_moe")  # types whose head_dim may differ from hidden_size / num_attention_heads
+WINDOWED = ("qwen2", "qwen3", "gpt_oss")  # types whose layer_types may hold sliding_attention blocks  # types whose decoder_sparse_step is our moe_every
+HEAD_DIM = ("qwen3", "qwen3_moe", "glm4_moe", "gpt_oss")  # types whose head_dim may differ from hidden_size / num_attention_heads
 NO_ATTENTION_BIAS, NO_WINDOW = ("attention_bias", False), ("sliding_window", None)
 FIXED = {"llama": [NO_ATTENTION_BIAS, NO_WINDOW], "mixtral": [NO_ATTENTION_BIAS, NO_WINDOW],
          "qwen2": [], "qwen2_moe": [("use_sliding_window", False)],
@@ -57,13 +60,23 @@ FIXED = {"llama": [NO_ATTENTION_BIAS, NO_WINDOW], "mixtral": [NO_ATTENTION_BIAS,
          "qwen3_moe": [("use_sliding_window", False), NO_ATTENTION_BIAS],
          "olmoe": [NO_ATTENTION_BIAS, NO_WINDOW, ("clip_qkv", None)],
          "glm4_moe": [NO_WINDOW],  # GLM's attention_bias is on q, k and v only: our qkv_bias
-         "deepseek_v3": [NO_ATTENTION_BIAS]}
+         "deepseek_v3": [NO_ATTENTION_BIAS], "gpt_oss": []}  # gpt-oss's attention_bias: q, k, v and o
 
 
 def style(model_type: str) -> str:
     """The MoE tensor layout of an HF model type (``models.hf_names``)."""
-    return {"llama": "mixtral", "mixtral": "mixtral", "glm4_moe": "glm4_moe",
-            "deepseek_v3": "deepseek_v3"}.get(model_type, "qwen2_moe")
+    return {"llama": "mixtral", "mixtral": "mixtral", "glm4_moe": "glm4_moe", "deepseek_v3": "deepseek_v3",
+            "gpt_oss": "gpt_oss"}.get(model_type, "qwen2_moe")
+
+
+def to_layout(params: Dict[str, np.ndarray], layout: str) -> Dict[str, np.ndarray]:
+    """Our params -> HF tensors in ``layout`` (a ``style``)."""
+    return to_gpt_oss(params) if layout == "gpt_oss" else to_hf(params, layout)
+
+
+def from_layout(weights: Dict[str, np.ndarray], layout: str) -> Dict[str, np.ndarray]:
+    """HF tensors in ``layout`` (a ``style``) -> our params."""
+    return from_gpt_oss(weights) if layout == "gpt_oss" else from_hf(weights)
 
 
 def rope_settings(hf: Dict[str, Any], kind: str) -> Tuple[float, float, Dict[str, Any]]:
@@ -151,7 +164,7 @@ def config_from_hf(hf: Dict[str, Any]) -> TransformerConfig:
                           f"= {hf['hidden_size'] // heads}")
     theta, partial, yarn = rope_settings(hf, kind)
     moe = moe_from_hf(hf, kind) if kind in SIZE_KEYS else None
-    glm = kind == "glm4_moe"
+    glm, oss = kind == "glm4_moe", kind == "gpt_oss"
     grouped = kind in GROUPED_SIGMOID
     qk_norm = {"qwen3": "per_head", "qwen3_moe": "per_head", "olmoe": "across_heads"}.get(kind, "none")
     return TransformerConfig(vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
@@ -159,8 +172,9 @@ def config_from_hf(hf: Dict[str, Any]) -> TransformerConfig:
                              ffn_hidden=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
                              rope_theta=theta, partial_rotary_factor=partial, norm_eps=hf.get("rms_norm_eps", 1e-6),
                              tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-                             qkv_bias=kind == "qwen2" or bool(hf.get("attention_bias" if glm else "qkv_bias",
+                             qkv_bias=kind == "qwen2" or bool(hf.get("attention_bias" if glm or oss else "qkv_bias",
                                                                      kind == "qwen2_moe")),
+                             o_bias=oss and bool(hf.get("attention_bias", True)), attention_sinks=oss,
                              qk_norm="per_head" if glm and hf.get("use_qk_norm") else qk_norm,
                              init_std=hf.get("initializer_range", 0.02),
                              moe_every=hf.get("decoder_sparse_step", 1) if kind in SPARSE_STEP else int(bool(moe)),
@@ -211,6 +225,12 @@ def moe_from_hf(hf: Dict[str, Any], kind: str) -> MoEConfig:
                          router="aux_free", renormalize=bool(hf.get("norm_topk_prob", True)),
                          shared_expert_hidden=hf["moe_intermediate_size"] * hf["n_shared_experts"],
                          balance_loss_coef=0.0, z_loss_coef=0.0, router_options=options)
+    if kind == "gpt_oss":
+        return MoEConfig(d_model=d, ffn_hidden=hf["intermediate_size"], num_experts=hf["num_local_experts"], top_k=k,
+                         router="topk", renormalize=True, router_options={"gate_bias": True},
+                         expert_type="clamped_swiglu", expert_bias=True, swiglu_alpha=hf.get("swiglu_alpha", 1.702),
+                         swiglu_limit=hf.get("swiglu_limit", 7.0),
+                         balance_loss_coef=hf.get("router_aux_loss_coef", 0.0) * k, z_loss_coef=0.0)
     qwen, mixtral = kind == "qwen2_moe", kind == "mixtral"
     return MoEConfig(d_model=d, ffn_hidden=hf["moe_intermediate_size" if kind in SPARSE_STEP else "intermediate_size"],
                      num_experts=hf["num_local_experts" if mixtral else "num_experts"], top_k=k, router="topk",
@@ -226,7 +246,8 @@ def export_type(config: TransformerConfig) -> str:
     (top-k with a gated shared expert, q/k/v biases optional, MoE every N blocks), Qwen3-MoE
     (per-head q/k norm, MoE every N blocks), OLMoE (q/k norm across heads, MoE in every block)
     GLM-4.5 (the ``aux_free`` router with sigmoid scores, ungated shared experts) or DeepSeek-V3
-    (GLM-4.5's MoE blocks with multi-head latent attention: ``model.kv_lora_rank`` > 0)."""
+    (GLM-4.5's MoE blocks with multi-head latent attention: ``model.kv_lora_rank`` > 0) or gpt-oss
+    (``moe.expert_type: clamped_swiglu`` with expert and router biases, sinks, o_proj bias)."""
     c, moe = config, config.moe
     if c.ffn_type != "swiglu":
         raise ConfigError(f"model.ffn_type={c.ffn_type!r}: HF Llama/Mixtral/Qwen2 have SwiGLU FFNs only")
@@ -238,7 +259,9 @@ def export_type(config: TransformerConfig) -> str:
                                (whole_heads or qwen3, "model.head_size", c.head_size),
                                (c.partial_rotary_factor == 1.0, "model.partial_rotary_factor", c.partial_rotary_factor),
                                (c.kv_lora_rank == 0, "model.kv_lora_rank", c.kv_lora_rank),
-                               (not c.layer_types or qwen3 or c.qkv_bias, "model.layer_types", c.layer_types)):
+                               (not c.layer_types or qwen3 or c.qkv_bias, "model.layer_types", c.layer_types),
+                               (not c.o_bias, "model.o_bias", c.o_bias),
+                               (not c.attention_sinks, "model.attention_sinks", c.attention_sinks)):
             if not ok:
                 raise ConfigError(f"{key}={value!r} in a dense model (model.moe_every=0): HF Llama, Qwen2 and Qwen3 "
                                   "have no such setting")
@@ -247,16 +270,20 @@ def export_type(config: TransformerConfig) -> str:
         kind = "deepseek_v3"
     elif moe.router == "aux_free":
         kind = "glm4_moe"
+    elif moe.expert_type == "clamped_swiglu":
+        kind = "gpt_oss"
     else:
         by_norm = {"per_head": "qwen3_moe", "across_heads": "olmoe"}
         kind = by_norm.get(c.qk_norm) or ("qwen2_moe" if moe.shared_expert_hidden or c.qkv_bias else "mixtral")
     name = {"mixtral": "Mixtral", "qwen2_moe": "Qwen2-MoE", "qwen3_moe": "Qwen3-MoE", "olmoe": "OLMoE",
-            "glm4_moe": "GLM-4.5", "deepseek_v3": "DeepSeek-V3"}[kind]
-    glm = kind in GROUPED_SIGMOID
+            "glm4_moe": "GLM-4.5", "deepseek_v3": "DeepSeek-V3", "gpt_oss": "gpt-oss"}[kind]
+    glm, oss = kind in GROUPED_SIGMOID, kind == "gpt_oss"
     rules = [(moe.router == "aux_free", "moe.router", moe.router, "routes by sigmoid scores with a bias (aux_free)")
              ] if glm else [(moe.router == "topk", "moe.router", moe.router, "routes by softmax top-k")]
     rules += [(moe.num_null_experts == 0, "moe.num_null_experts", moe.num_null_experts, "has no null experts"),
-              (moe.expert_type == "swiglu", "moe.expert_type", moe.expert_type, "has SwiGLU experts")]
+              (oss or moe.expert_type == "swiglu", "moe.expert_type", moe.expert_type, "has SwiGLU experts"),
+              (moe.expert_bias == oss, "moe.expert_bias", moe.expert_bias,
+               "has expert biases" if oss else "has bias-free experts")]
     if glm:
         score = moe.router_options.get("score", "sigmoid")
         rules += [(score == "sigmoid", "moe.router_options.score", score, "scores experts by sigmoid"),
@@ -268,17 +295,25 @@ def export_type(config: TransformerConfig) -> str:
                   (c.qk_norm != "across_heads", "model.qk_norm", c.qk_norm, "normalises q/k per head or not at all")]
     else:
         gate_bias = moe.router_options.get("gate_bias", False)
-        rules += [(not gate_bias, "moe.router_options.gate_bias", gate_bias, "has no router bias"),
+        rules += [(gate_bias == oss, "moe.router_options.gate_bias", gate_bias,
+                   "has a router bias" if oss else "has no router bias"),
                   (c.first_dense_layers == 0, "model.first_dense_layers", c.first_dense_layers,
                    "has no dense first blocks"),
                   (c.partial_rotary_factor == 1.0, "model.partial_rotary_factor", c.partial_rotary_factor,
                    "rotates whole heads")]
-    rules += [(not c.layer_types, "model.layer_types", c.layer_types, "attends fully in every block")]
-    if kind in ("mixtral", "olmoe", "glm4_moe", "deepseek_v3"):
+    rules += [(oss or not c.layer_types, "model.layer_types", c.layer_types, "attends fully in every block"),
+              (c.o_bias == (oss and c.qkv_bias), "model.o_bias", c.o_bias,
+               "biases o_proj exactly when it biases q/k/v" if oss else "has no attention output bias"),
+              (c.attention_sinks == oss, "model.attention_sinks", c.attention_sinks,
+               "has attention sinks" if oss else "has no attention sinks")]
+    if kind in ("mixtral", "olmoe", "glm4_moe", "deepseek_v3", "gpt_oss"):
         rules += [(c.moe_every == 1, "model.moe_every", c.moe_every, "has an MoE in every block")]
-    if kind not in ("qwen3_moe", "glm4_moe", "deepseek_v3"):
+    if kind not in ("qwen3_moe", "glm4_moe", "deepseek_v3", "gpt_oss"):
         rules += [(whole_heads, "model.head_size", c.head_size, "has heads of d_model / num_heads features")]
-    if kind == "mixtral":
+    if kind == "gpt_oss":
+        rules += [(moe.renormalize, "moe.renormalize", moe.renormalize, "renormalises the top-k weights"),
+                  (c.qk_norm == "none", "model.qk_norm", c.qk_norm, "has no q/k norm")]
+    elif kind == "mixtral":
         rules += [(moe.renormalize, "moe.renormalize", moe.renormalize, "renormalises the top-k weights")]
     elif kind == "qwen2_moe":
         rules += [(moe.shared_expert_hidden > 0, "moe.shared_expert_hidden", moe.shared_expert_hidden,
@@ -346,6 +381,12 @@ def config_to_hf(config: TransformerConfig) -> Dict[str, Any]:
         return {**hf, **grouped, "rope_parameters": {**hf["rope_parameters"], "partial_rotary_factor": factor},
                 "partial_rotary_factor": factor, "head_dim": c.head_dim, "attention_bias": c.qkv_bias,
                 "use_qk_norm": c.qk_norm == "per_head"}
+    if kind == "gpt_oss":
+        return {**hf, "intermediate_size": moe.ffn_hidden, "num_local_experts": moe.num_experts,
+                "num_experts_per_tok": moe.top_k, "router_aux_loss_coef": moe.balance_loss_coef / moe.top_k,
+                "head_dim": c.head_dim, "attention_bias": c.qkv_bias, "swiglu_alpha": moe.swiglu_alpha,
+                "swiglu_limit": moe.swiglu_limit, "sliding_window": windows["sliding_window"],
+                "layer_types": windows["layer_types"]}
     routed = {"num_experts": moe.num_experts, "num_experts_per_tok": moe.top_k, "norm_topk_prob": moe.renormalize,
               "router_aux_loss_coef": moe.balance_loss_coef / moe.top_k}
     if kind == "olmoe":
@@ -412,8 +453,9 @@ def check_tensors(config: TransformerConfig, found: Dict[str, tuple], source: st
     """The checkpoint's HF tensor names and shapes (MoE tensors in ``layout``, see
     ``models.hf_names``; fused experts as the per-expert tensors they hold) against what
     ``config`` needs: every tensor is needed and every needed one is there."""
-    expected = hf_shapes({name: spec.shape for name, spec in Transformer(config).param_specs().items()}, layout)
-    found = unfused_shapes(found, layout)
+    ours = {name: spec.shape for name, spec in Transformer(config).param_specs().items()}
+    expected = gpt_oss_shapes(ours) if layout == "gpt_oss" else hf_shapes(ours, layout)
+    found = found if layout == "gpt_oss" else unfused_shapes(found, layout)
     for name, shape in expected.items():
         if name not in found:
             raise ConfigError(f"{source} lacks tensor {name} (shape {list(shape)}), which config.json implies")
@@ -480,9 +522,9 @@ def from_hf_weights(hf: Dict[str, Any], weights: Dict[str, np.ndarray], source: 
     config = config_from_hf(hf)
     dropped = mtp_tensors(hf, weights, source, drop_mtp)
     weights = {name: value for name, value in weights.items() if name not in dropped}
-    weights = to_hf(from_hf(weights), style(hf["model_type"]))  # fused experts -> per-expert tensors
+    weights = to_layout(from_layout(weights, style(hf["model_type"])), style(hf["model_type"]))  # fused -> per-expert
     check_tensors(config, {name: value.shape for name, value in weights.items()}, source, style(hf["model_type"]))
-    return config, from_hf(weights)
+    return config, from_layout(weights, style(hf["model_type"]))
 
 
 def load_hf_checkpoint(path, drop_mtp: bool = False) -> Tuple[TransformerConfig, Dict[str, np.ndarray]]:
@@ -510,7 +552,7 @@ def load_hf_checkpoint(path, drop_mtp: bool = False) -> Tuple[TransformerConfig,
     check_tensors(config, {name: tuple(entry["shape"]) for name, entry in entries.items()}, str(path),
                   style(hf["model_type"]))
     weights = {name: read_tensor(file, entries[name], headers[file][1]) for name, file in files.items()}
-    return config, from_hf(weights)
+    return config, from_layout(weights, style(hf["model_type"]))
 
 
 def check_params(config: TransformerConfig, params: Dict[str, np.ndarray], what: str) -> None:
@@ -532,7 +574,7 @@ def save_hf_checkpoint(config: TransformerConfig, params: Dict[str, np.ndarray],
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: np.ascontiguousarray(value, dtype=np.float32)
-               for name, value in to_hf({name: params[name] for name in specs}, style(hf["model_type"])).items()}
+               for name, value in to_layout({name: params[name] for name in specs}, style(hf["model_type"])).items()}
     save_file(tensors, str(folder / SINGLE), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
     return folder

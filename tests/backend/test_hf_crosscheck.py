@@ -1,4 +1,5 @@
-"""HF transformers' Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3, Qwen3-MoE, OLMoE, GLM-4.5 and DeepSeek-V3, saved
+"""HF transformers' Llama, Mixtral, Qwen2, Qwen2-MoE, Qwen3, Qwen3-MoE, OLMoE, GLM-4.5, DeepSeek-V3 and gpt-oss
+(YaRN, alternating windows, sinks, biases, clamped SwiGLU), saved
 in their checkpoint format (one file and sharded) and loaded with
 ``training.hf_checkpoint.load_hf_checkpoint``, give the same logits as our transformer on the
 backend under test (checks names, [out, in] layouts, rotary layout, GQA head order, RMSNorm,
@@ -47,13 +48,16 @@ DEEPSEEK_V3 = dict(n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_s
                    topk_group=2, routed_scaling_factor=2.5, first_k_dense_replace=1, num_key_value_heads=4,
                    q_lora_rank=6, kv_lora_rank=12, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=6,
                    rope_interleave=True, num_hidden_layers=3)  # latent attention; block 0 dense
+GPT_OSS = dict(num_local_experts=4, num_experts_per_tok=2, head_dim=12, sliding_window=4, swiglu_limit=0.5,
+               layer_types=["sliding_attention", "full_attention"])  # YaRN by default; the clamp acts at 0.5
 KINDS = {"llama": ("LlamaForCausalLM", "LlamaConfig", {}), "mixtral": ("MixtralForCausalLM", "MixtralConfig", MIXTRAL),
          "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", {}), "qwen2_moe": ("Qwen2MoeForCausalLM", "Qwen2MoeConfig", QWEN2_MOE),
          "qwen3": ("Qwen3ForCausalLM", "Qwen3Config", dict(head_dim=12)),
          "qwen3_moe": ("Qwen3MoeForCausalLM", "Qwen3MoeConfig", QWEN3_MOE),
          "olmoe": ("OlmoeForCausalLM", "OlmoeConfig", OLMOE),
          "glm4_moe": ("Glm4MoeForCausalLM", "Glm4MoeConfig", GLM4_MOE),
-         "deepseek_v3": ("DeepseekV3ForCausalLM", "DeepseekV3Config", DEEPSEEK_V3)}
+         "deepseek_v3": ("DeepseekV3ForCausalLM", "DeepseekV3Config", DEEPSEEK_V3),
+         "gpt_oss": ("GptOssForCausalLM", "GptOssConfig", GPT_OSS)}
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
@@ -82,7 +86,8 @@ def hf_logits(model, tokens) -> np.ndarray:
                                              ("mixtral", False, None), ("mixtral", False, "8KB"),
                                              ("qwen2", True, None), ("qwen2_moe", False, "8KB"),
                                              ("qwen3", True, None), ("qwen3_moe", False, "8KB"), ("olmoe", True, None),
-                                             ("glm4_moe", False, "8KB"), ("deepseek_v3", False, "8KB")])
+                                             ("glm4_moe", False, "8KB"), ("deepseek_v3", False, "8KB"),
+                                             ("gpt_oss", False, "8KB")])
 def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
     torch.manual_seed(0)
     model = hf_model(kind, tie_word_embeddings=tied)
@@ -90,8 +95,9 @@ def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
     assert (tmp_path / "model.safetensors.index.json").exists() == bool(shard)
     tokens = np.random.default_rng(0).integers(0, 64, (2, 10)).astype(np.int32)
     config, values = load_hf_checkpoint(tmp_path)
-    moe_every = {"mixtral": 1, "qwen2_moe": 2, "qwen3_moe": 2, "olmoe": 1, "glm4_moe": 1, "deepseek_v3": 1}.get(kind, 0)
-    biased = kind.startswith("qwen2") or kind == "glm4_moe"
+    moe_every = {"mixtral": 1, "qwen2_moe": 2, "qwen3_moe": 2, "olmoe": 1, "glm4_moe": 1, "deepseek_v3": 1,
+                 "gpt_oss": 1}.get(kind, 0)
+    biased = kind.startswith("qwen2") or kind in ("glm4_moe", "gpt_oss")
     assert (config.moe_every, config.tie_embeddings, config.qkv_bias) == (moe_every, tied, biased)
     if kind == "deepseek_v3":  # HF's head_dim is the rotary width there
         assert (config.kv_lora_rank, config.q_lora_rank, config.rotary_dim, config.rope_interleave) == (12, 6, 4, True)
@@ -102,7 +108,7 @@ def test_hf_checkpoint_gives_hf_logits(runner, tmp_path, kind, tied, shard):
 
 
 @pytest.mark.parametrize("kind", ["llama", "mixtral", "qwen2_moe", "qwen3", "qwen3_moe", "olmoe", "glm4_moe",
-                                  "deepseek_v3"])
+                                  "deepseek_v3", "gpt_oss"])
 def test_export_loads_in_transformers_with_same_logits(runner, tmp_path, kind):
     torch.manual_seed(1)
     hf_model(kind).save_pretrained(tmp_path / "hf")

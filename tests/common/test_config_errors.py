@@ -36,6 +36,11 @@ def test_unknown_expert_type_lists_valid_types():
         assert name in message, (name, message)
 
 
+def test_clamped_swiglu_needs_a_positive_limit_and_no_shared_expert():
+    config_error("moe.swiglu_limit", expert_type="clamped_swiglu", swiglu_limit=0.0)
+    config_error("moe.shared_expert_hidden", expert_type="clamped_swiglu", shared_expert_hidden=8)
+
+
 @pytest.mark.parametrize("router,extra", [("topk", {}), ("adamoe", {"num_null_experts": 3})])
 def test_top_k_above_all_slots(router, extra):
     slots = 4 + extra.get("num_null_experts", 0)

@@ -6,6 +6,7 @@ import pytest
 
 from core.errors import ConfigError
 from core.params import init_params
+from models.hf_gpt_oss import deinterleaved, from_gpt_oss, gpt_oss_shapes, interleaved, to_gpt_oss
 from models.hf_names import from_hf, to_hf
 from models.moe_config import MoEConfig
 from models.transformer import Transformer
@@ -107,3 +108,35 @@ def test_two_tensors_for_one_parameter_are_refused():
     router = {"model.layers.1.block_sparse_moe.gate.weight": per_expert["model.layers.1.mlp.gate.weight"]}
     with pytest.raises(ConfigError, match="both hold model.layers.1.block_sparse_moe.router.weight"):
         from_hf({**per_expert, **router})
+
+
+def test_gpt_oss_gate_up_alternates_gate_and_up_columns():
+    """gpt-oss's fused gate_up_proj [E, d, 2f]: column 2j is gate unit j, column 2j + 1 up unit j."""
+    fused = np.arange(2 * 3 * 8, dtype=np.float32).reshape(2, 3, 8)
+    gate, up = deinterleaved(fused)
+    np.testing.assert_array_equal(gate[1, 2], [40, 42, 44, 46])
+    np.testing.assert_array_equal(up[1, 2], [41, 43, 45, 47])
+    np.testing.assert_array_equal(interleaved(gate, up), fused)
+    with pytest.raises(ConfigError, match=r"shape \[2, 5\]: its last axis must be 2 \* f"):
+        deinterleaved(np.zeros((2, 5)))
+
+
+def test_gpt_oss_block_round_trip_names_and_shapes():
+    """Our gpt-oss-shaped MoE block (router bias, expert biases) <-> gpt-oss's fused tensors,
+    exactly; gpt_oss_shapes gives to_gpt_oss's names and shapes."""
+    moe = MoEConfig(d_model=16, ffn_hidden=12, num_experts=3, top_k=2, router_options=dict(gate_bias=True),
+                    expert_type="clamped_swiglu", expert_bias=True)
+    config = TransformerConfig(vocab_size=20, d_model=16, num_layers=1, num_heads=2, num_kv_heads=1, ffn_hidden=24,
+                               max_seq_len=8, moe=moe, qkv_bias=True, o_bias=True, attention_sinks=True)
+    specs = Transformer(config).param_specs()
+    values = {name: np.random.default_rng(0).normal(size=spec.shape).astype(np.float32) for name, spec in specs.items()}
+    hf = to_gpt_oss(values)
+    block = "model.layers.0.mlp."
+    assert {block + "router.bias", block + "experts.gate_up_proj_bias", block + "experts.down_proj_bias",
+            "model.layers.0.self_attn.o_proj.bias", "model.layers.0.self_attn.sinks"} <= set(hf)
+    assert hf[block + "experts.gate_up_proj"].shape == (3, 16, 24) and hf[block + "router.weight"].shape == (3, 16)
+    assert {name: value.shape for name, value in hf.items()} == gpt_oss_shapes({n: s.shape for n, s in specs.items()})
+    back = from_gpt_oss(hf)
+    assert back.keys() == values.keys() and all(np.array_equal(back[name], values[name]) for name in values)
+    with pytest.raises(ConfigError, match="model.layers.0.mlp.gate.weight is not part of a gpt-oss MoE block"):
+        from_gpt_oss({"model.layers.0.mlp.gate.weight": np.zeros((3, 16))})

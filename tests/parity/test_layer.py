@@ -1,7 +1,7 @@
 """Same weights and inputs on MindSpore and PyTorch give the same outputs, losses, metrics
-and gradients, for every router, both dispatch modes, both drop policies and both expert
-types. Tolerance: float32 with different kernels and summation orders, rtol 1e-4 /
-atol 1e-5 (values and gradients are O(1)).
+and gradients, for every router, both dispatch modes, both drop policies and the expert
+types (gpt-oss's clamped SwiGLU with expert and router biases too). Tolerance: float32 with
+different kernels and summation orders, rtol 1e-4 / atol 1e-5 (values and gradients are O(1)).
 
 Each case compiles twice in GRAPH_MODE (forward, then forward+backward), so the cases
 cover the combinations without the full product: every router meets every dispatch mode
@@ -22,6 +22,8 @@ TOPK = dict(router="topk", top_k=2)
 RAW = dict(router="topk", top_k=2, renormalize=False)
 SWITCH = dict(router="switch", top_k=1)
 ADAMOE = dict(router="adamoe", top_k=4, num_null_experts=4)
+GPT_OSS = dict(router="topk", top_k=2, router_options=dict(gate_bias=True), expert_type="clamped_swiglu",
+               expert_bias=True, swiglu_limit=0.5)  # a limit the clamp reaches
 DROPLESS = dict(dispatch="dropless")
 POSITION = dict(dispatch="capacity", drop_policy="position")
 PROBABILITY = dict(dispatch="capacity", drop_policy="probability")
@@ -37,6 +39,8 @@ CASES = {  # name: (settings, expert 0 left without tokens)
     "adamoe-dropless-gelu": ({**ADAMOE, **DROPLESS, "expert_type": "gelu"}, False),
     "adamoe-position-swiglu": ({**ADAMOE, **POSITION, "expert_type": "swiglu"}, False),
     "adamoe-probability-gelu": ({**ADAMOE, **PROBABILITY, "expert_type": "gelu"}, False),
+    "gpt_oss-dropless-clamped_swiglu": ({**GPT_OSS, **DROPLESS}, False),
+    "gpt_oss-position-clamped_swiglu": ({**GPT_OSS, **POSITION}, False),
 }
 
 
@@ -51,6 +55,9 @@ def test_forward_backward_parity(torch_runner, ms_runner, case):
                        **settings)
     layer = MoELayer(config)
     values = numpy_weights(layer, seed=3)
+    for name in values:  # biases start at zero: draw them
+        if name == "router.bias" or name.startswith("experts.b_"):
+            values[name] = random_inputs(values[name].shape, seed=6, scale=0.5)
     x = random_inputs((3, 10, 16), seed=4)
     if empty_expert:  # feature 0 > 0 and a large negative gate weight keep expert 0 idle
         x[..., 0] = np.abs(x[..., 0]) + 1.0
