@@ -12,7 +12,7 @@ import numpy as np
 from mindspore import ops
 from scipy import optimize
 
-from backends.mindspore_collectives import RowExchange, all_gather, exchange_equal_rows
+from backends.mindspore_collectives import RowExchange, all_gather, collective, exchange_equal_rows
 from backends.mindspore_grouped_matmul import grouped_matmul_kernel
 from backends.vocabulary import check_group
 
