@@ -16,7 +16,6 @@ from typing import Any, Dict, List, Sequence
 from core.errors import ConfigError
 from core.layout import check_experts
 from core.rules import FLAG, TEXT, Rule, integer, name_lists, names, number, one_of, rules_of, setting
-from models.attention import QK_NORMS
 from models.moe_config import MoEConfig
 from models.transformer_config import TransformerConfig
 from training.data.corpora import CORPORA
@@ -66,16 +65,16 @@ class ModelConfig:
     norm_eps: float = setting(1e-5, number(0.0, low_open=True))
     moe_every: int = setting(2, integer(0))
     tie_embeddings: bool = setting(True, FLAG)
-    qk_norm: str = setting("none", one_of(*QK_NORMS))
-    head_size: int = setting(0, integer(0))
-    partial_rotary_factor: float = setting(1.0, number(0.0, high=1.0, low_open=True))
-    first_dense_layers: int = setting(0, integer(0))
-    kv_lora_rank: int = setting(0, integer(0))
-    q_lora_rank: int = setting(0, integer(0))
-    qk_nope_head_dim: int = setting(0, integer(0))
-    qk_rope_head_dim: int = setting(0, integer(0))
-    v_head_dim: int = setting(0, integer(0))
-    rope_interleave: bool = setting(False, FLAG)
+    qk_norm: str = transformer_setting("qk_norm")
+    head_size: int = transformer_setting("head_size")
+    partial_rotary_factor: float = transformer_setting("partial_rotary_factor")
+    first_dense_layers: int = transformer_setting("first_dense_layers")
+    kv_lora_rank: int = transformer_setting("kv_lora_rank")
+    q_lora_rank: int = transformer_setting("q_lora_rank")
+    qk_nope_head_dim: int = transformer_setting("qk_nope_head_dim")
+    qk_rope_head_dim: int = transformer_setting("qk_rope_head_dim")
+    v_head_dim: int = transformer_setting("v_head_dim")
+    rope_interleave: bool = transformer_setting("rope_interleave")
     qkv_bias: bool = transformer_setting("qkv_bias")
     o_bias: bool = transformer_setting("o_bias")
     attention_sinks: bool = transformer_setting("attention_sinks")
